@@ -1,0 +1,104 @@
+//! The NATS bus of a cluster node (async-nats). The client reconnects by itself and re-subscribes
+//! what it had; deliveries missed meanwhile are repaired by sessions (gap repair, `sync`).
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, OnceLock},
+};
+
+use actix::Recipient;
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures_util::{StreamExt, future::BoxFuture};
+use tokio::task::JoinHandle;
+
+use super::{Bus, BusDelivery};
+
+pub struct NatsBus {
+    client: async_nats::Client,
+    subscriptions: Mutex<HashMap<String, JoinHandle<()>>>,
+    sink: std::sync::Arc<OnceLock<Recipient<BusDelivery>>>,
+}
+
+impl NatsBus {
+    pub async fn connect(url: &str, node_id: &str) -> anyhow::Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("natter-{node_id}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("nats connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconnecting"),
+                    other => tracing::debug!(event = %other, "nats event"),
+                }
+            })
+            .connect(url)
+            .await
+            .context("connecting to NATS (nats.url)")?;
+        Ok(Self {
+            client,
+            subscriptions: Mutex::new(HashMap::new()),
+            sink: Default::default(),
+        })
+    }
+}
+
+impl Bus for NatsBus {
+    fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, anyhow::Result<()>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = client.publish(subject, payload).await.context("nats publish");
+            metrics::histogram!("natter_bus_publish_duration_seconds").record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+
+    fn subscribe(&self, subject: &str) {
+        let Ok(mut subs) = self.subscriptions.lock() else {
+            return;
+        };
+        if subs.contains_key(subject) {
+            return;
+        }
+        let client = self.client.clone();
+        let sink = self.sink.clone();
+        let name = subject.to_string();
+        let task = tokio::spawn(async move {
+            let mut subscriber = match client.subscribe(name.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(subject = %name, error = %e, "nats subscribe failed");
+                    return;
+                }
+            };
+            while let Some(msg) = subscriber.next().await {
+                if let Some(sink) = sink.get() {
+                    sink.do_send(BusDelivery {
+                        subject: msg.subject.to_string(),
+                        payload: msg.payload,
+                    });
+                }
+            }
+        });
+        subs.insert(subject.to_string(), task);
+    }
+
+    fn unsubscribe(&self, subject: &str) {
+        // Aborting the task drops the subscriber, which unsubscribes from the server.
+        if let Ok(mut subs) = self.subscriptions.lock()
+            && let Some(task) = subs.remove(subject)
+        {
+            task.abort();
+        }
+    }
+
+    fn attach(&self, sink: Recipient<BusDelivery>) {
+        let _ = self.sink.set(sink);
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}

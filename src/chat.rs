@@ -1,0 +1,576 @@
+//! Messaging: send, history, sync, read markers and typing, shared by WebSocket and REST.
+//!
+//! A send commits first (the store assigns the seq), then its push frame is encoded once and
+//! published; every recipient on every node writes those same bytes.
+
+use std::{collections::HashMap, time::Instant};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize, Serializer, ser::SerializeStruct};
+use serde_json::value::RawValue;
+
+use crate::{
+    auth::Identity,
+    bus::{Envelope, Origin, encode},
+    domain::{
+        ClientMsgId, ConversationId, ConversationKind, GroupId, UserId, UserKey, direct_conversation_id,
+        direct_participants,
+    },
+    error::{ApiError, ApiResult, ErrorCode},
+    node::Node,
+    store::conversations::{AppendError, Membership, NewMessage, StoredMessage},
+};
+
+/// How a message looks on the wire (push `data`, history and sync entries).
+impl Serialize for StoredMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let meta = self
+            .meta
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<&RawValue>(m).ok());
+        let mut s = serializer.serialize_struct("Message", 11)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("conversation", &self.conversation_id)?;
+        s.serialize_field("seq", &self.seq)?;
+        s.serialize_field("sender", &self.sender)?;
+        match self.conversation_kind {
+            ConversationKind::Direct => s.serialize_field("recipient", &self.recipient)?,
+            ConversationKind::Group => s.serialize_field("group", &self.conversation_id)?,
+        }
+        s.serialize_field("content", &self.content)?;
+        s.serialize_field("client_msg_id", &self.client_msg_id)?;
+        s.serialize_field("created_at", &self.created_at)?;
+        if let Some(kind) = &self.kind {
+            s.serialize_field("kind", kind)?;
+        }
+        if let Some(meta) = meta {
+            s.serialize_field("meta", meta)?;
+        }
+        s.end()
+    }
+}
+
+/// `{"type":"message","data":…}`: the push frame, encoded once per message.
+pub fn push_frame(message: &StoredMessage) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Push<'a> {
+        r#type: &'static str,
+        data: &'a StoredMessage,
+    }
+    serde_json::to_vec(&Push {
+        r#type: "message",
+        data: message,
+    })
+    .unwrap_or_default()
+}
+
+/// `{"type":"event","event":…,"data":…}`.
+pub fn event_frame(event: &str, data: &impl Serialize) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Event<'a, T> {
+        r#type: &'static str,
+        event: &'a str,
+        data: &'a T,
+    }
+    serde_json::to_vec(&Event {
+        r#type: "event",
+        event,
+        data,
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    #[serde(default)]
+    pub recipient: Option<UserId>,
+    #[serde(default)]
+    pub group: Option<GroupId>,
+    pub content: String,
+    pub client_msg_id: ClientMsgId,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub meta: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SendResult {
+    pub message_id: String,
+    pub conversation: String,
+    pub seq: i64,
+    pub created_at: i64,
+    /// False for a resend of a known `client_msg_id` (reply code 200 instead of 201).
+    #[serde(skip)]
+    pub created: bool,
+}
+
+fn validate_kind(kind: &str) -> ApiResult<()> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 32
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "kind: must be 1-32 characters of A-Z a-z 0-9 _ . -",
+        ))
+    }
+}
+
+pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<Origin>) -> ApiResult<SendResult> {
+    let started = Instant::now();
+    let max = node.config.chat.max_content_bytes;
+    let meta_len = req.meta.as_ref().map_or(0, |m| m.get().len());
+    if req.content.is_empty() {
+        return Err(ApiError::validation("content: must not be empty"));
+    }
+    if req.content.len() + meta_len > max {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("content and meta exceed {max} bytes"),
+        ));
+    }
+    if let Some(kind) = &req.kind {
+        validate_kind(kind)?;
+    }
+    if let Some(meta) = &req.meta
+        && !meta.get().trim_start().starts_with('{')
+    {
+        return Err(ApiError::validation("meta: must be a JSON object"));
+    }
+    let (conversation, kind, recipient) = match (&req.recipient, &req.group) {
+        (Some(recipient), None) => {
+            let user = node
+                .store
+                .user_by_id(&who.app, recipient)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, format!("no user {recipient}")))?;
+            if user.key == who.user {
+                return Err(ApiError::validation(
+                    "recipient: cannot send a direct message to yourself",
+                ));
+            }
+            (
+                direct_conversation_id(who.user, user.key),
+                ConversationKind::Direct,
+                Some((user.key, user.id)),
+            )
+        }
+        (None, Some(group)) => (
+            ConversationId::parse(group.as_str()).map_err(|e| ApiError::validation(e.0))?,
+            ConversationKind::Group,
+            None,
+        ),
+        _ => return Err(ApiError::validation("give exactly one of recipient or group")),
+    };
+    let appended = node
+        .store
+        .append_message(NewMessage {
+            app: &who.app,
+            conversation: &conversation,
+            kind,
+            sender: who.user,
+            recipient: recipient.as_ref().map(|(key, _)| *key),
+            client_msg_id: req.client_msg_id.as_str(),
+            message_kind: req.kind.as_deref(),
+            content: &req.content,
+            meta: req.meta.as_ref().map(|m| m.get()),
+        })
+        .await
+        .map_err(|e| match e {
+            AppendError::NotFound => ApiError::new(ErrorCode::GroupNotFound, "no such group"),
+            AppendError::NotAMember => ApiError::new(ErrorCode::NotAMember, "you are not a member of this group"),
+            AppendError::Db(e) => e.into(),
+        })?;
+    let kind_label = match kind {
+        ConversationKind::Direct => "direct",
+        ConversationKind::Group => "group",
+    };
+    metrics::counter!("natter_messages_received_total", "kind" => kind_label).increment(1);
+    if appended.created {
+        let stored = StoredMessage {
+            id: appended.id.clone(),
+            conversation_id: conversation.as_str().to_string(),
+            conversation_kind: kind,
+            seq: appended.seq,
+            sender: Some(who.id.as_str().to_string()),
+            recipient: recipient.as_ref().map(|(_, id)| id.clone()),
+            client_msg_id: req.client_msg_id.into_inner(),
+            kind: req.kind,
+            content: req.content,
+            meta: req.meta.map(|m| m.get().to_string()),
+            created_at: appended.created_at,
+        };
+        let envelope = Envelope::Message {
+            conv: stored.conversation_id.clone(),
+            seq: stored.seq,
+            origin,
+        };
+        let payload = encode(&envelope, &push_frame(&stored));
+        for subject in subjects_for(node, who, &conversation, kind) {
+            node.publish(subject, payload.clone()).await;
+        }
+    }
+    metrics::histogram!("natter_message_ack_duration_seconds").record(started.elapsed().as_secs_f64());
+    Ok(SendResult {
+        message_id: appended.id,
+        conversation: conversation.into_inner(),
+        seq: appended.seq,
+        created_at: appended.created_at,
+        created: appended.created,
+    })
+}
+
+/// The subjects that reach everyone in a conversation: both users of a DM, or the group.
+fn subjects_for(node: &Node, who: &Identity, conversation: &ConversationId, kind: ConversationKind) -> Vec<String> {
+    let app = who.app.as_str();
+    match kind {
+        ConversationKind::Group => vec![node.subjects.group(app, conversation.as_str())],
+        ConversationKind::Direct => match direct_participants(conversation.as_str()) {
+            Some((a, b)) => vec![node.subjects.user(app, a.0), node.subjects.user(app, b.0)],
+            None => Vec::new(),
+        },
+    }
+}
+
+/// The caller's membership of a conversation, or `conversation_not_found` (which also hides
+/// conversations the caller is not in).
+async fn membership_of(node: &Node, who: &Identity, conversation: &ConversationId) -> ApiResult<Membership> {
+    node.store
+        .membership(&who.app, conversation.as_str(), who.user)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ConversationNotFound,
+                format!("no conversation {conversation}"),
+            )
+        })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConversationView {
+    pub id: String,
+    pub kind: ConversationKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub last_seq: i64,
+    pub read_seq: i64,
+    /// False once the caller has left or been removed (history up to then stays readable).
+    pub active: bool,
+}
+
+impl From<&Membership> for ConversationView {
+    fn from(m: &Membership) -> Self {
+        Self {
+            id: m.conversation_id.clone(),
+            kind: m.kind,
+            name: m.name.clone(),
+            last_seq: m.visible_upto(),
+            read_seq: m.read_seq,
+            active: m.is_active(),
+        }
+    }
+}
+
+pub async fn conversations(node: &Node, who: &Identity) -> ApiResult<Vec<ConversationView>> {
+    let all = node.store.memberships(&who.app, who.user).await?;
+    Ok(all.iter().map(ConversationView::from).collect())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRequest {
+    #[serde(default)]
+    pub after_seq: Option<i64>,
+    #[serde(default)]
+    pub before_seq: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// Most messages one history page returns.
+pub const HISTORY_PAGE_MAX: i64 = 200;
+
+/// A page of history: with `after_seq`, the oldest messages after it; otherwise the newest
+/// messages before `before_seq` (or the end). Always oldest first.
+pub async fn history(
+    node: &Node,
+    who: &Identity,
+    conversation: &ConversationId,
+    req: HistoryRequest,
+) -> ApiResult<Vec<StoredMessage>> {
+    let limit = req.limit.unwrap_or(50);
+    if !(1..=HISTORY_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::validation(format!("limit: must be 1-{HISTORY_PAGE_MAX}")));
+    }
+    let m = membership_of(node, who, conversation).await?;
+    let (floor, upto) = (m.joined_seq, m.visible_upto());
+    let messages = match (req.after_seq, req.before_seq) {
+        (Some(after), before) => {
+            let upto = before.map_or(upto, |b| (b - 1).min(upto));
+            node.store
+                .messages_after(&who.app, conversation.as_str(), after.max(floor), upto, limit)
+                .await?
+        }
+        (None, before) => {
+            let before = before.map_or(upto + 1, |b| b.min(upto + 1));
+            node.store
+                .messages_before(&who.app, conversation.as_str(), floor, before, limit)
+                .await?
+        }
+    };
+    Ok(messages)
+}
+
+/// Messages a session missed between two seqs it saw (gap repair), within what it may read.
+pub async fn gap(
+    node: &Node,
+    who: &Identity,
+    conversation: &str,
+    after: i64,
+    upto: i64,
+) -> ApiResult<Vec<StoredMessage>> {
+    let Some(m) = node.store.membership(&who.app, conversation, who.user).await? else {
+        return Ok(Vec::new());
+    };
+    let upto = upto.min(m.visible_upto());
+    Ok(node
+        .store
+        .messages_after(&who.app, conversation, after.max(m.joined_seq), upto, 10_000)
+        .await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// The last seq the client holds per conversation; conversations left out are sent whole.
+    #[serde(default)]
+    pub conversations: HashMap<String, i64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncResponse {
+    pub messages: Vec<StoredMessage>,
+    pub conversations: Vec<ConversationView>,
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+fn encode_cursor(conversation: &str, seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{conversation}\n{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> ApiResult<(String, i64)> {
+    let bad = || ApiError::validation("cursor: not a cursor this server returned");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (conv, seq) = text.split_once('\n').ok_or_else(bad)?;
+    Ok((conv.to_string(), seq.parse().map_err(|_| bad())?))
+}
+
+/// Everything the client is missing, conversation by conversation in id order, each in seq order,
+/// paged: while `complete` is false the client repeats the call with `cursor`.
+pub async fn sync(node: &Node, who: &Identity, req: SyncRequest) -> ApiResult<SyncResponse> {
+    let page = req.limit.unwrap_or(node.config.chat.sync_page_size);
+    if page == 0 || page > node.config.chat.sync_page_size {
+        return Err(ApiError::validation(format!(
+            "limit: must be 1-{}",
+            node.config.chat.sync_page_size
+        )));
+    }
+    let resume = req.cursor.as_deref().map(decode_cursor).transpose()?;
+    let memberships = node.store.memberships(&who.app, who.user).await?;
+    let mut messages: Vec<StoredMessage> = Vec::new();
+    let mut cursor = None;
+    for m in &memberships {
+        let from = match &resume {
+            Some((conv, _)) if m.conversation_id < *conv => continue,
+            Some((conv, seq)) if m.conversation_id == *conv => *seq,
+            _ => req
+                .conversations
+                .get(&m.conversation_id)
+                .copied()
+                .unwrap_or(m.joined_seq),
+        }
+        .max(m.joined_seq);
+        let upto = m.visible_upto();
+        if from >= upto {
+            continue;
+        }
+        let room = page - messages.len();
+        if room == 0 {
+            // The page is full and this conversation still has messages: resume here.
+            cursor = Some(encode_cursor(&m.conversation_id, from));
+            break;
+        }
+        let batch = node
+            .store
+            .messages_after(&who.app, &m.conversation_id, from, upto, room as i64)
+            .await?;
+        let last = batch.last().map_or(from, |msg| msg.seq);
+        messages.extend(batch);
+        if last < upto {
+            cursor = Some(encode_cursor(&m.conversation_id, last));
+            break;
+        }
+    }
+    Ok(SyncResponse {
+        messages,
+        conversations: memberships.iter().map(ConversationView::from).collect(),
+        complete: cursor.is_none(),
+        cursor,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
+    pub conversation: ConversationId,
+    pub seq: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReadResult {
+    pub conversation: String,
+    pub read_seq: i64,
+}
+
+/// Moves the caller's read marker forward and tells the other participants.
+pub async fn read(node: &Node, who: &Identity, req: ReadRequest) -> ApiResult<ReadResult> {
+    if req.seq < 0 {
+        return Err(ApiError::validation("seq: must not be negative"));
+    }
+    let m = membership_of(node, who, &req.conversation).await?;
+    let seq = req.seq.min(m.visible_upto());
+    let stored = node
+        .store
+        .mark_read(&who.app, req.conversation.as_str(), who.user, seq)
+        .await?
+        .unwrap_or(seq);
+    if m.is_active() {
+        #[derive(Serialize)]
+        struct ReadEvent<'a> {
+            conversation: &'a str,
+            user: &'a str,
+            seq: i64,
+        }
+        let frame = event_frame(
+            "read",
+            &ReadEvent {
+                conversation: req.conversation.as_str(),
+                user: who.id.as_str(),
+                seq: stored,
+            },
+        );
+        let payload = encode(&Envelope::Event { origin: None }, &frame);
+        for subject in subjects_for(node, who, &req.conversation, m.kind) {
+            node.publish(subject, payload.clone()).await;
+        }
+    }
+    Ok(ReadResult {
+        conversation: req.conversation.into_inner(),
+        read_seq: stored,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypingRequest {
+    pub conversation: ConversationId,
+}
+
+/// An ephemeral typing notice to the other participants; nothing is stored.
+pub async fn typing(node: &Node, who: &Identity, req: TypingRequest, origin: Option<Origin>) -> ApiResult<()> {
+    let m = membership_of(node, who, &req.conversation).await?;
+    if !m.is_active() {
+        return Err(ApiError::new(
+            ErrorCode::NotAMember,
+            "you are no longer a member of this conversation",
+        ));
+    }
+    #[derive(Serialize)]
+    struct TypingEvent<'a> {
+        conversation: &'a str,
+        user: &'a str,
+    }
+    let frame = event_frame(
+        "typing",
+        &TypingEvent {
+            conversation: req.conversation.as_str(),
+            user: who.id.as_str(),
+        },
+    );
+    let payload = encode(&Envelope::Event { origin }, &frame);
+    for subject in subjects_for(node, who, &req.conversation, m.kind) {
+        node.publish(subject, payload.clone()).await;
+    }
+    Ok(())
+}
+
+/// The internal key of a user by public id within the caller's app.
+pub async fn user_key(node: &Node, who: &Identity, id: &UserId) -> ApiResult<UserKey> {
+    node.store
+        .user_by_id(&who.app, id)
+        .await?
+        .map(|u| u.key)
+        .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, format!("no user {id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: ConversationKind) -> StoredMessage {
+        StoredMessage {
+            id: "m1".into(),
+            conversation_id: "c1".into(),
+            conversation_kind: kind,
+            seq: 3,
+            sender: Some("alice".into()),
+            recipient: Some("bob".into()),
+            client_msg_id: "c-1".into(),
+            kind: None,
+            content: "hi".into(),
+            meta: Some(r#"{"x":1}"#.into()),
+            created_at: 10,
+        }
+    }
+
+    #[test]
+    fn a_direct_push_names_its_recipient_and_a_group_push_its_group() {
+        let v: serde_json::Value = serde_json::from_slice(&push_frame(&message(ConversationKind::Direct))).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["data"]["recipient"], "bob");
+        assert_eq!(v["data"]["meta"]["x"], 1);
+        assert!(v["data"].get("group").is_none());
+        let v: serde_json::Value = serde_json::from_slice(&push_frame(&message(ConversationKind::Group))).unwrap();
+        assert_eq!(v["data"]["group"], "c1");
+        assert!(v["data"].get("recipient").is_none());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_forgeries() {
+        let c = encode_cursor("dm_1_2", 40);
+        assert_eq!(decode_cursor(&c).unwrap(), ("dm_1_2".to_string(), 40));
+        assert!(decode_cursor("%%%").is_err());
+        assert!(decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x")).is_err());
+    }
+
+    #[test]
+    fn message_kinds_are_short_tokens() {
+        assert!(validate_kind("image").is_ok());
+        assert!(validate_kind("").is_err());
+        assert!(validate_kind("has space").is_err());
+    }
+}

@@ -1,0 +1,330 @@
+//! Layered configuration.
+//!
+//! Layers, later wins: `config/default.toml` (compiled in, so the binary runs from anywhere) →
+//! `config/{NATTER_ENV}.toml` if present → `NATTER_SECTION__KEY` environment variables (plus
+//! `DATABASE_URL` and `NATS_URL`) → command-line flags. Unknown keys are an error naming the key.
+
+use std::{fmt, path::Path};
+
+use anyhow::Context as _;
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The documented defaults; every key lives here.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub nats: NatsConfig,
+    pub node: NodeConfig,
+    pub auth: AuthConfig,
+    pub ws: WsConfig,
+    pub chat: ChatConfig,
+    pub log: LogConfig,
+    pub default_app: AppSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub bind: String,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    pub url: Secret,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub signing_key: Secret,
+    pub signing_key_file: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub password_hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsConfig {
+    pub max_frame_bytes: usize,
+    pub auth_timeout_secs: u64,
+    pub heartbeat_interval_secs: u64,
+    pub client_timeout_secs: u64,
+    pub outbound_queue: usize,
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    pub max_content_bytes: usize,
+    pub max_group_size: usize,
+    pub sync_page_size: usize,
+    pub typing_per_second: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Per-app settings (design §2). Stored as JSON with the app; `[default_app]` is applied to the
+/// `default` app at every start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppSettings {
+    pub name: String,
+    /// Access-token lifetime in seconds; 0 uses `auth.access_ttl_secs`.
+    pub access_ttl: u64,
+    /// Refresh-token lifetime in seconds; 0 uses `auth.refresh_ttl_secs`.
+    pub refresh_ttl: u64,
+    pub guest_signup: bool,
+    /// Guest sign-ups allowed per client IP per hour.
+    pub guest_signups_per_hour: u32,
+    /// Origins allowed to open WebSockets; empty allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        Self {
+            name: "Default app".into(),
+            access_ttl: 0,
+            refresh_ttl: 0,
+            guest_signup: true,
+            guest_signups_per_hour: 10,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// A string that must never reach a log line.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// Command-line overrides, the last layer.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<UrlOverride>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<UrlOverride>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct HttpOverrides {
+    pub bind: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct UrlOverride {
+    pub url: String,
+}
+
+impl Config {
+    /// Loads every layer, with `dir` holding the optional `{NATTER_ENV}.toml`.
+    pub fn load(dir: &Path, overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Ok(env) = std::env::var("NATTER_ENV") {
+            let path = dir.join(format!("{env}.toml"));
+            if path.exists() {
+                figment = figment.merge(Toml::file(&path));
+            }
+        }
+        figment = figment
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats.url".into()))
+            .merge(
+                Env::prefixed("NATTER_")
+                    .filter(|k| !k.as_str().eq_ignore_ascii_case("env"))
+                    .split("__"),
+            )
+            .merge(Serialized::defaults(overrides));
+        Self::from_figment(figment)
+    }
+
+    /// Defaults plus explicit TOML, for tests and tools.
+    pub fn from_toml(extra: &str) -> anyhow::Result<Self> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(extra)))
+    }
+
+    fn from_figment(figment: Figment) -> anyhow::Result<Self> {
+        let config: Config = figment.extract().map_err(|e| {
+            let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration: {}", all.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.http
+            .bind
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("http.bind: {:?} is not an address:port", self.http.bind))?;
+        for proxy in &self.http.trusted_proxies {
+            proxy
+                .parse::<std::net::IpAddr>()
+                .with_context(|| format!("http.trusted_proxies: {proxy:?} is not an IP address"))?;
+        }
+        let url = self.database.url.expose();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            anyhow::bail!("database.url: must start with sqlite:, postgres:// or postgresql://");
+        }
+        if !self.nats.url.is_empty() && url.starts_with("sqlite:") {
+            anyhow::bail!(
+                "nats.url is set but database.url is SQLite: a cluster needs PostgreSQL shared by every node"
+            );
+        }
+        if self.nats.prefix.is_empty() || self.nats.prefix.contains(['.', '*', '>', ' ']) {
+            anyhow::bail!("nats.prefix: must be non-empty without '.', '*', '>' or spaces");
+        }
+        let nonzero = [
+            ("ws.max_frame_bytes", self.ws.max_frame_bytes as u64),
+            ("ws.heartbeat_interval_secs", self.ws.heartbeat_interval_secs),
+            ("ws.client_timeout_secs", self.ws.client_timeout_secs),
+            ("ws.auth_timeout_secs", self.ws.auth_timeout_secs),
+            ("ws.outbound_queue", self.ws.outbound_queue as u64),
+            ("ws.messages_per_second", self.ws.messages_per_second as u64),
+            ("auth.access_ttl_secs", self.auth.access_ttl_secs),
+            ("auth.refresh_ttl_secs", self.auth.refresh_ttl_secs),
+            (
+                "auth.password_hash_concurrency",
+                self.auth.password_hash_concurrency as u64,
+            ),
+            ("chat.max_content_bytes", self.chat.max_content_bytes as u64),
+            ("chat.max_group_size", self.chat.max_group_size as u64),
+            ("chat.sync_page_size", self.chat.sync_page_size as u64),
+            ("database.max_connections", self.database.max_connections as u64),
+        ];
+        for (key, value) in nonzero {
+            if value == 0 {
+                anyhow::bail!("{key}: must be greater than 0");
+            }
+        }
+        if self.chat.sync_page_size > 1000 {
+            anyhow::bail!("chat.sync_page_size: must be at most 1000");
+        }
+        Ok(())
+    }
+
+    /// The signing key configured by value or file, if any.
+    pub fn configured_signing_key(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        if !self.auth.signing_key.is_empty() {
+            return Ok(Some(self.auth.signing_key.expose().as_bytes().to_vec()));
+        }
+        if !self.auth.signing_key_file.is_empty() {
+            let bytes = std::fs::read(&self.auth.signing_key_file)
+                .with_context(|| format!("auth.signing_key_file: cannot read {}", self.auth.signing_key_file))?;
+            let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+            if trimmed.len() < 32 {
+                anyhow::bail!("auth.signing_key_file: key must be at least 32 bytes");
+            }
+            return Ok(Some(trimmed));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_serve_on_loopback_with_sqlite() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.http.bind, "127.0.0.1:8080");
+        assert_eq!(c.database.url.expose(), "sqlite://data/natter.db");
+        assert!(c.nats.url.is_empty());
+        assert_eq!(c.ws.max_frame_bytes, 65536);
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error_naming_the_key() {
+        let err = Config::from_toml("[http]\nbindd = \"1.2.3.4:5\"").unwrap_err();
+        assert!(format!("{err:#}").contains("bindd"), "{err:#}");
+        let err = Config::from_toml("[nope]\nx = 1").unwrap_err();
+        assert!(format!("{err:#}").contains("nope"), "{err:#}");
+    }
+
+    #[test]
+    fn nats_with_sqlite_is_refused() {
+        let err = Config::from_toml("[nats]\nurl = \"nats://127.0.0.1:4222\"").unwrap_err();
+        assert!(format!("{err:#}").contains("PostgreSQL"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = Config::from_toml("[http]\nbind = \"nowhere\"").unwrap_err();
+        assert!(format!("{err:#}").contains("http.bind"));
+        let err = Config::from_toml("[ws]\nmax_frame_bytes = 0").unwrap_err();
+        assert!(format!("{err:#}").contains("ws.max_frame_bytes"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::from_toml("[auth]\nsigning_key = \"super-secret-signing-key-material!!\"").unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("super-secret"), "{printed}");
+    }
+}

@@ -1,0 +1,205 @@
+//! The one table of stable error codes.
+//!
+//! Every failure a client can see carries one of these codes. The table fixes, per code, the
+//! snake_case name on the wire and the HTTP status; WebSocket replies use the same status as their
+//! `code`. Close codes for WebSocket connections are in [`CloseCode`].
+
+use std::borrow::Cow;
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use serde::Serialize;
+
+macro_rules! error_codes {
+    ($($variant:ident => ($name:literal, $status:literal),)*) => {
+        /// A stable, machine-readable error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode { $($variant,)* }
+
+        impl ErrorCode {
+            /// Every code, for documentation and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The name on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $name,)* }
+            }
+
+            /// The HTTP status, also used as the `code` of a WebSocket reply.
+            pub fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidJson => ("invalid_json", 400),
+    InvalidFrame => ("invalid_frame", 400),
+    UnknownType => ("unknown_type", 400),
+    UnknownAction => ("unknown_action", 400),
+    UnsupportedFrame => ("unsupported_frame", 400),
+    ValidationFailed => ("validation_failed", 400),
+    AlreadyAuthenticated => ("already_authenticated", 400),
+    Unauthorized => ("unauthorized", 401),
+    InvalidToken => ("invalid_token", 401),
+    TokenExpired => ("token_expired", 401),
+    TokenRevoked => ("token_revoked", 401),
+    InvalidCredentials => ("invalid_credentials", 401),
+    RefreshTokenReused => ("refresh_token_reused", 401),
+    Forbidden => ("forbidden", 403),
+    NotAMember => ("not_a_member", 403),
+    GuestSignupDisabled => ("guest_signup_disabled", 403),
+    NotGuest => ("not_guest", 403),
+    NotFound => ("not_found", 404),
+    AppNotFound => ("app_not_found", 404),
+    UserNotFound => ("user_not_found", 404),
+    GroupNotFound => ("group_not_found", 404),
+    ConversationNotFound => ("conversation_not_found", 404),
+    MethodNotAllowed => ("method_not_allowed", 405),
+    EmailTaken => ("email_taken", 409),
+    Conflict => ("conflict", 409),
+    GroupFull => ("group_full", 409),
+    PayloadTooLarge => ("payload_too_large", 413),
+    RateLimited => ("rate_limited", 429),
+    Internal => ("internal", 500),
+    Unavailable => ("unavailable", 503),
+}
+
+/// WebSocket close codes (design §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    Normal,
+    ServerShutdown,
+    TooSlow,
+    RateLimited,
+    Unauthorized,
+    TokenRevoked,
+    Banned,
+    FrameTooLarge,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::FrameTooLarge => 1009,
+            CloseCode::ServerShutdown => 4001,
+            CloseCode::TooSlow => 4002,
+            CloseCode::RateLimited => 4003,
+            CloseCode::Unauthorized => 4501,
+            CloseCode::TokenRevoked => 4502,
+            CloseCode::Banned => 4503,
+        }
+    }
+
+    pub fn from_code(code: u16) -> Option<Self> {
+        [
+            CloseCode::Normal,
+            CloseCode::ServerShutdown,
+            CloseCode::TooSlow,
+            CloseCode::RateLimited,
+            CloseCode::Unauthorized,
+            CloseCode::TokenRevoked,
+            CloseCode::Banned,
+            CloseCode::FrameTooLarge,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+}
+
+/// An error a caller can see: a stable code and a human-readable message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn validation(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::ValidationFailed, message)
+    }
+
+    /// An infrastructure failure: logged here with its cause, shown to the caller without it.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str(),
+                message: &self.message,
+            },
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        ApiError::internal(format_args!("database: {err}"))
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> Self {
+        ApiError::internal(format_args!("{err:#}"))
+    }
+}
+
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+pub struct ErrorDetail<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_error_code_has_a_unique_snake_case_name() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            let name = code.as_str();
+            assert!(seen.insert(name), "duplicate {name}");
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+            assert!((400..600).contains(&code.status()), "{name}");
+        }
+    }
+
+    #[test]
+    fn close_codes_round_trip() {
+        for code in [1000, 1009, 4001, 4002, 4003, 4501, 4502, 4503] {
+            assert_eq!(CloseCode::from_code(code).map(CloseCode::code), Some(code));
+        }
+        assert_eq!(CloseCode::from_code(4999), None);
+    }
+}

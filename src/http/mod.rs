@@ -1,0 +1,163 @@
+//! The REST API: client endpoints under `/v1`, health, metrics, and JSON errors for every
+//! rejection (never an HTML page, never a stack trace).
+
+pub mod auth;
+pub mod chat;
+pub mod groups;
+pub mod health;
+pub mod users;
+
+use actix_web::{
+    FromRequest, HttpRequest, HttpResponse,
+    dev::{Payload, ServiceResponse},
+    http::{StatusCode, header},
+    middleware::{ErrorHandlerResponse, ErrorHandlers},
+    web,
+};
+use futures_util::future::LocalBoxFuture;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    auth::Identity,
+    error::{ApiError, ApiResult, ErrorCode},
+    node::Node,
+};
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::QueryConfig::default().error_handler(|err, _| ApiError::validation(format!("query: {err}")).into()),
+    )
+    .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::validation(format!("path: {err}")).into()))
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(health::metrics))
+    .route("/ws", web::get().to(crate::ws::connect))
+    .service(
+        web::scope("/v1")
+            .route("/auth/register", web::post().to(auth::register))
+            .route("/auth/login", web::post().to(auth::login))
+            .route("/auth/guest", web::post().to(auth::guest))
+            .route("/auth/upgrade", web::post().to(auth::upgrade))
+            .route("/auth/refresh", web::post().to(auth::refresh))
+            .route("/auth/logout", web::post().to(auth::logout))
+            .route("/me", web::get().to(users::me))
+            .route("/me", web::patch().to(users::update_me))
+            .route("/users", web::get().to(users::query))
+            .route("/groups", web::post().to(groups::create))
+            .route("/groups", web::get().to(groups::list))
+            .route("/groups/{id}", web::get().to(groups::show))
+            .route("/groups/{id}/members", web::post().to(groups::add_members))
+            .route("/groups/{id}/members/{user}", web::delete().to(groups::remove_member))
+            .route("/conversations", web::get().to(chat::conversations))
+            .route("/conversations/{id}/messages", web::get().to(chat::messages)),
+    );
+}
+
+/// Turns any error response that is not already ours (404 for an unknown path, 405, 413, …) into
+/// the JSON error shape.
+pub fn json_errors<B>() -> ErrorHandlers<B>
+where
+    B: 'static,
+{
+    ErrorHandlers::new().default_handler(render_json_error)
+}
+
+fn render_json_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = match status {
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::ValidationFailed,
+    };
+    let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let (req, _) = res.into_parts();
+    let body = HttpResponse::build(status).json(ApiError::new(code, message).body());
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, body).map_into_right_body(),
+    ))
+}
+
+/// `{"data": …}` with a status.
+pub fn ok<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Data<T> {
+        data: T,
+    }
+    HttpResponse::build(status).json(Data { data })
+}
+
+/// Parses a JSON body into a request type; an empty body counts as `{}`.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let text = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    serde_json::from_slice(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::new(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}"))
+        } else {
+            ApiError::validation(e.to_string())
+        }
+    })
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+}
+
+pub fn node(req: &HttpRequest) -> ApiResult<Node> {
+    req.app_data::<web::Data<Node>>()
+        .map(|d| d.get_ref().clone())
+        .ok_or_else(|| ApiError::internal("node missing"))
+}
+
+/// An authenticated caller (bearer access token).
+pub struct Authed(pub Identity);
+
+impl FromRequest for Authed {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let node = node(req);
+        let token = bearer_token(req);
+        Box::pin(async move {
+            let node = node?;
+            let token = token.ok_or_else(|| {
+                metrics::counter!("natter_auth_failures_total", "reason" => "missing_token").increment(1);
+                ApiError::new(ErrorCode::Unauthorized, "missing bearer token")
+            })?;
+            node.authenticate(&token).await.map(Authed)
+        })
+    }
+}
+
+/// The client's IP: the peer, or the first `X-Forwarded-For` hop when the peer is a trusted proxy.
+pub fn client_ip(req: &HttpRequest, node: &Node) -> String {
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    if node.config.http.trusted_proxies.contains(&peer)
+        && let Some(forwarded) = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok())
+        && let Some(first) = forwarded.split(',').next()
+    {
+        return first.trim().to_string();
+    }
+    peer
+}

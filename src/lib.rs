@@ -1,0 +1,43 @@
+//! # Natter
+//!
+//! A self-hosted, horizontally scalable chat backend. One binary runs either embedded (SQLite and
+//! an in-process bus) or as a node of a cluster (PostgreSQL and NATS).
+//!
+//! # Layout
+//!
+//! - [`config`]: layered configuration (`config/default.toml` → env file → `NATTER_…` → CLI).
+//! - [`error`]: the one table of stable error codes, with their HTTP and WebSocket mappings.
+//! - [`domain`]: domain values parsed once into newtypes (`Email`, `UserId`, …), then trusted.
+//! - [`store`]: the source of truth; sqlx over SQLite or PostgreSQL, every query scoped by app.
+//! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
+//! - [`accounts`]: hosted accounts: register, login, guests, upgrade, refresh, logout.
+//! - [`chat`]: sending, history, sync, read markers and typing, shared by WebSocket and REST.
+//! - [`groups`]: group creation and membership, with the events they push.
+//! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations,
+//!   and the envelope every payload travels in.
+//! - [`router`]: the node-local Router actor: which sessions belong to which users and groups.
+//! - [`ws`]: the WebSocket endpoint, protocol frames and the per-connection session actor.
+//! - [`http`]: the REST API (client and health endpoints) and JSON error rendering.
+//! - [`ratelimit`]: token buckets and windows for the limits each app and connection has.
+//! - [`node`]: everything one running node shares (store, bus, router, keys, config).
+//! - [`server`]: assembles a node and serves it; used by the binary and the tests.
+//! - [`cli`]: the `natter` command line (serve, migrate, app management).
+//! - [`telemetry`]: logging and the Prometheus recorder.
+
+pub mod accounts;
+pub mod auth;
+pub mod bus;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod groups;
+pub mod http;
+pub mod node;
+pub mod ratelimit;
+pub mod router;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod ws;

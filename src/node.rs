@@ -1,0 +1,134 @@
+//! Everything one running node shares: config, store, bus, router, keys, hashers and limits.
+
+use std::{
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use actix::Addr;
+use bytes::Bytes;
+
+use crate::{
+    auth::{Identity, password::PasswordHasher, tokens::TokenService},
+    bus::{Bus, Subjects},
+    config::Config,
+    domain::{AppId, UserId, UserKey},
+    error::{ApiError, ApiResult, ErrorCode},
+    ratelimit::WindowLimiter,
+    router::Router,
+    store::{Store, apps::AppRecord},
+};
+
+pub struct NodeInner {
+    pub id: String,
+    pub config: Config,
+    pub store: Store,
+    pub tokens: TokenService,
+    pub passwords: PasswordHasher,
+    pub bus: Arc<dyn Bus>,
+    pub subjects: Subjects,
+    pub router: Addr<Router>,
+    pub guest_signups: WindowLimiter,
+    draining: AtomicBool,
+}
+
+/// A cheap handle on the node, given to every handler and session.
+#[derive(Clone)]
+pub struct Node(Arc<NodeInner>);
+
+impl Deref for Node {
+    type Target = NodeInner;
+    fn deref(&self) -> &NodeInner {
+        &self.0
+    }
+}
+
+pub struct NodeParts {
+    pub id: String,
+    pub config: Config,
+    pub store: Store,
+    pub tokens: TokenService,
+    pub passwords: PasswordHasher,
+    pub bus: Arc<dyn Bus>,
+    pub router: Addr<Router>,
+}
+
+impl Node {
+    pub fn new(parts: NodeParts) -> Self {
+        let subjects = Subjects::new(&parts.config.nats.prefix);
+        Node(Arc::new(NodeInner {
+            id: parts.id,
+            subjects,
+            config: parts.config,
+            store: parts.store,
+            tokens: parts.tokens,
+            passwords: parts.passwords,
+            bus: parts.bus,
+            router: parts.router,
+            guest_signups: WindowLimiter::new(std::time::Duration::from_secs(3600)),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The app, or `app_not_found`.
+    pub async fn app(&self, id: &AppId) -> ApiResult<AppRecord> {
+        self.store
+            .app(id)
+            .await
+            .map_err(|e| ApiError::internal(format_args!("{e}")))?
+            .ok_or_else(|| ApiError::new(ErrorCode::AppNotFound, format!("no app {id}")))
+    }
+
+    /// Verifies an access token and the standing of its user and device session.
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Identity> {
+        let result = self.authenticate_inner(token).await;
+        if let Err(e) = &result {
+            metrics::counter!("natter_auth_failures_total", "reason" => e.code.as_str()).increment(1);
+        }
+        result
+    }
+
+    async fn authenticate_inner(&self, token: &str) -> ApiResult<Identity> {
+        let claims = self.tokens.verify(token)?;
+        let invalid = || ApiError::new(ErrorCode::InvalidToken, "token is invalid");
+        let app = AppId::parse(claims.aud.clone()).map_err(|_| invalid())?;
+        let key = UserKey(claims.sub.parse().map_err(|_| invalid())?);
+        let (user, session_ok) = self
+            .store
+            .token_subject(&app, key, claims.sid.as_deref())
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "token's user no longer exists"))?;
+        if !session_ok || user.token_version != claims.ver {
+            return Err(ApiError::new(ErrorCode::TokenRevoked, "token has been revoked"));
+        }
+        Ok(Identity {
+            app,
+            user: key,
+            id: UserId::parse(user.id).map_err(ApiError::internal)?,
+            kind: user.kind,
+            session_id: claims.sid,
+            device_id: claims.did,
+        })
+    }
+
+    /// Publishes after a commit. A failure is logged, not returned: the change is durable and
+    /// sessions repair missed deliveries from the store.
+    pub async fn publish(&self, subject: String, payload: Bytes) {
+        let started = std::time::Instant::now();
+        if let Err(e) = self.bus.publish(subject, payload).await {
+            tracing::warn!(error = %e, "bus publish failed; receivers will catch up from the store");
+        }
+        metrics::histogram!("natter_bus_publish_duration_seconds").record(started.elapsed().as_secs_f64());
+    }
+}

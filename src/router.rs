@@ -1,0 +1,473 @@
+//! The node-local Router actor.
+//!
+//! It knows which sessions belong to which user and which local users are in which group, keeps
+//! the node subscribed to exactly the subjects its sessions need, and hands each bus payload to
+//! the local sessions it concerns with `try_send`: a full session mailbox gets that session closed
+//! with 4002 instead of blocking anyone else.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use actix::{Actor, Addr, Context, Handler, Message, MessageResult};
+use bytestring::ByteString;
+use serde::Serialize;
+
+use crate::{
+    bus::{Bus, BusDelivery, Envelope, Subjects, decode, encode},
+    chat::event_frame,
+    domain::{AppId, UserKey, now_millis},
+    error::CloseCode,
+    store::Store,
+    ws::session::{Close, Push, WsSession},
+};
+
+type Slot = (Arc<str>, i64);
+
+enum Target {
+    User(Slot),
+    Group(Arc<str>, String),
+    Control(Arc<str>),
+}
+
+struct SessionEntry {
+    addr: Addr<WsSession>,
+    slot: Slot,
+    auth_session: Option<String>,
+    watching: HashSet<i64>,
+}
+
+struct UserEntry {
+    id: String,
+    sessions: Vec<u64>,
+    groups: HashSet<String>,
+}
+
+pub struct Router {
+    node_id: String,
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+    store: Store,
+    sessions: HashMap<u64, SessionEntry>,
+    users: HashMap<Slot, UserEntry>,
+    groups: HashMap<(Arc<str>, String), HashSet<i64>>,
+    watchers: HashMap<Slot, HashSet<u64>>,
+    apps: HashMap<Arc<str>, usize>,
+    targets: HashMap<String, Target>,
+}
+
+impl Router {
+    pub fn new(node_id: String, bus: Arc<dyn Bus>, subjects: Subjects, store: Store) -> Self {
+        Self {
+            node_id,
+            bus,
+            subjects,
+            store,
+            sessions: HashMap::new(),
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            watchers: HashMap::new(),
+            apps: HashMap::new(),
+            targets: HashMap::new(),
+        }
+    }
+
+    fn intern(&mut self, app: &str) -> Arc<str> {
+        match self.apps.get_key_value(app) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(app),
+        }
+    }
+
+    fn subscribe(&mut self, subject: String, target: Target) {
+        self.bus.subscribe(&subject);
+        self.targets.insert(subject, target);
+    }
+
+    fn unsubscribe(&mut self, subject: &str) {
+        self.bus.unsubscribe(subject);
+        self.targets.remove(subject);
+    }
+
+    fn join_group(&mut self, app: &Arc<str>, group: &str, user: i64) {
+        let key = (app.clone(), group.to_string());
+        let members = self.groups.entry(key).or_default();
+        let first = members.is_empty();
+        members.insert(user);
+        if first {
+            let subject = self.subjects.group(app, group);
+            self.subscribe(subject, Target::Group(app.clone(), group.to_string()));
+        }
+    }
+
+    fn leave_group(&mut self, app: &Arc<str>, group: &str, user: i64) {
+        let key = (app.clone(), group.to_string());
+        if let Some(members) = self.groups.get_mut(&key) {
+            members.remove(&user);
+            if members.is_empty() {
+                self.groups.remove(&key);
+                let subject = self.subjects.group(app, group);
+                self.unsubscribe(&subject);
+            }
+        }
+    }
+
+    /// Publishes a presence transition to the app's control subject (every node's watchers).
+    fn announce_presence(&self, slot: &Slot, id: &str, online: bool) {
+        #[derive(Serialize)]
+        struct PresenceEvent<'a> {
+            user: &'a str,
+            status: &'static str,
+            last_seen: i64,
+        }
+        let now = now_millis();
+        let status = if online { "online" } else { "offline" };
+        let frame = event_frame(
+            "presence",
+            &PresenceEvent {
+                user: id,
+                status,
+                last_seen: now,
+            },
+        );
+        let payload = encode(&Envelope::Presence { user: slot.1, online }, &frame);
+        let publish = self.bus.publish(self.subjects.control(&slot.0), payload);
+        let store = self.store.clone();
+        let (app, user) = (slot.0.to_string(), slot.1);
+        actix::spawn(async move {
+            if let Err(e) = publish.await {
+                tracing::warn!(error = %e, "presence publish failed");
+            }
+            if !online
+                && let Ok(app) = AppId::parse(app)
+                && let Err(e) = store.set_last_seen(&app, UserKey(user), now).await
+            {
+                tracing::warn!(error = %e, "recording last_seen failed");
+            }
+        });
+    }
+
+    fn remove_session(&mut self, id: u64) {
+        let Some(entry) = self.sessions.remove(&id) else { return };
+        for watched in &entry.watching {
+            let slot = (entry.slot.0.clone(), *watched);
+            if let Some(set) = self.watchers.get_mut(&slot) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.watchers.remove(&slot);
+                }
+            }
+        }
+        let slot = entry.slot;
+        let now_empty = match self.users.get_mut(&slot) {
+            Some(user) => {
+                user.sessions.retain(|s| *s != id);
+                user.sessions.is_empty()
+            }
+            None => false,
+        };
+        if now_empty && let Some(user) = self.users.remove(&slot) {
+            for group in &user.groups {
+                self.leave_group(&slot.0, group, slot.1);
+            }
+            let subject = self.subjects.user(&slot.0, slot.1);
+            self.unsubscribe(&subject);
+            self.announce_presence(&slot, &user.id, false);
+        }
+        let app = slot.0.clone();
+        if let Some(count) = self.apps.get_mut(&app) {
+            *count -= 1;
+            if *count == 0 {
+                self.apps.remove(&app);
+                let subject = self.subjects.control(&app);
+                self.unsubscribe(&subject);
+            }
+        }
+        metrics::gauge!("natter_ws_connections").decrement(1.0);
+    }
+
+    /// Hands a push to a session; a full mailbox means the client reads too slowly.
+    fn push(&mut self, id: u64, push: Push, slow: &mut Vec<u64>) {
+        let Some(entry) = self.sessions.get(&id) else { return };
+        match entry.addr.try_send(push) {
+            Ok(()) => {}
+            Err(actix::dev::SendError::Full(_)) => slow.push(id),
+            Err(actix::dev::SendError::Closed(_)) => slow.push(id),
+        }
+    }
+
+    fn drop_slow(&mut self, slow: Vec<u64>) {
+        for id in slow {
+            if let Some(entry) = self.sessions.get(&id) {
+                metrics::counter!("natter_ws_slow_consumer_drops_total").increment(1);
+                entry.addr.do_send(Close {
+                    code: CloseCode::TooSlow,
+                    reason: "too slow reading; reconnect".into(),
+                });
+            }
+            self.remove_session(id);
+        }
+    }
+
+    fn user_sessions(&self, slot: &Slot) -> Vec<u64> {
+        self.users.get(slot).map(|u| u.sessions.clone()).unwrap_or_default()
+    }
+
+    fn group_sessions(&self, app: &Arc<str>, group: &str) -> Vec<u64> {
+        let Some(members) = self.groups.get(&(app.clone(), group.to_string())) else {
+            return Vec::new();
+        };
+        members
+            .iter()
+            .flat_map(|user| self.user_sessions(&(app.clone(), *user)))
+            .collect()
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The Router is the one consumer of bus deliveries; never let its mailbox refuse them.
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
+
+/// A session authenticated and wants its pushes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    pub id: u64,
+    pub addr: Addr<WsSession>,
+    pub app: AppId,
+    pub user: UserKey,
+    pub user_id: String,
+    pub auth_session: Option<String>,
+    pub groups: Vec<String>,
+}
+
+impl Handler<Connect> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _ctx: &mut Self::Context) {
+        let app = self.intern(msg.app.as_str());
+        let slot: Slot = (app.clone(), msg.user.0);
+        let count = self.apps.entry(app.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            let subject = self.subjects.control(&app);
+            self.subscribe(subject, Target::Control(app.clone()));
+        }
+        let came_online = !self.users.contains_key(&slot);
+        if came_online {
+            let subject = self.subjects.user(&app, msg.user.0);
+            self.subscribe(subject, Target::User(slot.clone()));
+            self.users.insert(
+                slot.clone(),
+                UserEntry {
+                    id: msg.user_id.clone(),
+                    sessions: Vec::new(),
+                    groups: HashSet::new(),
+                },
+            );
+        }
+        for group in &msg.groups {
+            self.join_group(&app, group, msg.user.0);
+        }
+        if let Some(user) = self.users.get_mut(&slot) {
+            user.sessions.push(msg.id);
+            user.groups.extend(msg.groups);
+        }
+        self.sessions.insert(
+            msg.id,
+            SessionEntry {
+                addr: msg.addr,
+                slot: slot.clone(),
+                auth_session: msg.auth_session,
+                watching: HashSet::new(),
+            },
+        );
+        metrics::gauge!("natter_ws_connections").increment(1.0);
+        if came_online {
+            self.announce_presence(&slot, &msg.user_id, true);
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub id: u64,
+}
+
+impl Handler<Disconnect> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _ctx: &mut Self::Context) {
+        self.remove_session(msg.id);
+    }
+}
+
+/// Starts or stops watching users' presence; answers whether each is online now.
+#[derive(Message)]
+#[rtype(result = "Vec<bool>")]
+pub struct Watch {
+    pub id: u64,
+    pub users: Vec<UserKey>,
+    pub subscribe: bool,
+}
+
+impl Handler<Watch> for Router {
+    type Result = MessageResult<Watch>;
+
+    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(entry) = self.sessions.get_mut(&msg.id) else {
+            return MessageResult(Vec::new());
+        };
+        let app = entry.slot.0.clone();
+        for user in &msg.users {
+            let slot = (app.clone(), user.0);
+            if msg.subscribe {
+                entry.watching.insert(user.0);
+                self.watchers.entry(slot).or_default().insert(msg.id);
+            } else {
+                entry.watching.remove(&user.0);
+                if let Some(set) = self.watchers.get_mut(&slot) {
+                    set.remove(&msg.id);
+                }
+            }
+        }
+        MessageResult(
+            msg.users
+                .iter()
+                .map(|u| self.users.contains_key(&(app.clone(), u.0)))
+                .collect(),
+        )
+    }
+}
+
+/// Closes every session with 4001 (drain), a batch at a time; answers how many remain.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct DrainBatch {
+    pub batch: usize,
+}
+
+impl Handler<DrainBatch> for Router {
+    type Result = usize;
+
+    fn handle(&mut self, msg: DrainBatch, _ctx: &mut Self::Context) -> usize {
+        let ids: Vec<u64> = self.sessions.keys().copied().take(msg.batch).collect();
+        for id in ids {
+            if let Some(entry) = self.sessions.get(&id) {
+                entry.addr.do_send(Close {
+                    code: CloseCode::ServerShutdown,
+                    reason: "server shutting down; reconnect".into(),
+                });
+            }
+            self.remove_session(id);
+        }
+        self.sessions.len()
+    }
+}
+
+impl Handler<BusDelivery> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: BusDelivery, _ctx: &mut Self::Context) {
+        let Some(target) = self.targets.get(&msg.subject) else {
+            return;
+        };
+        let (envelope, frame) = match decode(&msg.payload) {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(subject = %msg.subject, error = %e, "undecodable bus payload dropped");
+                return;
+            }
+        };
+        let Ok(frame) = ByteString::try_from(frame) else {
+            tracing::warn!(subject = %msg.subject, "bus frame is not UTF-8; dropped");
+            return;
+        };
+        let (recipients, control_app) = match target {
+            Target::User(slot) => (self.user_sessions(slot), None),
+            Target::Group(app, group) => (self.group_sessions(app, group), None),
+            Target::Control(app) => (Vec::new(), Some(app.clone())),
+        };
+        let mut slow = Vec::new();
+        match (envelope, control_app) {
+            (Envelope::Message { conv, seq, origin }, None) => {
+                let own = origin.filter(|o| o.node == self.node_id).map(|o| o.session);
+                let conv: Arc<str> = Arc::from(conv);
+                for id in recipients {
+                    let push = Push::Message {
+                        conv: conv.clone(),
+                        seq,
+                        own: own == Some(id),
+                        frame: frame.clone(),
+                    };
+                    self.push(id, push, &mut slow);
+                }
+            }
+            (Envelope::Event { origin }, None) => {
+                let own = origin.filter(|o| o.node == self.node_id).map(|o| o.session);
+                for id in recipients.into_iter().filter(|id| Some(*id) != own) {
+                    self.push(id, Push::Event { frame: frame.clone() }, &mut slow);
+                }
+            }
+            (Envelope::Membership { group, added, removed }, Some(app)) => {
+                for user in &added {
+                    let slot = (app.clone(), *user);
+                    if let Some(entry) = self.users.get_mut(&slot) {
+                        entry.groups.insert(group.clone());
+                        self.join_group(&app, &group, *user);
+                    }
+                }
+                let mut targets = self.group_sessions(&app, &group);
+                for user in &removed {
+                    targets.extend(self.user_sessions(&(app.clone(), *user)));
+                }
+                for id in targets {
+                    self.push(id, Push::Event { frame: frame.clone() }, &mut slow);
+                }
+                for user in &removed {
+                    let slot = (app.clone(), *user);
+                    if let Some(entry) = self.users.get_mut(&slot) {
+                        entry.groups.remove(&group);
+                        self.leave_group(&app, &group, *user);
+                    }
+                }
+            }
+            (Envelope::Kick { user, session, code }, Some(app)) => {
+                let code = CloseCode::from_code(code).unwrap_or(CloseCode::TokenRevoked);
+                for id in self.user_sessions(&(app.clone(), user)) {
+                    let Some(entry) = self.sessions.get(&id) else { continue };
+                    if session.is_some() && entry.auth_session != session {
+                        continue;
+                    }
+                    entry.addr.do_send(Close {
+                        code,
+                        reason: "token revoked".into(),
+                    });
+                }
+            }
+            (Envelope::Presence { user, .. }, Some(app)) => {
+                let watchers: Vec<u64> = self
+                    .watchers
+                    .get(&(app.clone(), user))
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                for id in watchers {
+                    self.push(id, Push::Event { frame: frame.clone() }, &mut slow);
+                }
+            }
+            (other, _) => {
+                tracing::warn!(subject = %msg.subject, envelope = ?other, "envelope on the wrong subject dropped")
+            }
+        }
+        if !slow.is_empty() {
+            self.drop_slow(slow);
+        }
+    }
+}

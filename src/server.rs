@@ -1,0 +1,231 @@
+//! Assembles a node (store, keys, bus, Router) and serves it over HTTP.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use actix::Actor;
+use actix_web::{App, HttpServer, dev::Service as _, web};
+use anyhow::Context as _;
+
+use crate::{
+    auth::{password::PasswordHasher, tokens::TokenService},
+    bus::{Bus, Subjects, local::LocalBus, nats::NatsBus},
+    config::Config,
+    domain::{AppId, random_id},
+    node::{Node, NodeParts},
+    router::{DrainBatch, Router},
+    store::{Store, apps::DEFAULT_APP},
+};
+
+/// A started node: its address, its shared state and the server future to await.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub node: Node,
+    pub server: actix_web::dev::Server,
+}
+
+/// Opens the store, applies migrations and the `[default_app]` settings.
+pub async fn prepare_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.database).await?;
+    store.migrate().await?;
+    let default = AppId::parse(DEFAULT_APP).map_err(|e| anyhow::anyhow!(e.0))?;
+    store
+        .ensure_app(&default, &config.default_app)
+        .await
+        .context("applying [default_app]")?;
+    Ok(store)
+}
+
+/// Starts a node inside the current actix system.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    crate::telemetry::init_metrics();
+    let store = prepare_store(&config).await?;
+    let keys = match config.configured_signing_key()? {
+        Some(key) => {
+            use sha2::Digest;
+            let kid = format!("cfg-{}", &hex::encode(sha2::Sha256::digest(&key))[..8]);
+            vec![(kid, key)]
+        }
+        None => store.signing_keys().await.context("loading signing keys")?,
+    };
+    let tokens = TokenService::new(&config.auth.issuer, keys)?;
+    let passwords = PasswordHasher::new(config.auth.password_hash_concurrency)?;
+    let id = if config.node.id.is_empty() {
+        random_id("n_", 4)
+    } else {
+        config.node.id.clone()
+    };
+    let bus: Arc<dyn Bus> = if config.nats.url.is_empty() {
+        Arc::new(LocalBus::new())
+    } else {
+        Arc::new(NatsBus::connect(config.nats.url.expose(), &id).await?)
+    };
+    let router = Router::new(
+        id.clone(),
+        bus.clone(),
+        Subjects::new(&config.nats.prefix),
+        store.clone(),
+    )
+    .start();
+    bus.attach(router.clone().recipient());
+    let node = Node::new(NodeParts {
+        id,
+        config: config.clone(),
+        store,
+        tokens,
+        passwords,
+        bus,
+        router,
+    });
+
+    let data = web::Data::new(node.clone());
+    let max_body = config.http.max_body_bytes;
+    let workers = if config.http.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        config.http.workers
+    };
+    let builder = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .wrap(crate::http::json_errors())
+            .wrap_fn(|req, srv| {
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let status = res.status().as_u16().to_string();
+                    metrics::counter!("natter_http_requests_total", "route" => route, "status" => status).increment(1);
+                    Ok(res)
+                }
+            })
+            .configure(crate::http::configure)
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(&config.http.bind)
+    .with_context(|| format!("cannot listen on http.bind {}", config.http.bind))?;
+    let addr = builder.addrs().first().copied().context("no listening address")?;
+    let server = builder.run();
+    actix_rt::spawn(async {
+        let mut tick = actix_rt::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            crate::telemetry::metrics_upkeep();
+        }
+    });
+    tracing::info!(%addr, node = %node.id, "natter listening");
+    Ok(Running { addr, node, server })
+}
+
+/// Readiness off, then sessions closed with 4001 in batches, then the server stops.
+pub async fn drain(node: &Node, handle: &actix_web::dev::ServerHandle) {
+    node.start_draining();
+    tracing::info!("draining: closing sessions");
+    loop {
+        match node.router.send(DrainBatch { batch: 500 }).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => actix_rt::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    // Let close frames and in-flight sends reach their peers.
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    handle.stop(true).await;
+}
+
+/// Runs a node until SIGTERM or Ctrl-C, then drains it.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    let handle = running.server.handle();
+    let node = running.node.clone();
+    actix_rt::spawn(async move {
+        wait_for_signal().await;
+        drain(&node, &handle).await;
+    });
+    running.server.await.context("http server")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// A node running on its own thread and actix system (tests, tools).
+pub struct Spawned {
+    pub addr: SocketAddr,
+    pub node: Node,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawned {
+    pub fn start(config: Config) -> anyhow::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix_rt::System::new();
+            system.block_on(async move {
+                match start(config).await {
+                    Ok(running) => {
+                        let _ = tx.send(Ok((running.addr, running.node.clone(), running.server.handle())));
+                        let _ = running.server.await;
+                        running.node.store.close().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        });
+        let (addr, node, handle) = rx.recv().context("server thread died")??;
+        Ok(Self {
+            addr,
+            node,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// Drains like SIGTERM does, and waits for the thread to end.
+    pub fn drain(mut self) {
+        let (node, handle) = (self.node.clone(), self.handle.clone());
+        let system = actix_rt::System::new();
+        system.block_on(async move { drain(&node, &handle).await });
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops at once, like a crash would for the clients (no close frames).
+    pub fn stop(mut self) {
+        let handle = self.handle.clone();
+        let system = actix_rt::System::new();
+        system.block_on(async move { handle.stop(false).await });
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let handle = self.handle.clone();
+            let system = actix_rt::System::new();
+            system.block_on(async move { handle.stop(false).await });
+            let _ = t.join();
+        }
+    }
+}

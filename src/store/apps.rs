@@ -1,0 +1,134 @@
+//! Apps (tenants) and their settings.
+
+use std::time::Instant;
+
+use sqlx::Row;
+
+use super::{Store, is_unique_violation, observe};
+use crate::{config::AppSettings, domain::AppId};
+
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    pub id: AppId,
+    pub api_key: String,
+    /// The server-API secret; shown once at creation, never logged.
+    pub api_secret: crate::config::Secret,
+    pub settings: AppSettings,
+    pub created_at: i64,
+}
+
+/// The app id that exists from the first start.
+pub const DEFAULT_APP: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("app {0} already exists")]
+    Exists(String),
+    #[error("app {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("stored settings of app {0} are unreadable: {1}")]
+    Corrupt(String, serde_json::Error),
+}
+
+fn row_to_app(row: &sqlx::any::AnyRow) -> Result<AppRecord, AppError> {
+    let id: String = row.try_get("id")?;
+    let settings: String = row.try_get("settings")?;
+    let settings = serde_json::from_str(&settings).map_err(|e| AppError::Corrupt(id.clone(), e))?;
+    Ok(AppRecord {
+        id: AppId::parse(id.clone())
+            .map_err(|e| AppError::Corrupt(id, serde_json::Error::io(std::io::Error::other(e))))?,
+        api_key: row.try_get("api_key")?,
+        api_secret: crate::config::Secret::new(row.try_get::<String, _>("api_secret")?),
+        settings,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn settings_json(settings: &AppSettings) -> String {
+    serde_json::to_string(settings).unwrap_or_else(|_| "{}".into())
+}
+
+impl Store {
+    pub async fn create_app(&self, id: &AppId, settings: &AppSettings) -> Result<AppRecord, AppError> {
+        let started = Instant::now();
+        let record = AppRecord {
+            id: id.clone(),
+            api_key: crate::domain::random_id("ak_", 12),
+            api_secret: crate::config::Secret::new(crate::domain::random_id("", 32)),
+            settings: settings.clone(),
+            created_at: crate::domain::now_millis(),
+        };
+        let result =
+            sqlx::query("INSERT INTO apps (id, api_key, api_secret, settings, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id.as_str())
+                .bind(&record.api_key)
+                .bind(record.api_secret.expose())
+                .bind(settings_json(settings))
+                .bind(record.created_at)
+                .execute(self.pool())
+                .await;
+        observe("app_create", started);
+        match result {
+            Ok(_) => Ok(record),
+            Err(e) if is_unique_violation(&e) => Err(AppError::Exists(id.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the app if missing, otherwise replaces its settings (used for `default`).
+    pub async fn ensure_app(&self, id: &AppId, settings: &AppSettings) -> Result<AppRecord, AppError> {
+        match self.create_app(id, settings).await {
+            Ok(app) => Ok(app),
+            Err(AppError::Exists(_)) => {
+                self.set_app_settings(id, settings).await?;
+                self.app(id).await?.ok_or_else(|| AppError::NotFound(id.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn app(&self, id: &AppId) -> Result<Option<AppRecord>, AppError> {
+        let started = Instant::now();
+        let row = sqlx::query("SELECT id, api_key, api_secret, settings, created_at FROM apps WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        observe("app_get", started);
+        row.as_ref().map(row_to_app).transpose()
+    }
+
+    pub async fn apps(&self) -> Result<Vec<AppRecord>, AppError> {
+        let rows = sqlx::query("SELECT id, api_key, api_secret, settings, created_at FROM apps ORDER BY id")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(row_to_app).collect()
+    }
+
+    pub async fn set_app_settings(&self, id: &AppId, settings: &AppSettings) -> Result<(), AppError> {
+        let done = sqlx::query("UPDATE apps SET settings = $1 WHERE id = $2")
+            .bind(settings_json(settings))
+            .bind(id.as_str())
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(AppError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Replaces the server-API secret; the old one stops working at once.
+    pub async fn rotate_app_secret(&self, id: &AppId) -> Result<crate::config::Secret, AppError> {
+        let secret = crate::config::Secret::new(crate::domain::random_id("", 32));
+        let done = sqlx::query("UPDATE apps SET api_secret = $1 WHERE id = $2")
+            .bind(secret.expose())
+            .bind(id.as_str())
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(AppError::NotFound(id.to_string()));
+        }
+        Ok(secret)
+    }
+}

@@ -1,0 +1,574 @@
+//! Conversations (direct and group), their members and their messages.
+//!
+//! The one write that matters: [`Store::append_message`] bumps the conversation's `last_seq` under
+//! the row lock and inserts the message in the same transaction, so seqs are gap-free per
+//! conversation and a resend of a known `client_msg_id` stores nothing.
+
+use std::time::Instant;
+
+use sqlx::{Row, any::AnyRow};
+
+use super::{Store, is_unique_violation, observe};
+use crate::domain::{AppId, ConversationId, ConversationKind, GroupId, Role, UserKey};
+
+/// The sender key of messages the app itself sends.
+pub const SYSTEM_SENDER: UserKey = UserKey(0);
+
+/// A stored message as clients see it (public ids resolved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub id: String,
+    pub conversation_id: String,
+    pub conversation_kind: ConversationKind,
+    pub seq: i64,
+    /// Public id of the sender; `None` for system messages.
+    pub sender: Option<String>,
+    /// Public id of the recipient of a direct message.
+    pub recipient: Option<String>,
+    pub client_msg_id: String,
+    pub kind: Option<String>,
+    pub content: String,
+    pub meta: Option<String>,
+    pub created_at: i64,
+}
+
+const MESSAGE_SELECT: &str = "SELECT m.id, m.conversation_id, c.kind AS conv_kind, m.seq, su.public_id AS sender, \
+     ru.public_id AS recipient, m.client_msg_id, m.kind, m.content, m.meta, m.created_at \
+     FROM messages m \
+     JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
+     LEFT JOIN users su ON su.user_key = m.sender_key \
+     LEFT JOIN users ru ON ru.user_key = m.recipient_key";
+
+fn row_to_message(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
+    let kind: String = row.try_get("conv_kind")?;
+    Ok(StoredMessage {
+        id: row.try_get("id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        conversation_kind: ConversationKind::parse(&kind).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        seq: row.try_get("seq")?,
+        sender: row.try_get("sender")?,
+        recipient: row.try_get("recipient")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        kind: row.try_get("kind")?,
+        content: row.try_get("content")?,
+        meta: row.try_get("meta")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// One user's standing in one conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    pub conversation_id: String,
+    pub kind: ConversationKind,
+    pub name: Option<String>,
+    pub last_seq: i64,
+    pub read_seq: i64,
+    pub joined_seq: i64,
+    pub left_seq: Option<i64>,
+    pub role: Role,
+}
+
+impl Membership {
+    pub fn is_active(&self) -> bool {
+        self.left_seq.is_none()
+    }
+
+    /// The highest seq this member may read.
+    pub fn visible_upto(&self) -> i64 {
+        self.left_seq.map_or(self.last_seq, |left| left.min(self.last_seq))
+    }
+}
+
+const MEMBERSHIP_SELECT: &str = "SELECT c.id AS conversation_id, c.kind, c.name, c.last_seq, m.read_seq, m.joined_seq, \
+     m.left_seq, m.role FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id";
+
+fn row_to_membership(row: &AnyRow) -> Result<Membership, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    let role: String = row.try_get("role")?;
+    let decode = |e: crate::domain::ParseError| sqlx::Error::Decode(Box::new(e));
+    Ok(Membership {
+        conversation_id: row.try_get("conversation_id")?,
+        kind: ConversationKind::parse(&kind).map_err(decode)?,
+        name: row.try_get("name")?,
+        last_seq: row.try_get("last_seq")?,
+        read_seq: row.try_get("read_seq")?,
+        joined_seq: row.try_get("joined_seq")?,
+        left_seq: row.try_get("left_seq")?,
+        role: Role::parse(&role).map_err(decode)?,
+    })
+}
+
+pub struct NewMessage<'a> {
+    pub app: &'a AppId,
+    pub conversation: &'a ConversationId,
+    pub kind: ConversationKind,
+    pub sender: UserKey,
+    /// For direct messages: the other participant (the conversation is created on first use).
+    pub recipient: Option<UserKey>,
+    pub client_msg_id: &'a str,
+    pub message_kind: Option<&'a str>,
+    pub content: &'a str,
+    pub meta: Option<&'a str>,
+}
+
+/// Where an appended message landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub id: String,
+    pub seq: i64,
+    pub created_at: i64,
+    /// False when the `client_msg_id` was known: nothing new was stored.
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("conversation not found")]
+    NotFound,
+    #[error("sender is not a member")]
+    NotAMember,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// A member newly written by a group change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub key: UserKey,
+    pub id: String,
+    pub role: Role,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupWriteError {
+    #[error("group id already taken")]
+    Exists,
+    #[error("group not found")]
+    NotFound,
+    #[error("group would exceed {0} members")]
+    Full(usize),
+    #[error("not a member")]
+    NotAMember,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl Store {
+    pub async fn append_message(&self, new: NewMessage<'_>) -> Result<Appended, AppendError> {
+        let started = Instant::now();
+        let app = new.app.as_str();
+        let conv = new.conversation.as_str();
+        let mut tx = self.begin_write().await?;
+        // The bump comes first: it takes the row lock that orders every append to this
+        // conversation, so the duplicate check below sees any concurrent resend's commit.
+        let bump = "UPDATE conversations SET last_seq = last_seq + 1 WHERE app_id = $1 AND id = $2 RETURNING last_seq";
+        let mut seq: Option<i64> = sqlx::query_scalar(bump)
+            .bind(app)
+            .bind(conv)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if seq.is_none() {
+            let (ConversationKind::Direct, Some(recipient)) = (new.kind, new.recipient) else {
+                return Err(AppendError::NotFound);
+            };
+            let now = crate::domain::now_millis();
+            sqlx::query(
+                "INSERT INTO conversations (app_id, id, kind, created_by, last_seq, created_at) \
+                 VALUES ($1, $2, 'direct', $3, 0, $4) ON CONFLICT (app_id, id) DO NOTHING",
+            )
+            .bind(app)
+            .bind(conv)
+            .bind(new.sender.0)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            for user in [new.sender, recipient] {
+                sqlx::query(
+                    "INSERT INTO members (app_id, conversation_id, user_key, role, joined_seq, joined_at) \
+                     VALUES ($1, $2, $3, 'member', 0, $4) ON CONFLICT (app_id, conversation_id, user_key) DO NOTHING",
+                )
+                .bind(app)
+                .bind(conv)
+                .bind(user.0)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            seq = sqlx::query_scalar(bump)
+                .bind(app)
+                .bind(conv)
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
+        let seq = seq.ok_or(AppendError::NotFound)?;
+        if new.kind == ConversationKind::Group && new.sender != SYSTEM_SENDER {
+            let member: Option<i64> = sqlx::query_scalar(
+                "SELECT joined_seq FROM members WHERE app_id = $1 AND conversation_id = $2 AND user_key = $3 AND left_seq IS NULL",
+            )
+            .bind(app)
+            .bind(conv)
+            .bind(new.sender.0)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if member.is_none() {
+                return Err(AppendError::NotAMember);
+            }
+        }
+        let existing = sqlx::query(
+            "SELECT id, seq, created_at FROM messages WHERE app_id = $1 AND conversation_id = $2 AND sender_key = $3 AND client_msg_id = $4",
+        )
+        .bind(app)
+        .bind(conv)
+        .bind(new.sender.0)
+        .bind(new.client_msg_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = existing {
+            // Dropping the transaction rolls the bump back: no gap.
+            observe("message_append_duplicate", started);
+            return Ok(Appended {
+                id: row.try_get("id")?,
+                seq: row.try_get("seq")?,
+                created_at: row.try_get("created_at")?,
+                created: false,
+            });
+        }
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let created_at = crate::domain::now_millis();
+        let inserted = sqlx::query(
+            "INSERT INTO messages (app_id, conversation_id, seq, id, sender_key, recipient_key, client_msg_id, kind, content, meta, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(app)
+        .bind(conv)
+        .bind(seq)
+        .bind(&id)
+        .bind(new.sender.0)
+        .bind(new.recipient.map(|k| k.0))
+        .bind(new.client_msg_id)
+        .bind(new.message_kind.map(str::to_string))
+        .bind(new.content)
+        .bind(new.meta.map(str::to_string))
+        .bind(created_at)
+        .execute(&mut **tx)
+        .await;
+        if let Err(e) = inserted {
+            if is_unique_violation(&e) {
+                tracing::warn!("duplicate message insert raced past the row lock");
+            }
+            return Err(e.into());
+        }
+        tx.commit().await?;
+        observe("message_append", started);
+        Ok(Appended {
+            id,
+            seq,
+            created_at,
+            created: true,
+        })
+    }
+
+    /// Every conversation the user belongs or belonged to, ordered by id.
+    pub async fn memberships(&self, app: &AppId, user: UserKey) -> Result<Vec<Membership>, sqlx::Error> {
+        let started = Instant::now();
+        let rows = sqlx::query(&format!(
+            "{MEMBERSHIP_SELECT} WHERE m.app_id = $1 AND m.user_key = $2 ORDER BY c.id"
+        ))
+        .bind(app.as_str())
+        .bind(user.0)
+        .fetch_all(self.pool())
+        .await?;
+        observe("memberships", started);
+        rows.iter().map(row_to_membership).collect()
+    }
+
+    pub async fn membership(
+        &self,
+        app: &AppId,
+        conversation: &str,
+        user: UserKey,
+    ) -> Result<Option<Membership>, sqlx::Error> {
+        let started = Instant::now();
+        let row = sqlx::query(&format!(
+            "{MEMBERSHIP_SELECT} WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.user_key = $3"
+        ))
+        .bind(app.as_str())
+        .bind(conversation)
+        .bind(user.0)
+        .fetch_optional(self.pool())
+        .await?;
+        observe("membership", started);
+        row.as_ref().map(row_to_membership).transpose()
+    }
+
+    /// Messages with `after < seq <= upto`, oldest first, at most `limit`.
+    pub async fn messages_after(
+        &self,
+        app: &AppId,
+        conversation: &str,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        let started = Instant::now();
+        let rows = sqlx::query(&format!(
+            "{MESSAGE_SELECT} WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.seq > $3 AND m.seq <= $4 ORDER BY m.seq LIMIT $5"
+        ))
+        .bind(app.as_str())
+        .bind(conversation)
+        .bind(after)
+        .bind(upto)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        observe("messages_after", started);
+        rows.iter().map(row_to_message).collect()
+    }
+
+    /// The newest `limit` messages with `floor < seq < before`, returned oldest first.
+    pub async fn messages_before(
+        &self,
+        app: &AppId,
+        conversation: &str,
+        floor: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        let started = Instant::now();
+        let rows = sqlx::query(&format!(
+            "{MESSAGE_SELECT} WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.seq > $3 AND m.seq < $4 ORDER BY m.seq DESC LIMIT $5"
+        ))
+        .bind(app.as_str())
+        .bind(conversation)
+        .bind(floor)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        observe("messages_before", started);
+        let mut out: Vec<StoredMessage> = rows.iter().map(row_to_message).collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Raises the member's read marker (never lowers it); returns the marker now stored.
+    pub async fn mark_read(
+        &self,
+        app: &AppId,
+        conversation: &str,
+        user: UserKey,
+        seq: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let started = Instant::now();
+        let mut tx = self.begin_write().await?;
+        let stored: Option<i64> = sqlx::query_scalar(
+            "UPDATE members SET read_seq = CASE WHEN read_seq < $1 THEN $1 ELSE read_seq END \
+             WHERE app_id = $2 AND conversation_id = $3 AND user_key = $4 RETURNING read_seq",
+        )
+        .bind(seq)
+        .bind(app.as_str())
+        .bind(conversation)
+        .bind(user.0)
+        .fetch_optional(&mut **tx)
+        .await?;
+        tx.commit().await?;
+        observe("mark_read", started);
+        Ok(stored)
+    }
+
+    /// Ids of the groups the user is an active member of.
+    pub async fn active_groups(&self, app: &AppId, user: UserKey) -> Result<Vec<String>, sqlx::Error> {
+        let started = Instant::now();
+        let ids = sqlx::query_scalar(
+            "SELECT m.conversation_id FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
+             WHERE m.app_id = $1 AND m.user_key = $2 AND m.left_seq IS NULL AND c.kind = 'group'",
+        )
+        .bind(app.as_str())
+        .bind(user.0)
+        .fetch_all(self.pool())
+        .await?;
+        observe("active_groups", started);
+        Ok(ids)
+    }
+
+    /// Creates a group with its owner and first members in one transaction.
+    pub async fn create_group(
+        &self,
+        app: &AppId,
+        group: &GroupId,
+        name: &str,
+        owner: UserKey,
+        members: &[UserKey],
+    ) -> Result<(), GroupWriteError> {
+        let started = Instant::now();
+        let now = crate::domain::now_millis();
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (app_id, id, kind, name, created_by, last_seq, created_at) VALUES ($1, $2, 'group', $3, $4, 0, $5)",
+        )
+        .bind(app.as_str())
+        .bind(group.as_str())
+        .bind(name)
+        .bind(owner.0)
+        .bind(now)
+        .execute(&mut **tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(GroupWriteError::Exists),
+            other => other?,
+        };
+        let everyone = std::iter::once((owner, Role::Owner))
+            .chain(members.iter().filter(|k| **k != owner).map(|k| (*k, Role::Member)));
+        for (user, role) in everyone {
+            sqlx::query(
+                "INSERT INTO members (app_id, conversation_id, user_key, role, joined_seq, joined_at) VALUES ($1, $2, $3, $4, 0, $5) \
+                 ON CONFLICT (app_id, conversation_id, user_key) DO NOTHING",
+            )
+            .bind(app.as_str())
+            .bind(group.as_str())
+            .bind(user.0)
+            .bind(role.as_str())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        tx.commit().await?;
+        observe("group_create", started);
+        Ok(())
+    }
+
+    /// Active members of a group with their public ids and roles.
+    pub async fn group_members(&self, app: &AppId, group: &str) -> Result<Vec<GroupMember>, sqlx::Error> {
+        let started = Instant::now();
+        let rows = sqlx::query(
+            "SELECT m.user_key, u.public_id, m.role FROM members m JOIN users u ON u.user_key = m.user_key \
+             WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.left_seq IS NULL ORDER BY m.joined_at, m.user_key",
+        )
+        .bind(app.as_str())
+        .bind(group)
+        .fetch_all(self.pool())
+        .await?;
+        observe("group_members", started);
+        rows.iter()
+            .map(|row| {
+                let role: String = row.try_get("role")?;
+                Ok(GroupMember {
+                    key: UserKey(row.try_get("user_key")?),
+                    id: row.try_get("public_id")?,
+                    role: Role::parse(&role).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds users to a group at its current seq (they read history from there on). Users already
+    /// in it are left alone; users who had left rejoin. Returns the users actually added.
+    pub async fn add_group_members(
+        &self,
+        app: &AppId,
+        group: &str,
+        users: &[UserKey],
+        max_members: usize,
+    ) -> Result<Vec<UserKey>, GroupWriteError> {
+        let started = Instant::now();
+        let now = crate::domain::now_millis();
+        let mut tx = self.begin_write().await?;
+        let last_seq = lock_group(&mut tx, app, group).await?;
+        let active: Vec<i64> = sqlx::query_scalar(
+            "SELECT user_key FROM members WHERE app_id = $1 AND conversation_id = $2 AND left_seq IS NULL",
+        )
+        .bind(app.as_str())
+        .bind(group)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut added = Vec::new();
+        for user in users {
+            if active.contains(&user.0) || added.contains(user) {
+                continue;
+            }
+            added.push(*user);
+        }
+        if active.len() + added.len() > max_members {
+            return Err(GroupWriteError::Full(max_members));
+        }
+        for user in &added {
+            sqlx::query(
+                "INSERT INTO members (app_id, conversation_id, user_key, role, joined_seq, read_seq, joined_at) \
+                 VALUES ($1, $2, $3, 'member', $4, $4, $5) \
+                 ON CONFLICT (app_id, conversation_id, user_key) DO UPDATE SET role = 'member', joined_seq = $4, \
+                 read_seq = $4, left_seq = NULL, joined_at = $5",
+            )
+            .bind(app.as_str())
+            .bind(group)
+            .bind(user.0)
+            .bind(last_seq)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        tx.commit().await?;
+        observe("group_add_members", started);
+        Ok(added)
+    }
+
+    /// Ends a user's membership at the group's current seq. False if they were not a member.
+    pub async fn remove_group_member(&self, app: &AppId, group: &str, user: UserKey) -> Result<bool, GroupWriteError> {
+        let started = Instant::now();
+        let mut tx = self.begin_write().await?;
+        let last_seq = lock_group(&mut tx, app, group).await?;
+        let done = sqlx::query(
+            "UPDATE members SET left_seq = $1 WHERE app_id = $2 AND conversation_id = $3 AND user_key = $4 AND left_seq IS NULL",
+        )
+        .bind(last_seq)
+        .bind(app.as_str())
+        .bind(group)
+        .bind(user.0)
+        .execute(&mut **tx)
+        .await?;
+        tx.commit().await?;
+        observe("group_remove_member", started);
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+/// Takes the group's row lock (membership changes and sends serialise on it) and returns its seq.
+async fn lock_group(tx: &mut super::WriteTx, app: &AppId, group: &str) -> Result<i64, GroupWriteError> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "UPDATE conversations SET last_seq = last_seq WHERE app_id = $1 AND id = $2 AND kind = 'group' RETURNING last_seq",
+    )
+    .bind(app.as_str())
+    .bind(group)
+    .fetch_optional(&mut ***tx)
+    .await?;
+    seq.ok_or(GroupWriteError::NotFound)
+}
+
+impl Store {
+    /// An active member of a group, by public id.
+    pub async fn membership_by_public_id(
+        &self,
+        app: &AppId,
+        group: &str,
+        user: &crate::domain::UserId,
+    ) -> Result<Option<GroupMember>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT m.user_key, u.public_id, m.role FROM members m JOIN users u ON u.user_key = m.user_key \
+             WHERE m.app_id = $1 AND m.conversation_id = $2 AND u.app_id = $1 AND u.public_id = $3 AND m.left_seq IS NULL",
+        )
+        .bind(app.as_str())
+        .bind(group)
+        .bind(user.as_str())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            let role: String = row.try_get("role")?;
+            Ok(GroupMember {
+                key: UserKey(row.try_get("user_key")?),
+                id: row.try_get("public_id")?,
+                role: Role::parse(&role).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,424 @@
+//! Users, their device sessions and the refresh tokens that rotate within a session.
+
+use std::time::Instant;
+
+use sqlx::{Row, any::AnyRow};
+
+use super::{Store, is_unique_violation, observe};
+use crate::domain::{AppId, AvatarUrl, Email, Name, UserId, UserKey, UserKind};
+
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub key: UserKey,
+    pub app_id: String,
+    pub id: String,
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub nickname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub kind: UserKind,
+    pub token_version: i64,
+    pub last_seen_at: Option<i64>,
+    pub created_at: i64,
+}
+
+const USER_COLUMNS: &str = "user_key, app_id, public_id, email, password_hash, first_name, last_name, \
+     nickname, avatar_url, kind, token_version, last_seen_at, created_at";
+
+fn row_to_user(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    Ok(UserRecord {
+        key: UserKey(row.try_get("user_key")?),
+        app_id: row.try_get("app_id")?,
+        id: row.try_get("public_id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        nickname: row.try_get("nickname")?,
+        avatar_url: row.try_get("avatar_url")?,
+        kind: UserKind::parse(&kind).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        token_version: row.try_get("token_version")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub struct NewUser<'a> {
+    pub app: &'a AppId,
+    pub id: &'a UserId,
+    pub email: Option<&'a Email>,
+    pub password_hash: Option<&'a str>,
+    pub first_name: &'a Name,
+    pub last_name: &'a Name,
+    pub kind: UserKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserWriteError {
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("user id already taken")]
+    IdTaken,
+    #[error("user is not a guest")]
+    NotGuest,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+fn classify_unique(err: sqlx::Error) -> UserWriteError {
+    if is_unique_violation(&err) {
+        let text = err.to_string();
+        if text.contains("email") {
+            UserWriteError::EmailTaken
+        } else {
+            UserWriteError::IdTaken
+        }
+    } else {
+        UserWriteError::Db(err)
+    }
+}
+
+/// Fields of `GET /v1/users`, combined with AND; at least one is required.
+#[derive(Debug, Default, Clone)]
+pub struct UserQuery {
+    pub email: Option<Email>,
+    pub id: Option<UserId>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ProfilePatch<'a> {
+    pub first_name: Option<&'a Name>,
+    pub last_name: Option<&'a Name>,
+    pub nickname: Option<&'a Name>,
+    pub avatar_url: Option<&'a AvatarUrl>,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug)]
+pub enum RefreshUse {
+    Valid {
+        session_id: String,
+        app_id: String,
+        user_key: UserKey,
+        device_id: Option<String>,
+    },
+    Unknown,
+    Expired,
+    Revoked,
+    /// The token had been spent already: its whole session is now revoked.
+    Reused {
+        session_id: String,
+        user_key: UserKey,
+    },
+}
+
+impl Store {
+    pub async fn insert_user(&self, new: NewUser<'_>) -> Result<UserRecord, UserWriteError> {
+        let started = Instant::now();
+        let now = crate::domain::now_millis();
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (app_id, public_id, email, password_hash, first_name, last_name, kind, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(new.app.as_str())
+        .bind(new.id.as_str())
+        .bind(new.email.map(|e| e.as_str().to_string()))
+        .bind(new.password_hash.map(str::to_string))
+        .bind(new.first_name.as_str())
+        .bind(new.last_name.as_str())
+        .bind(new.kind.as_str())
+        .bind(now)
+        .fetch_one(self.pool())
+        .await
+        .map_err(classify_unique)?;
+        observe("user_insert", started);
+        Ok(row_to_user(&row)?)
+    }
+
+    pub async fn user_by_email(&self, app: &AppId, email: &Email) -> Result<Option<UserRecord>, sqlx::Error> {
+        let started = Instant::now();
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND email = $2"
+        ))
+        .bind(app.as_str())
+        .bind(email.as_str())
+        .fetch_optional(self.pool())
+        .await?;
+        observe("user_by_email", started);
+        row.as_ref().map(row_to_user).transpose()
+    }
+
+    pub async fn user_by_key(&self, app: &AppId, key: UserKey) -> Result<Option<UserRecord>, sqlx::Error> {
+        let started = Instant::now();
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND user_key = $2"
+        ))
+        .bind(app.as_str())
+        .bind(key.0)
+        .fetch_optional(self.pool())
+        .await?;
+        observe("user_by_key", started);
+        row.as_ref().map(row_to_user).transpose()
+    }
+
+    pub async fn user_by_id(&self, app: &AppId, id: &UserId) -> Result<Option<UserRecord>, sqlx::Error> {
+        let started = Instant::now();
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND public_id = $2"
+        ))
+        .bind(app.as_str())
+        .bind(id.as_str())
+        .fetch_optional(self.pool())
+        .await?;
+        observe("user_by_id", started);
+        row.as_ref().map(row_to_user).transpose()
+    }
+
+    /// Public ids for internal keys (for rendering messages); unknown keys are left out.
+    pub async fn users_by_ids(&self, app: &AppId, ids: &[UserId]) -> Result<Vec<UserRecord>, sqlx::Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND public_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(app.as_str());
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                out.push(row_to_user(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn query_users(
+        &self,
+        app: &AppId,
+        query: &UserQuery,
+        limit: i64,
+    ) -> Result<Vec<UserRecord>, sqlx::Error> {
+        let started = Instant::now();
+        let mut sql = format!("SELECT {USER_COLUMNS} FROM users WHERE app_id = $1");
+        let mut binds: Vec<String> = Vec::new();
+        let fields: [(&str, Option<&str>); 4] = [
+            ("email", query.email.as_ref().map(Email::as_str)),
+            ("public_id", query.id.as_ref().map(UserId::as_str)),
+            ("first_name", query.first_name.as_deref()),
+            ("last_name", query.last_name.as_deref()),
+        ];
+        for (column, value) in fields {
+            if let Some(value) = value {
+                binds.push(value.to_string());
+                sql.push_str(&format!(" AND {column} = ${}", binds.len() + 1));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY user_key LIMIT ${}", binds.len() + 2));
+        let mut q = sqlx::query(&sql).bind(app.as_str());
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.bind(limit).fetch_all(self.pool()).await?;
+        observe("user_query", started);
+        rows.iter().map(row_to_user).collect()
+    }
+
+    pub async fn update_profile(
+        &self,
+        app: &AppId,
+        key: UserKey,
+        patch: &ProfilePatch<'_>,
+    ) -> Result<Option<UserRecord>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "UPDATE users SET first_name = COALESCE($1, first_name), last_name = COALESCE($2, last_name), \
+             nickname = COALESCE($3, nickname), avatar_url = COALESCE($4, avatar_url) \
+             WHERE app_id = $5 AND user_key = $6 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(patch.first_name.map(|n| n.as_str().to_string()))
+        .bind(patch.last_name.map(|n| n.as_str().to_string()))
+        .bind(patch.nickname.map(|n| n.as_str().to_string()))
+        .bind(patch.avatar_url.map(|n| n.as_str().to_string()))
+        .bind(app.as_str())
+        .bind(key.0)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(row_to_user).transpose()
+    }
+
+    /// Turns a guest into a full account, keeping its id and history.
+    pub async fn upgrade_guest(
+        &self,
+        app: &AppId,
+        key: UserKey,
+        email: &Email,
+        password_hash: &str,
+        first_name: &Name,
+        last_name: &Name,
+    ) -> Result<UserRecord, UserWriteError> {
+        let row = sqlx::query(&format!(
+            "UPDATE users SET email = $1, password_hash = $2, first_name = $3, last_name = $4, kind = 'user' \
+             WHERE app_id = $5 AND user_key = $6 AND kind = 'guest' RETURNING {USER_COLUMNS}"
+        ))
+        .bind(email.as_str())
+        .bind(password_hash)
+        .bind(first_name.as_str())
+        .bind(last_name.as_str())
+        .bind(app.as_str())
+        .bind(key.0)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(classify_unique)?;
+        match row {
+            Some(row) => Ok(row_to_user(&row)?),
+            None => Err(UserWriteError::NotGuest),
+        }
+    }
+
+    pub async fn set_last_seen(&self, app: &AppId, key: UserKey, at: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE users SET last_seen_at = $1 WHERE app_id = $2 AND user_key = $3")
+            .bind(at)
+            .bind(app.as_str())
+            .bind(key.0)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Opens a device session with its first refresh token.
+    pub async fn create_session(
+        &self,
+        app: &AppId,
+        user: UserKey,
+        device_id: Option<&str>,
+        refresh_hash: &str,
+        refresh_expires_at: i64,
+    ) -> Result<String, sqlx::Error> {
+        let started = Instant::now();
+        let id = crate::domain::random_id("s_", 16);
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO auth_sessions (id, app_id, user_key, device_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(app.as_str())
+        .bind(user.0)
+        .bind(device_id.map(str::to_string))
+        .bind(crate::domain::now_millis())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(refresh_hash)
+            .bind(&id)
+            .bind(refresh_expires_at)
+            .execute(&mut **tx)
+            .await?;
+        tx.commit().await?;
+        observe("session_create", started);
+        Ok(id)
+    }
+
+    /// Spends a refresh token; a second use of the same token revokes its session.
+    pub async fn use_refresh_token(
+        &self,
+        hash: &str,
+        next_hash: &str,
+        next_expires_at: i64,
+    ) -> Result<RefreshUse, sqlx::Error> {
+        let now = crate::domain::now_millis();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT r.session_id, r.expires_at, r.used_at, s.app_id, s.user_key, s.device_id, s.revoked_at \
+             FROM refresh_tokens r JOIN auth_sessions s ON s.id = r.session_id WHERE r.hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(RefreshUse::Unknown) };
+        let session_id: String = row.try_get("session_id")?;
+        let user_key = UserKey(row.try_get("user_key")?);
+        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        if revoked_at.is_some() {
+            return Ok(RefreshUse::Revoked);
+        }
+        if used_at.is_some() {
+            sqlx::query("UPDATE auth_sessions SET revoked_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&session_id)
+                .execute(&mut **tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(RefreshUse::Reused { session_id, user_key });
+        }
+        if expires_at <= now {
+            return Ok(RefreshUse::Expired);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2")
+            .bind(now)
+            .bind(hash)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(next_hash)
+            .bind(&session_id)
+            .bind(next_expires_at)
+            .execute(&mut **tx)
+            .await?;
+        let app_id: String = row.try_get("app_id")?;
+        let device_id: Option<String> = row.try_get("device_id")?;
+        tx.commit().await?;
+        Ok(RefreshUse::Valid {
+            session_id,
+            app_id,
+            user_key,
+            device_id,
+        })
+    }
+
+    pub async fn revoke_session(&self, app: &AppId, session_id: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE auth_sessions SET revoked_at = $1 WHERE app_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(crate::domain::now_millis())
+        .bind(app.as_str())
+        .bind(session_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The user behind an access token and whether its device session still stands.
+    pub async fn token_subject(
+        &self,
+        app: &AppId,
+        key: UserKey,
+        session_id: Option<&str>,
+    ) -> Result<Option<(UserRecord, bool)>, sqlx::Error> {
+        let started = Instant::now();
+        let Some(user) = self.user_by_key(app, key).await? else {
+            return Ok(None);
+        };
+        let session_ok = match session_id {
+            None => true,
+            Some(sid) => {
+                let revoked: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT revoked_at FROM auth_sessions WHERE id = $1 AND user_key = $2")
+                        .bind(sid)
+                        .bind(key.0)
+                        .fetch_optional(self.pool())
+                        .await?;
+                matches!(revoked, Some(None))
+            }
+        };
+        observe("token_subject", started);
+        Ok(Some((user, session_ok)))
+    }
+}

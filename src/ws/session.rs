@@ -1,0 +1,630 @@
+//! One actor per WebSocket connection.
+//!
+//! It parses the client's frames, holds the identity, heartbeats, and writes pushes in
+//! per-conversation seq order: a push that skips ahead makes it fetch the gap from the store
+//! first (pausing its mailbox meanwhile), and a seq it already delivered is dropped.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Message, StreamHandler, WrapFuture};
+use actix_web_actors::ws;
+use bytes::BytesMut;
+use bytestring::ByteString;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::protocol::{self, Action, ClientFrame, LoginData, Parsed};
+use crate::{
+    accounts,
+    auth::Identity,
+    bus::Origin,
+    chat,
+    domain::UserKey,
+    error::{ApiError, ApiResult, CloseCode, ErrorCode},
+    groups,
+    node::Node,
+    ratelimit::TokenBucket,
+    router::{Connect, Disconnect, Watch},
+    store::conversations::StoredMessage,
+};
+
+/// What the Router hands a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Push {
+    /// A stored message; `own` when this very session sent it (advance, do not echo).
+    Message {
+        conv: Arc<str>,
+        seq: i64,
+        own: bool,
+        frame: ByteString,
+    },
+    Event {
+        frame: ByteString,
+    },
+}
+
+/// Close the connection with a code.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close {
+    pub code: CloseCode,
+    pub reason: String,
+}
+
+type Id = Option<Box<RawValue>>;
+
+pub struct WsSession {
+    id: u64,
+    node: Node,
+    identity: Option<Identity>,
+    /// Groups loaded at authentication, handed to the Router at registration.
+    groups: Vec<String>,
+    /// Why a token given at connect was refused: the socket closes with 4501 at once.
+    rejected: Option<ApiError>,
+    app_hint: Option<crate::domain::AppId>,
+    registered: bool,
+    last_heard: Instant,
+    delivered: HashMap<Arc<str>, i64>,
+    frames: TokenBucket,
+    typing: TokenBucket,
+    refusals: u32,
+    partial: Option<(bool, BytesMut)>,
+}
+
+impl WsSession {
+    pub fn new(
+        id: u64,
+        node: Node,
+        identity: Option<(Identity, Vec<String>)>,
+        rejected: Option<ApiError>,
+        app_hint: Option<crate::domain::AppId>,
+    ) -> Self {
+        let ws = &node.config.ws;
+        let frames = TokenBucket::new(ws.messages_per_second, ws.message_burst);
+        let typing = TokenBucket::new(node.config.chat.typing_per_second, node.config.chat.typing_per_second);
+        let (identity, groups) = match identity {
+            Some((i, g)) => (Some(i), g),
+            None => (None, Vec::new()),
+        };
+        Self {
+            id,
+            node,
+            identity,
+            groups,
+            rejected,
+            app_hint,
+            registered: false,
+            last_heard: Instant::now(),
+            delivered: HashMap::new(),
+            frames,
+            typing,
+            refusals: 0,
+            partial: None,
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            node: self.node.id.clone(),
+            session: self.id,
+        }
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
+        metrics::counter!("natter_ws_disconnects_total", "code" => code.code().to_string()).increment(1);
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code.code()),
+            description: Some(reason.to_string()),
+        }));
+        ctx.stop();
+    }
+
+    fn send_reply<T: Serialize>(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: &Id,
+        code: u16,
+        msg: &str,
+        data: Option<&T>,
+    ) {
+        ctx.text(protocol::reply(id.as_deref(), code, msg, data));
+    }
+
+    fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, id: &Id, error: &ApiError) {
+        ctx.text(protocol::error_reply(id.as_deref(), error));
+    }
+
+    fn answer<T: Serialize>(&self, ctx: &mut ws::WebsocketContext<Self>, id: &Id, result: ApiResult<T>) {
+        match result {
+            Ok(data) => self.send_reply(ctx, id, 200, "ok", Some(&data)),
+            Err(e) => self.send_error(ctx, id, &e),
+        }
+    }
+
+    fn register(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(who) = &self.identity else { return };
+        self.node.router.do_send(Connect {
+            id: self.id,
+            addr: ctx.address(),
+            app: who.app.clone(),
+            user: who.user,
+            user_id: who.id.as_str().to_string(),
+            auth_session: who.session_id.clone(),
+            groups: std::mem::take(&mut self.groups),
+        });
+        self.registered = true;
+    }
+
+    fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let interval = Duration::from_secs(self.node.config.ws.heartbeat_interval_secs);
+        let timeout = Duration::from_secs(self.node.config.ws.client_timeout_secs);
+        ctx.run_interval(interval, move |act, ctx| {
+            if act.last_heard.elapsed() > timeout {
+                act.close(ctx, CloseCode::Normal, "idle timeout");
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    /// Writes messages fetched from the store (gap repair, sync) that the client has not seen.
+    fn note_delivered(&mut self, conv: &str, seq: i64) {
+        match self.delivered.get_mut(conv) {
+            Some(last) if *last >= seq => {}
+            Some(last) => *last = seq,
+            None => {
+                self.delivered.insert(Arc::from(conv), seq);
+            }
+        }
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        metrics::counter!("natter_ws_frames_received_total").increment(1);
+        let parsed = match protocol::parse(text) {
+            Ok(p) => p,
+            Err(e) => return self.send_error(ctx, &e.id, &e.error),
+        };
+        if !self.frames.try_take() {
+            self.refusals += 1;
+            let burst = self.node.config.ws.message_burst;
+            if self.refusals > burst {
+                return self.close(ctx, CloseCode::RateLimited, "rate limit exceeded");
+            }
+            let retry = self.frames.retry_after_secs();
+            let error = ApiError::new(ErrorCode::RateLimited, format!("slow down; retry in {retry} s"));
+            return self.send_error(ctx, &parsed.id, &error);
+        }
+        self.refusals = 0;
+        self.dispatch(parsed, ctx);
+    }
+
+    fn dispatch(&mut self, parsed: Parsed, ctx: &mut ws::WebsocketContext<Self>) {
+        let Parsed { id, frame } = parsed;
+        let Some(who) = self.identity.clone() else {
+            return match frame {
+                ClientFrame::Action(action) if action.allowed_before_login() => {
+                    self.dispatch_anonymous(id, action, ctx)
+                }
+                _ => self.send_error(ctx, &id, &ApiError::new(ErrorCode::Unauthorized, "log in first")),
+            };
+        };
+        let node = self.node.clone();
+        match frame {
+            ClientFrame::Message(req) => {
+                let origin = Some(self.origin());
+                let fut = async move { chat::send(&node, &who, req, origin).await };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
+                    Ok(r) => {
+                        let (code, msg) = if r.created {
+                            (201, "sent")
+                        } else {
+                            (200, "already sent")
+                        };
+                        act.send_reply(ctx, &id, code, msg, Some(&r));
+                    }
+                    Err(e) => act.send_error(ctx, &id, &e),
+                }));
+            }
+            ClientFrame::Action(action) => self.dispatch_action(id, who, action, ctx),
+        }
+    }
+
+    fn dispatch_action(&mut self, id: Id, who: Identity, action: Action, ctx: &mut ws::WebsocketContext<Self>) {
+        let node = self.node.clone();
+        match action {
+            Action::Ping => self.send_reply(ctx, &id, 200, "pong", None::<&()>),
+            Action::Login(_) | Action::Register(_) => self.send_error(
+                ctx,
+                &id,
+                &ApiError::new(ErrorCode::AlreadyAuthenticated, "already logged in"),
+            ),
+            Action::Query(q) => self.run(ctx, id, async move { accounts::query(&node, &who.app, q).await }),
+            Action::Conversations => self.run(ctx, id, async move { chat::conversations(&node, &who).await }),
+            Action::History(h) => {
+                let (conv, req) = h.split();
+                let fut = async move { chat::history(&node, &who, &conv, req).await };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    if let Ok(messages) = &res {
+                        for m in messages {
+                            act.note_delivered(&m.conversation_id, m.seq);
+                        }
+                    }
+                    act.answer(
+                        ctx,
+                        &id,
+                        res.map(|messages| serde_json::json!({ "messages": messages })),
+                    );
+                }));
+            }
+            Action::Sync(req) => {
+                let fut = async move { chat::sync(&node, &who, req).await };
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    if let Ok(sync) = &res {
+                        for m in &sync.messages {
+                            act.note_delivered(&m.conversation_id, m.seq);
+                        }
+                    }
+                    act.answer(ctx, &id, res);
+                }));
+            }
+            Action::Read(req) => self.run(ctx, id, async move { chat::read(&node, &who, req).await }),
+            Action::Typing(req) => {
+                if !self.typing.try_take() {
+                    let error = ApiError::new(ErrorCode::RateLimited, "typing notices are limited; slow down");
+                    return self.send_error(ctx, &id, &error);
+                }
+                let origin = Some(self.origin());
+                self.run(ctx, id, async move { chat::typing(&node, &who, req, origin).await })
+            }
+            Action::Presence(req) => {
+                let session = self.id;
+                let fut = async move { presence(&node, &who, session, req).await };
+                self.run(ctx, id, fut)
+            }
+            Action::GroupCreate(req) => self.run(ctx, id, async move { groups::create(&node, &who, req).await }),
+            Action::GroupList => self.run(ctx, id, async move { groups::list(&node, &who).await }),
+            Action::GroupShow(g) => self.run(ctx, id, async move { groups::show(&node, &who, &g.group).await }),
+            Action::GroupAdd(data) => {
+                let (group, req) = data.split();
+                self.run(
+                    ctx,
+                    id,
+                    async move { groups::add_members(&node, &who, &group, req).await },
+                )
+            }
+            Action::GroupRemove(data) => self.run(ctx, id, async move {
+                groups::remove_member(&node, &who, &data.group, &data.member).await
+            }),
+            Action::GroupLeave(g) => {
+                let me = who.id.clone();
+                self.run(ctx, id, async move {
+                    groups::remove_member(&node, &who, &g.group, &me).await
+                })
+            }
+        }
+    }
+
+    /// Runs a request and replies with its result.
+    fn run<T, F>(&mut self, ctx: &mut ws::WebsocketContext<Self>, id: Id, fut: F)
+    where
+        T: Serialize + 'static,
+        F: std::future::Future<Output = ApiResult<T>> + 'static,
+    {
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.answer(ctx, &id, res)));
+    }
+
+    fn dispatch_anonymous(&mut self, id: Id, action: Action, ctx: &mut ws::WebsocketContext<Self>) {
+        let node = self.node.clone();
+        let hint = self.app_hint.clone();
+        let fut = async move {
+            match action {
+                Action::Ping => Ok(None),
+                Action::Login(data) => login(&node, hint, data).await.map(Some),
+                Action::Register(req) => {
+                    let app = accounts::app_for(&node, hint.as_ref().map(|a| a.as_str())).await?;
+                    let auth = accounts::register(&node, &app, req).await?;
+                    let who = node.authenticate(&auth.access_token).await?;
+                    let groups = node.store.active_groups(&who.app, who.user).await?;
+                    let data = serde_json::to_value(&auth).map_err(ApiError::internal)?;
+                    Ok(Some((who, groups, data)))
+                }
+                _ => Err(ApiError::new(ErrorCode::Unauthorized, "log in first")),
+            }
+        };
+        // `wait` holds back the socket's next frames until the login settles.
+        ctx.wait(fut.into_actor(self).map(
+            move |res: ApiResult<Option<(Identity, Vec<String>, serde_json::Value)>>, act, ctx| match res {
+                Ok(None) => act.send_reply(ctx, &id, 200, "pong", None::<&()>),
+                Ok(Some((who, groups, data))) => {
+                    act.identity = Some(who);
+                    act.groups = groups;
+                    act.register(ctx);
+                    metrics::counter!("natter_ws_connects_total", "result" => "ok").increment(1);
+                    act.send_reply(ctx, &id, 200, "ok", Some(&data));
+                }
+                Err(e) => act.send_error(ctx, &id, &e),
+            },
+        ));
+    }
+
+    fn write_push(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+        metrics::counter!("natter_messages_delivered_total").increment(1);
+        ctx.text(frame);
+    }
+}
+
+async fn login(
+    node: &Node,
+    hint: Option<crate::domain::AppId>,
+    data: LoginData,
+) -> ApiResult<(Identity, Vec<String>, serde_json::Value)> {
+    let (who, data) = match (data.token, data.email, data.password) {
+        (Some(token), None, None) => {
+            let who = node.authenticate(&token).await?;
+            let user = accounts::me(node, &who).await?;
+            (who, serde_json::json!({ "user": user }))
+        }
+        (None, Some(email), Some(password)) => {
+            let app = accounts::app_for(node, data.app.as_ref().or(hint.as_ref()).map(|a| a.as_str())).await?;
+            let auth = accounts::login(
+                node,
+                &app,
+                accounts::LoginRequest {
+                    email,
+                    password,
+                    device_id: data.device_id,
+                },
+            )
+            .await?;
+            let who = node.authenticate(&auth.access_token).await?;
+            (who, serde_json::to_value(&auth).map_err(ApiError::internal)?)
+        }
+        _ => return Err(ApiError::validation("data: give either token, or email and password")),
+    };
+    let groups = node.store.active_groups(&who.app, who.user).await?;
+    Ok((who, groups, data))
+}
+
+#[derive(Serialize)]
+struct PresenceState {
+    user: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<i64>,
+}
+
+async fn presence(
+    node: &Node,
+    who: &Identity,
+    session: u64,
+    req: protocol::PresenceData,
+) -> ApiResult<Vec<PresenceState>> {
+    if req.subscribe.len() + req.unsubscribe.len() > 1000 {
+        return Err(ApiError::validation("presence: at most 1000 users per request"));
+    }
+    let subscribed = node.store.users_by_ids(&who.app, &req.subscribe).await?;
+    let unsubscribed = node.store.users_by_ids(&who.app, &req.unsubscribe).await?;
+    if !unsubscribed.is_empty() {
+        let users: Vec<UserKey> = unsubscribed.iter().map(|u| u.key).collect();
+        node.router
+            .send(Watch {
+                id: session,
+                users,
+                subscribe: false,
+            })
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    if subscribed.len() != req.subscribe.len() {
+        let missing: Vec<&str> = req
+            .subscribe
+            .iter()
+            .filter(|id| !subscribed.iter().any(|u| u.id == id.as_str()))
+            .map(|id| id.as_str())
+            .collect();
+        return Err(ApiError::new(
+            ErrorCode::UserNotFound,
+            format!("unknown users: {}", missing.join(", ")),
+        ));
+    }
+    let users: Vec<UserKey> = subscribed.iter().map(|u| u.key).collect();
+    let online = node
+        .router
+        .send(Watch {
+            id: session,
+            users,
+            subscribe: true,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(subscribed
+        .iter()
+        .zip(online)
+        .map(|(u, on)| PresenceState {
+            user: u.id.clone(),
+            status: if on { "online" } else { "offline" },
+            last_seen: if on { None } else { u.last_seen_at },
+        })
+        .collect())
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.node.config.ws.outbound_queue);
+        if let Some(error) = self.rejected.take() {
+            metrics::counter!("natter_ws_connects_total", "result" => "rejected").increment(1);
+            let reason = format!("{}: {}", error.code.as_str(), error.message);
+            return self.close(ctx, CloseCode::Unauthorized, &reason);
+        }
+        self.heartbeat(ctx);
+        if self.identity.is_some() {
+            metrics::counter!("natter_ws_connects_total", "result" => "ok").increment(1);
+            self.register(ctx);
+        } else {
+            let timeout = Duration::from_secs(self.node.config.ws.auth_timeout_secs);
+            ctx.run_later(timeout, |act, ctx| {
+                if act.identity.is_none() {
+                    metrics::counter!("natter_ws_connects_total", "result" => "auth_timeout").increment(1);
+                    act.close(
+                        ctx,
+                        CloseCode::Unauthorized,
+                        "unauthorized: no login within the time allowed",
+                    );
+                }
+            });
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.registered {
+            self.node.router.do_send(Disconnect { id: self.id });
+        }
+    }
+}
+
+impl Handler<Push> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, push: Push, ctx: &mut Self::Context) {
+        let (conv, seq, own, frame) = match push {
+            Push::Event { frame } => return self.write_push(ctx, frame),
+            Push::Message { conv, seq, own, frame } => (conv, seq, own, frame),
+        };
+        let last = self.delivered.get(&conv).copied();
+        match last {
+            Some(last) if seq <= last => {}
+            Some(last) if seq > last + 1 => {
+                let (Some(who), node) = (self.identity.clone(), self.node.clone()) else {
+                    return;
+                };
+                let conv_key = conv.clone();
+                let fut = async move { chat::gap(&node, &who, &conv_key, last, seq - 1).await };
+                // `wait` pauses this session's mailbox so later pushes stay behind the repair.
+                ctx.wait(
+                    fut.into_actor(self)
+                        .map(move |res: ApiResult<Vec<StoredMessage>>, act, ctx| {
+                            match res {
+                                Ok(missing) => {
+                                    for m in missing {
+                                        if act.delivered.get(&conv).is_some_and(|l| m.seq <= *l) {
+                                            continue;
+                                        }
+                                        let frame = ByteString::from(
+                                            String::from_utf8(chat::push_frame(&m)).unwrap_or_default(),
+                                        );
+                                        act.write_push(ctx, frame);
+                                        act.note_delivered(&conv, m.seq);
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "gap repair failed; the client will catch up with sync")
+                                }
+                            }
+                            if !own {
+                                act.write_push(ctx, frame);
+                            }
+                            act.note_delivered(&conv, seq);
+                        }),
+                );
+            }
+            _ => {
+                if !own {
+                    self.write_push(ctx, frame);
+                }
+                self.note_delivered(&conv, seq);
+            }
+        }
+    }
+}
+
+impl Handler<Close> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
+        self.close(ctx, msg.code, &msg.reason);
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.handle_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => {
+                let error = ApiError::new(
+                    ErrorCode::UnsupportedFrame,
+                    "binary frames are not supported; send JSON text",
+                );
+                self.send_error(ctx, &None, &error);
+            }
+            Ok(ws::Message::Continuation(item)) => self.continuation(item, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                metrics::counter!("natter_ws_disconnects_total", "code" => "client").increment(1);
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::FrameTooLarge, "message too large"),
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket protocol error");
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl WsSession {
+    /// Assembles fragmented messages, capping their total size like a single frame's.
+    fn continuation(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let max = self.node.config.ws.max_frame_bytes;
+        let (chunk, last) = match item {
+            actix_http::ws::Item::FirstText(b) => {
+                self.partial = Some((true, BytesMut::new()));
+                (b, false)
+            }
+            actix_http::ws::Item::FirstBinary(b) => {
+                self.partial = Some((false, BytesMut::new()));
+                (b, false)
+            }
+            actix_http::ws::Item::Continue(b) => (b, false),
+            actix_http::ws::Item::Last(b) => (b, true),
+        };
+        let Some((text, buf)) = self.partial.as_mut() else {
+            let error = ApiError::new(ErrorCode::InvalidFrame, "continuation without a first frame");
+            return self.send_error(ctx, &None, &error);
+        };
+        if buf.len() + chunk.len() > max {
+            self.partial = None;
+            return self.close(ctx, CloseCode::FrameTooLarge, "message too large");
+        }
+        buf.extend_from_slice(&chunk);
+        if !last {
+            return;
+        }
+        let text = *text;
+        let Some((_, buf)) = self.partial.take() else { return };
+        if !text {
+            let error = ApiError::new(
+                ErrorCode::UnsupportedFrame,
+                "binary frames are not supported; send JSON text",
+            );
+            return self.send_error(ctx, &None, &error);
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(s) => self.handle_text(s, ctx),
+            Err(_) => self.send_error(
+                ctx,
+                &None,
+                &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8"),
+            ),
+        }
+    }
+}
