@@ -205,7 +205,17 @@ impl Config {
 
     /// Defaults plus explicit TOML, for tests and tools.
     pub fn from_toml(extra: &str) -> anyhow::Result<Self> {
-        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(extra)))
+        Self::from_toml_layers(&[extra])
+    }
+
+    /// Defaults plus several TOML layers, later wins.
+    pub fn from_toml_layers(layers: &[&str]) -> anyhow::Result<Self> {
+        let figment = layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| {
+                f.merge(Toml::string(layer))
+            });
+        Self::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> anyhow::Result<Self> {

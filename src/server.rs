@@ -201,31 +201,38 @@ impl Spawned {
     /// Drains like SIGTERM does, and waits for the thread to end.
     pub fn drain(mut self) {
         let (node, handle) = (self.node.clone(), self.handle.clone());
-        let system = actix_rt::System::new();
-        system.block_on(async move { drain(&node, &handle).await });
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        off_thread(async move { drain(&node, &handle).await });
+        self.join();
     }
 
     /// Stops at once, like a crash would for the clients (no close frames).
     pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
         let handle = self.handle.clone();
-        let system = actix_rt::System::new();
-        system.block_on(async move { handle.stop(false).await });
+        off_thread(async move { handle.stop(false).await });
+        self.join();
+    }
+
+    fn join(&mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
+/// Runs a future to completion on a fresh thread and actix system, so callers inside another
+/// runtime (async tests) can use it without nesting runtimes.
+fn off_thread<F: std::future::Future<Output = ()> + Send + 'static>(fut: F) {
+    let _ = std::thread::spawn(move || actix_rt::System::new().block_on(fut)).join();
+}
+
 impl Drop for Spawned {
     fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let handle = self.handle.clone();
-            let system = actix_rt::System::new();
-            system.block_on(async move { handle.stop(false).await });
-            let _ = t.join();
+        if self.thread.is_some() {
+            self.halt();
         }
     }
 }

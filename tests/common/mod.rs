@@ -1,0 +1,289 @@
+//! Test harness: a real node on port 0 with its own temporary SQLite file, driven over real
+//! HTTP and WebSocket connections. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::{collections::VecDeque, net::SocketAddr, path::PathBuf, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use natter::{config::Config, server::Spawned};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub node: Option<Spawned>,
+    pub addr: SocketAddr,
+    extra: String,
+}
+
+fn config(db: &PathBuf, extra: &str) -> Config {
+    let base = format!(
+        "[http]\nbind = \"127.0.0.1:0\"\nworkers = 2\n[database]\nurl = \"sqlite://{}\"\n[ws]\nmessages_per_second = 100000\nmessage_burst = 100000\n",
+        db.display()
+    );
+    Config::from_toml_layers(&[&base, extra]).expect("test config")
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// `extra` is TOML merged over the test defaults.
+    pub fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("natter.db");
+        let node = Spawned::start(config(&db, extra)).expect("server starts");
+        let addr = node.addr;
+        Self {
+            dir,
+            node: Some(node),
+            addr,
+            extra: extra.to_string(),
+        }
+    }
+
+    /// Stops the node and starts a new one on the same database (new port).
+    pub fn restart(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop();
+        }
+        let db = self.dir.path().join("natter.db");
+        let node = Spawned::start(config(&db, &self.extra)).expect("server restarts");
+        self.addr = node.addr;
+        self.node = Some(node);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let mut req = client.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = tokio::time::timeout(WAIT, req.send())
+            .await
+            .expect("http timeout")
+            .expect("http");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let mut req = client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = tokio::time::timeout(WAIT, req.send())
+            .await
+            .expect("http timeout")
+            .expect("http");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
+        let res = tokio::time::timeout(
+            WAIT,
+            reqwest::Client::new().delete(self.url(path)).bearer_auth(token).send(),
+        )
+        .await
+        .expect("http timeout")
+        .expect("http");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers a user; returns (token, public id, full response data).
+    pub async fn register(&self, email: &str) -> User {
+        let (status, body) = self
+            .post(
+                "/v1/auth/register",
+                None,
+                json!({"email": email, "password": "correct horse battery", "first_name": "Test", "last_name": "User"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        User::from(&body["data"])
+    }
+
+    pub async fn connect(&self, user: &User) -> Ws {
+        Ws::connect(&self.ws_url(), Some(&user.token)).await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub token: String,
+    pub refresh: String,
+    pub id: String,
+}
+
+impl From<&Value> for User {
+    fn from(data: &Value) -> Self {
+        User {
+            token: data["access_token"].as_str().expect("token").to_string(),
+            refresh: data["refresh_token"].as_str().unwrap_or_default().to_string(),
+            id: data["user"]["id"].as_str().expect("id").to_string(),
+        }
+    }
+}
+
+pub struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pending: VecDeque<Value>,
+    next_id: u64,
+}
+
+impl Ws {
+    pub async fn connect(url: &str, token: Option<&str>) -> Ws {
+        let mut request = url.into_client_request().expect("request");
+        if let Some(t) = token {
+            request.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {t}")).expect("header"),
+            );
+        }
+        let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("ws connect timeout")
+            .expect("ws connect");
+        Ws {
+            stream,
+            pending: VecDeque::new(),
+            next_id: 1,
+        }
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        tokio::time::timeout(WAIT, self.stream.send(message))
+            .await
+            .expect("send timeout")
+            .expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_raw(Message::text(text.to_string())).await;
+    }
+
+    /// Reads the next frame from the socket (not the buffer); None when the socket closed.
+    async fn read(&mut self, wait: Duration) -> Result<Value, Option<u16>> {
+        loop {
+            match tokio::time::timeout(wait, self.stream.next()).await {
+                Err(_) => panic!("no frame within {wait:?}"),
+                Ok(None) => return Err(None),
+                Ok(Some(Err(_))) => return Err(None),
+                Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t).expect("server sent JSON")),
+                Ok(Some(Ok(Message::Close(frame)))) => return Err(frame.map(|f| u16::from(f.code))),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next frame, buffered ones first.
+    pub async fn next(&mut self) -> Value {
+        if let Some(v) = self.pending.pop_front() {
+            return v;
+        }
+        match self.read(WAIT).await {
+            Ok(v) => v,
+            Err(code) => panic!("socket closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// Sends a frame with a fresh id and returns its reply; other frames are kept for later.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        let id = format!("r{}", self.next_id);
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        self.send_text(&frame.to_string()).await;
+        loop {
+            let v = match self.read(WAIT).await {
+                Ok(v) => v,
+                Err(code) => panic!("socket closed ({code:?}) awaiting reply to {frame}"),
+            };
+            if v["type"] == "reply" && v["id"] == json!(id) {
+                return v;
+            }
+            self.pending.push_back(v);
+        }
+    }
+
+    pub async fn action(&mut self, action: &str, data: Value) -> Value {
+        self.request(json!({"type": "action", "action": action, "data": data}))
+            .await
+    }
+
+    pub async fn send_dm(&mut self, to: &str, content: &str, cmid: &str) -> Value {
+        self.request(json!({"type": "message", "data": {"recipient": to, "content": content, "client_msg_id": cmid}}))
+            .await
+    }
+
+    pub async fn send_group(&mut self, group: &str, content: &str, cmid: &str) -> Value {
+        self.request(json!({"type": "message", "data": {"group": group, "content": content, "client_msg_id": cmid}}))
+            .await
+    }
+
+    /// The next pushed message (type "message"), skipping events.
+    pub async fn next_message(&mut self) -> Value {
+        loop {
+            let v = self.next().await;
+            if v["type"] == "message" {
+                return v["data"].clone();
+            }
+        }
+    }
+
+    /// The next event with this name, skipping other frames.
+    pub async fn next_event(&mut self, event: &str) -> Value {
+        loop {
+            let v = self.next().await;
+            if v["type"] == "event" && v["event"] == event {
+                return v["data"].clone();
+            }
+        }
+    }
+
+    /// Collects `n` pushed messages.
+    pub async fn messages(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.next_message().await);
+        }
+        out
+    }
+
+    /// Asserts nothing arrives for `quiet` (frames that do arrive are returned for the message).
+    pub async fn assert_silent(&mut self, quiet: Duration) {
+        if let Some(v) = self.pending.pop_front() {
+            panic!("unexpected frame {v}");
+        }
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(quiet, self.stream.next()).await {
+            panic!("unexpected frame {t}");
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.read(WAIT).await {
+                Ok(_) => continue,
+                Err(code) => return code,
+            }
+        }
+    }
+}
