@@ -426,7 +426,11 @@ impl Handler<BusDelivery> for Router {
                 }
                 let mut targets = self.group_sessions(&app, &group);
                 for user in &removed {
-                    targets.extend(self.user_sessions(&(app.clone(), *user)));
+                    for id in self.user_sessions(&(app.clone(), *user)) {
+                        if !targets.contains(&id) {
+                            targets.push(id);
+                        }
+                    }
                 }
                 for id in targets {
                     self.push(id, Push::Event { frame: frame.clone() }, &mut slow);

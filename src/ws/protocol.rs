@@ -152,6 +152,9 @@ pub struct FrameError {
 
 fn data<T: DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, ApiError> {
     let text = raw.map_or("{}", RawValue::get);
+    if !text.starts_with('{') {
+        return Err(ApiError::validation("data: must be a JSON object"));
+    }
     serde_json::from_str(text).map_err(|e| ApiError::validation(format!("data: {e}")))
 }
 

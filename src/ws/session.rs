@@ -74,6 +74,13 @@ pub struct WsSession {
     typing: TokenBucket,
     refusals: u32,
     partial: Option<(bool, BytesMut)>,
+    /// Sends waiting for the one in flight: a connection's messages are stored in the order it
+    /// sent them, even when the client does not wait for each reply.
+    send_queue: std::collections::VecDeque<(Id, chat::SendRequest)>,
+    /// The `client_msg_id` of the send in flight, and seqs this session sent that pushes have
+    /// not yet passed: gap repair must not hand a client back what its own reply carries.
+    in_flight: Option<String>,
+    own_seqs: HashMap<Arc<str>, std::collections::BTreeSet<i64>>,
 }
 
 impl WsSession {
@@ -105,6 +112,9 @@ impl WsSession {
             typing,
             refusals: 0,
             partial: None,
+            send_queue: std::collections::VecDeque::new(),
+            in_flight: None,
+            own_seqs: HashMap::new(),
         }
     }
 
@@ -172,7 +182,7 @@ impl WsSession {
         });
     }
 
-    /// Writes messages fetched from the store (gap repair, sync) that the client has not seen.
+    /// Records the highest seq written to the client for a conversation.
     fn note_delivered(&mut self, conv: &str, seq: i64) {
         match self.delivered.get_mut(conv) {
             Some(last) if *last >= seq => {}
@@ -181,6 +191,40 @@ impl WsSession {
                 self.delivered.insert(Arc::from(conv), seq);
             }
         }
+        if let Some(own) = self.own_seqs.get_mut(conv) {
+            own.retain(|s| *s > seq);
+            if own.is_empty() {
+                self.own_seqs.remove(conv);
+            }
+        }
+    }
+
+    /// Remembers a seq this session sent, unless pushes have already passed it.
+    fn note_own(&mut self, conv: &str, seq: i64) {
+        if self.delivered.get(conv).is_some_and(|last| *last >= seq) {
+            return;
+        }
+        match self.own_seqs.get_mut(conv) {
+            Some(set) => {
+                set.insert(seq);
+            }
+            None => {
+                self.own_seqs.insert(Arc::from(conv), std::iter::once(seq).collect());
+            }
+        }
+    }
+
+    /// Whether a stored message is one this session sent itself (answered by its reply).
+    fn is_own(&self, m: &StoredMessage) -> bool {
+        let mine = self
+            .identity
+            .as_ref()
+            .is_some_and(|who| m.sender.as_deref() == Some(who.id.as_str()));
+        mine && (self.in_flight.as_deref() == Some(m.client_msg_id.as_str())
+            || self
+                .own_seqs
+                .get(m.conversation_id.as_str())
+                .is_some_and(|s| s.contains(&m.seq)))
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
@@ -213,22 +257,14 @@ impl WsSession {
                 _ => self.send_error(ctx, &id, &ApiError::new(ErrorCode::Unauthorized, "log in first")),
             };
         };
-        let node = self.node.clone();
         match frame {
             ClientFrame::Message(req) => {
-                let origin = Some(self.origin());
-                let fut = async move { chat::send(&node, &who, req, origin).await };
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-                    Ok(r) => {
-                        let (code, msg) = if r.created {
-                            (201, "sent")
-                        } else {
-                            (200, "already sent")
-                        };
-                        act.send_reply(ctx, &id, code, msg, Some(&r));
-                    }
-                    Err(e) => act.send_error(ctx, &id, &e),
-                }));
+                if self.send_queue.len() >= self.node.config.ws.outbound_queue {
+                    let error = ApiError::new(ErrorCode::RateLimited, "too many sends awaiting their reply; slow down");
+                    return self.send_error(ctx, &id, &error);
+                }
+                self.send_queue.push_back((id, req));
+                self.next_send(who, ctx);
             }
             ClientFrame::Action(action) => self.dispatch_action(id, who, action, ctx),
         }
@@ -307,6 +343,37 @@ impl WsSession {
                 })
             }
         }
+    }
+
+    /// Starts the next queued send unless one is in flight.
+    fn next_send(&mut self, who: Identity, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some((id, req)) = self.send_queue.pop_front() else {
+            return;
+        };
+        self.in_flight = Some(req.client_msg_id.as_str().to_string());
+        let node = self.node.clone();
+        let origin = Some(self.origin());
+        let next_who = who.clone();
+        let fut = async move { chat::send(&node, &who, req, origin).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.in_flight = None;
+            match res {
+                Ok(r) => {
+                    act.note_own(&r.conversation, r.seq);
+                    let (code, msg) = if r.created {
+                        (201, "sent")
+                    } else {
+                        (200, "already sent")
+                    };
+                    act.send_reply(ctx, &id, code, msg, Some(&r));
+                }
+                Err(e) => act.send_error(ctx, &id, &e),
+            }
+            act.next_send(next_who, ctx);
+        }));
     }
 
     /// Runs a request and replies with its result.
@@ -514,6 +581,10 @@ impl Handler<Push> for WsSession {
                                 Ok(missing) => {
                                     for m in missing {
                                         if act.delivered.get(&conv).is_some_and(|l| m.seq <= *l) {
+                                            continue;
+                                        }
+                                        if act.is_own(&m) {
+                                            act.note_delivered(&conv, m.seq);
                                             continue;
                                         }
                                         let frame = ByteString::from(

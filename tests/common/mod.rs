@@ -2,7 +2,7 @@
 //! HTTP and WebSocket connections. Every wait is bounded.
 #![allow(dead_code)]
 
-use std::{collections::VecDeque, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, path::Path, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use natter::{config::Config, server::Spawned};
@@ -22,7 +22,7 @@ pub struct TestServer {
     extra: String,
 }
 
-fn config(db: &PathBuf, extra: &str) -> Config {
+fn config(db: &Path, extra: &str) -> Config {
     let base = format!(
         "[http]\nbind = \"127.0.0.1:0\"\nworkers = 2\n[database]\nurl = \"sqlite://{}\"\n[ws]\nmessages_per_second = 100000\nmessage_burst = 100000\n",
         db.display()
@@ -121,6 +121,47 @@ impl TestServer {
         User::from(&body["data"])
     }
 
+    /// A guest user (no password hashing: fast for tests that need many users).
+    pub async fn guest(&self) -> User {
+        let (status, body) = self.post("/v1/auth/guest", None, json!({})).await;
+        assert_eq!(status, 201, "{body}");
+        User::from(&body["data"])
+    }
+
+    /// Creates a group owned by `owner` with `members`; returns its id.
+    pub async fn group(&self, owner: &User, members: &[&User]) -> String {
+        let ids: Vec<&str> = members.iter().map(|u| u.id.as_str()).collect();
+        let (status, body) = self
+            .post(
+                "/v1/groups",
+                Some(&owner.token),
+                json!({"name": "Test group", "members": ids}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["data"]["id"].as_str().expect("group id").to_string()
+    }
+
+    /// Every stored message of a conversation, as the user may read it, oldest first.
+    pub async fn history(&self, user: &User, conversation: &str) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |m| m["seq"].as_i64().unwrap_or(0));
+            let (status, body) = self
+                .get(
+                    &format!("/v1/conversations/{conversation}/messages?after_seq={after}&limit=200"),
+                    Some(&user.token),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let page = body["data"]["messages"].as_array().cloned().unwrap_or_default();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
     pub async fn connect(&self, user: &User) -> Ws {
         Ws::connect(&self.ws_url(), Some(&user.token)).await
     }
@@ -194,6 +235,11 @@ impl Ws {
         }
     }
 
+    /// A frame already read and buffered, if any.
+    pub fn try_pending(&mut self) -> Option<Value> {
+        self.pending.pop_front()
+    }
+
     /// The next frame, buffered ones first.
     pub async fn next(&mut self) -> Value {
         if let Some(v) = self.pending.pop_front() {
@@ -221,6 +267,39 @@ impl Ws {
             }
             self.pending.push_back(v);
         }
+    }
+
+    /// Sends every frame at once (fresh ids), then gathers their replies in sending order.
+    pub async fn pipeline(&mut self, frames: Vec<Value>) -> Vec<Value> {
+        let mut ids = Vec::with_capacity(frames.len());
+        for mut frame in frames {
+            let id = format!("r{}", self.next_id);
+            self.next_id += 1;
+            frame["id"] = json!(id);
+            ids.push(json!(id));
+            self.send_text(&frame.to_string()).await;
+        }
+        let mut replies: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+        while replies.len() < ids.len() {
+            let v = match self.read(WAIT).await {
+                Ok(v) => v,
+                Err(code) => panic!("socket closed ({code:?}) awaiting pipelined replies"),
+            };
+            if v["type"] == "reply" && ids.contains(&v["id"]) {
+                replies.insert(v["id"].as_str().unwrap_or_default().to_string(), v);
+            } else {
+                self.pending.push_back(v);
+            }
+        }
+        ids.iter()
+            .map(|id| replies.remove(id.as_str().unwrap_or_default()).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// Waits until every reply and push already in flight has arrived (a ping round-trip).
+    pub async fn settle(&mut self) {
+        let reply = self.action("ping", json!({})).await;
+        assert_eq!(reply["code"], 200);
     }
 
     pub async fn action(&mut self, action: &str, data: Value) -> Value {
