@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::Backend;
+
 use std::{
     collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
@@ -30,9 +32,8 @@ async fn guests(server: &TestServer, n: usize) -> Vec<User> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_members_receive_a_thousand_concurrent_group_messages_in_order_without_gaps() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn fifty_members_receive_a_thousand_concurrent_group_messages_in_order_without_gaps(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let users = guests(&server, 50).await;
     let others: Vec<&User> = users[1..].iter().collect();
     let group = server.group(&users[0], &others).await;
@@ -82,15 +83,20 @@ async fn fifty_members_receive_a_thousand_concurrent_group_messages_in_order_wit
     assert_eq!(server.history(&users[7], &group).await.len(), 1000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_hundred_concurrent_sends_into_one_conversation_get_contiguous_seqs() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn five_hundred_concurrent_sends_into_one_conversation_get_contiguous_seqs(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let users = guests(&server, 50).await;
     let others: Vec<&User> = users[1..].iter().collect();
     let group = server.group(&users[0], &others).await;
-    let mut tasks = Vec::new();
-    for (i, u) in users.iter().enumerate() {
+    let mut sockets = Vec::new();
+    for u in &users {
         let mut ws = server.connect(u).await;
+        ws.settle().await;
+        sockets.push(ws);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, mut ws) in sockets.into_iter().enumerate() {
         let group = group.clone();
         tasks.push(tokio::spawn(async move {
             let frames = (0..10)
@@ -109,12 +115,14 @@ async fn five_hundred_concurrent_sends_into_one_conversation_get_contiguous_seqs
         seqs(&server.history(&users[0], &group).await),
         (1..=500).collect::<Vec<_>>()
     );
-    println!("500 concurrent sends: seqs 1..500 contiguous, 0 lost");
+    println!(
+        "{backend:?}: 500 concurrent sends into one conversation: seqs 1..500 contiguous, 0 lost, in {:?}",
+        started.elapsed()
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_resent_three_times_concurrently_is_stored_once_with_one_seq() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn a_message_resent_three_times_concurrently_is_stored_once_with_one_seq(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let alice = server.guest().await;
     let bob = server.guest().await;
     let mut tasks = Vec::new();
@@ -168,9 +176,8 @@ async fn a_message_resent_three_times_concurrently_is_stored_once_with_one_seq()
     println!("3000 concurrent sends of 1000 client_msg_ids: 1000 rows, every retry answered with its original seq");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_reconnects_syncs_exactly_what_it_missed() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn a_client_that_reconnects_syncs_exactly_what_it_missed(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let me = server.guest().await;
     let friends = guests(&server, 6).await;
     // Five conversations the client already knows, one message each.
@@ -248,9 +255,8 @@ async fn a_client_that_reconnects_syncs_exactly_what_it_missed() {
     println!("sync after reconnect: 300 missed messages in 7 conversations, {pages} pages");
 }
 
-#[tokio::test]
-async fn a_removed_member_receives_nothing_further_and_cannot_read_new_history() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn a_removed_member_receives_nothing_further_and_cannot_read_new_history(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let (owner, stays, leaves) = (server.guest().await, server.guest().await, server.guest().await);
     let group = server.group(&owner, &[&stays, &leaves]).await;
     let mut owner_ws = server.connect(&owner).await;
@@ -279,9 +285,8 @@ async fn a_removed_member_receives_nothing_further_and_cannot_read_new_history()
     assert_eq!(status, 403);
 }
 
-#[tokio::test]
-async fn a_new_member_cannot_read_history_from_before_joining() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn a_new_member_cannot_read_history_from_before_joining(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let (owner, late) = (server.guest().await, server.guest().await);
     let group = server.group(&owner, &[]).await;
     let mut owner_ws = server.connect(&owner).await;
@@ -307,9 +312,8 @@ async fn a_new_member_cannot_read_history_from_before_joining() {
     assert_eq!(seqs(reply["data"]["messages"].as_array().unwrap()), vec![4]);
 }
 
-#[tokio::test]
-async fn group_events_reach_members_and_roles_are_enforced() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn group_events_reach_members_and_roles_are_enforced(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let (owner, a, b) = (server.guest().await, server.guest().await, server.guest().await);
     let mut a_ws = server.connect(&a).await;
     a_ws.settle().await;
@@ -341,9 +345,11 @@ async fn group_events_reach_members_and_roles_are_enforced() {
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("user_not_found")));
 }
 
-#[tokio::test]
-async fn group_size_is_capped_by_config() {
-    let server = TestServer::start_with("[chat]\nmax_group_size = 3\n[default_app]\nguest_signups_per_hour = 1000");
+async fn group_size_is_capped_by_config(backend: Backend) {
+    let server = TestServer::start_on(
+        backend,
+        "[chat]\nmax_group_size = 3\n[default_app]\nguest_signups_per_hour = 1000",
+    );
     let users = guests(&server, 4).await;
     let (status, body) = server
         .post(
@@ -364,9 +370,8 @@ async fn group_size_is_capped_by_config() {
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("group_full")));
 }
 
-#[tokio::test]
-async fn read_markers_and_typing_reach_the_other_participant() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn read_markers_and_typing_reach_the_other_participant(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let (alice, bob) = (server.guest().await, server.guest().await);
     let mut a = server.connect(&alice).await;
     let mut b = server.connect(&bob).await;
@@ -398,9 +403,8 @@ async fn read_markers_and_typing_reach_the_other_participant() {
     assert!(limited);
 }
 
-#[tokio::test]
-async fn presence_follows_the_first_and_last_device_within_a_second() {
-    let server = TestServer::start_with(MANY_GUESTS);
+async fn presence_follows_the_first_and_last_device_within_a_second(backend: Backend) {
+    let server = TestServer::start_on(backend, MANY_GUESTS);
     let (watcher, alice) = (server.guest().await, server.guest().await);
     let mut w = server.connect(&watcher).await;
     let reply = w.action("presence", json!({"subscribe": [alice.id]})).await;
@@ -621,3 +625,16 @@ mod interleavings {
         }
     }
 }
+
+on_both_stores!(
+    fifty_members_receive_a_thousand_concurrent_group_messages_in_order_without_gaps,
+    five_hundred_concurrent_sends_into_one_conversation_get_contiguous_seqs,
+    a_message_resent_three_times_concurrently_is_stored_once_with_one_seq,
+    a_client_that_reconnects_syncs_exactly_what_it_missed,
+    a_removed_member_receives_nothing_further_and_cannot_read_new_history,
+    a_new_member_cannot_read_history_from_before_joining,
+    group_events_reach_members_and_roles_are_enforced,
+    group_size_is_capped_by_config,
+    read_markers_and_typing_reach_the_other_participant,
+    presence_follows_the_first_and_last_device_within_a_second,
+);

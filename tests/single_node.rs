@@ -2,15 +2,16 @@
 
 mod common;
 
+use common::Backend;
+
 use std::time::Duration;
 
 use common::{TestServer, Ws};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn two_users_exchange_direct_messages_and_the_senders_second_device_sees_its_own() {
-    let server = TestServer::start();
+async fn two_users_exchange_direct_messages_and_the_senders_second_device_sees_its_own(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
     let alice = server.register("alice@example.com").await;
     let bob = server.register("bob@example.com").await;
     let mut alice_phone = server.connect(&alice).await;
@@ -44,9 +45,8 @@ async fn two_users_exchange_direct_messages_and_the_senders_second_device_sees_i
     alice_phone.assert_silent(Duration::from_millis(100)).await;
 }
 
-#[tokio::test]
-async fn history_survives_a_restart_with_the_same_seqs() {
-    let mut server = TestServer::start();
+async fn history_survives_a_restart_with_the_same_seqs(backend: Backend) {
+    let mut server = TestServer::start_on(backend, "");
     let alice = server.register("alice@example.com").await;
     let bob = server.register("bob@example.com").await;
     let mut ws = server.connect(&alice).await;
@@ -143,9 +143,8 @@ async fn an_expired_token_is_refused_with_token_expired() {
     assert_eq!(ws.closed().await, Some(4501));
 }
 
-#[tokio::test]
-async fn wrong_passwords_duplicate_emails_and_bad_bodies_get_their_codes() {
-    let server = TestServer::start();
+async fn wrong_passwords_duplicate_emails_and_bad_bodies_get_their_codes(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
     server.register("alice@example.com").await;
     let (status, body) = server
         .post(
@@ -323,9 +322,8 @@ async fn a_socket_can_log_in_with_its_first_frame_and_is_closed_if_it_never_does
     assert_eq!(idle.closed().await, Some(4501));
 }
 
-#[tokio::test]
-async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session() {
-    let server = TestServer::start();
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
     let alice = server.register("alice@example.com").await;
     let mut ws = server.connect(&alice).await;
     assert_eq!(ws.action("ping", json!({})).await["code"], 200);
@@ -353,9 +351,8 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session() {
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("token_revoked")));
 }
 
-#[tokio::test]
-async fn logout_closes_that_devices_sockets_with_4502() {
-    let server = TestServer::start();
+async fn logout_closes_that_devices_sockets_with_4502(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
     let alice = server.register("alice@example.com").await;
     let (_, other) = server
         .post(
@@ -379,9 +376,8 @@ async fn logout_closes_that_devices_sockets_with_4502() {
     );
 }
 
-#[tokio::test]
-async fn a_guest_upgrades_keeping_its_id_and_history() {
-    let server = TestServer::start();
+async fn a_guest_upgrades_keeping_its_id_and_history(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
     let bob = server.register("bob@example.com").await;
     let (status, body) = server.post("/v1/auth/guest", None, json!({})).await;
     assert_eq!(status, 201, "{body}");
@@ -423,9 +419,8 @@ async fn guest_signups_are_limited_per_client_ip() {
     assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")));
 }
 
-#[tokio::test]
-async fn profiles_can_be_read_updated_and_queried() {
-    let server = TestServer::start();
+async fn profiles_can_be_read_updated_and_queried(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
     let alice = server.register("alice@example.com").await;
     let bob = server.register("bob@example.com").await;
     let res = reqwest::Client::new()
@@ -467,3 +462,13 @@ async fn health_and_readiness_answer() {
         .unwrap();
     assert!(text.contains("natter_build_info"), "{text}");
 }
+
+on_both_stores!(
+    two_users_exchange_direct_messages_and_the_senders_second_device_sees_its_own,
+    history_survives_a_restart_with_the_same_seqs,
+    wrong_passwords_duplicate_emails_and_bad_bodies_get_their_codes,
+    refresh_tokens_rotate_and_a_reused_one_revokes_the_session,
+    logout_closes_that_devices_sockets_with_4502,
+    a_guest_upgrades_keeping_its_id_and_history,
+    profiles_can_be_read_updated_and_queried,
+);

@@ -58,6 +58,16 @@ pub struct Close {
 
 type Id = Option<Box<RawValue>>;
 
+/// Runs request work as its own task. A session pauses its mailbox during gap repair
+/// (`ctx.wait`); work that holds database connections or row locks must keep going meanwhile,
+/// or paused sessions could starve the pool that their own repair needs.
+fn detached<T: 'static>(
+    fut: impl std::future::Future<Output = ApiResult<T>> + 'static,
+) -> impl std::future::Future<Output = ApiResult<T>> {
+    let handle = actix_rt::spawn(fut);
+    async move { handle.await.map_err(ApiError::internal)? }
+}
+
 pub struct WsSession {
     id: u64,
     node: Node,
@@ -283,7 +293,7 @@ impl WsSession {
             Action::Conversations => self.run(ctx, id, async move { chat::conversations(&node, &who).await }),
             Action::History(h) => {
                 let (conv, req) = h.split();
-                let fut = async move { chat::history(&node, &who, &conv, req).await };
+                let fut = detached(async move { chat::history(&node, &who, &conv, req).await });
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                     if let Ok(messages) = &res {
                         for m in messages {
@@ -298,7 +308,7 @@ impl WsSession {
                 }));
             }
             Action::Sync(req) => {
-                let fut = async move { chat::sync(&node, &who, req).await };
+                let fut = detached(async move { chat::sync(&node, &who, req).await });
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                     if let Ok(sync) = &res {
                         for m in &sync.messages {
@@ -357,7 +367,7 @@ impl WsSession {
         let node = self.node.clone();
         let origin = Some(self.origin());
         let next_who = who.clone();
-        let fut = async move { chat::send(&node, &who, req, origin).await };
+        let fut = detached(async move { chat::send(&node, &who, req, origin).await });
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = None;
             match res {
@@ -382,13 +392,17 @@ impl WsSession {
         T: Serialize + 'static,
         F: std::future::Future<Output = ApiResult<T>> + 'static,
     {
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.answer(ctx, &id, res)));
+        ctx.spawn(
+            detached(fut)
+                .into_actor(self)
+                .map(move |res, act, ctx| act.answer(ctx, &id, res)),
+        );
     }
 
     fn dispatch_anonymous(&mut self, id: Id, action: Action, ctx: &mut ws::WebsocketContext<Self>) {
         let node = self.node.clone();
         let hint = self.app_hint.clone();
-        let fut = async move {
+        let fut = detached(async move {
             match action {
                 Action::Ping => Ok(None),
                 Action::Login(data) => login(&node, hint, data).await.map(Some),
@@ -402,7 +416,7 @@ impl WsSession {
                 }
                 _ => Err(ApiError::new(ErrorCode::Unauthorized, "log in first")),
             }
-        };
+        });
         // `wait` holds back the socket's next frames until the login settles.
         ctx.wait(fut.into_actor(self).map(
             move |res: ApiResult<Option<(Identity, Vec<String>, serde_json::Value)>>, act, ctx| match res {
@@ -572,7 +586,7 @@ impl Handler<Push> for WsSession {
                     return;
                 };
                 let conv_key = conv.clone();
-                let fut = async move { chat::gap(&node, &who, &conv_key, last, seq - 1).await };
+                let fut = detached(async move { chat::gap(&node, &who, &conv_key, last, seq - 1).await });
                 // `wait` pauses this session's mailbox so later pushes stay behind the repair.
                 ctx.wait(
                     fut.into_actor(self)

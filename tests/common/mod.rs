@@ -2,7 +2,7 @@
 //! HTTP and WebSocket connections. Every wait is bounded.
 #![allow(dead_code)]
 
-use std::{collections::VecDeque, net::SocketAddr, path::Path, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use natter::{config::Config, server::Spawned};
@@ -15,17 +15,52 @@ use tokio_tungstenite::{
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// Which store a test node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The machine's PostgreSQL (trust auth), overridable for other set-ups.
+fn postgres_admin_url() -> String {
+    std::env::var("NATTER_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs admin SQL on a thread of its own, so it works from sync and async contexts alike.
+fn postgres_admin(sql: String) {
+    let url = postgres_admin_url();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url)
+                .await
+                .expect("PostgreSQL reachable for tests");
+            sqlx::Executor::execute(&mut conn, sql.as_str())
+                .await
+                .expect("admin sql");
+        })
+    })
+    .join()
+    .expect("admin thread");
+}
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub node: Option<Spawned>,
     pub addr: SocketAddr,
     extra: String,
+    database_url: String,
+    pg_database: Option<String>,
 }
 
-fn config(db: &Path, extra: &str) -> Config {
+fn config(database_url: &str, extra: &str) -> Config {
     let base = format!(
-        "[http]\nbind = \"127.0.0.1:0\"\nworkers = 2\n[database]\nurl = \"sqlite://{}\"\n[ws]\nmessages_per_second = 100000\nmessage_burst = 100000\n",
-        db.display()
+        "[http]\nbind = \"127.0.0.1:0\"\nworkers = 2\n[database]\nurl = \"{database_url}\"\nmax_connections = 8\n[ws]\nmessages_per_second = 100000\nmessage_burst = 100000\n",
     );
     Config::from_toml_layers(&[&base, extra]).expect("test config")
 }
@@ -37,15 +72,31 @@ impl TestServer {
 
     /// `extra` is TOML merged over the test defaults.
     pub fn start_with(extra: &str) -> Self {
+        Self::start_on(Backend::Sqlite, extra)
+    }
+
+    /// A node on a fresh database of the given kind (a new PostgreSQL database per test).
+    pub fn start_on(backend: Backend, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("natter.db");
-        let node = Spawned::start(config(&db, extra)).expect("server starts");
+        let (database_url, pg_database) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}", dir.path().join("natter.db").display()), None),
+            Backend::Postgres => {
+                let name = format!("natter_test_{}", natter::domain::random_id("", 8));
+                postgres_admin(format!("CREATE DATABASE {name}"));
+                let base = postgres_admin_url();
+                let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s).to_string();
+                (format!("{server}/{name}"), Some(name))
+            }
+        };
+        let node = Spawned::start(config(&database_url, extra)).expect("server starts");
         let addr = node.addr;
         Self {
             dir,
             node: Some(node),
             addr,
             extra: extra.to_string(),
+            database_url,
+            pg_database,
         }
     }
 
@@ -54,8 +105,7 @@ impl TestServer {
         if let Some(node) = self.node.take() {
             node.stop();
         }
-        let db = self.dir.path().join("natter.db");
-        let node = Spawned::start(config(&db, &self.extra)).expect("server restarts");
+        let node = Spawned::start(config(&self.database_url, &self.extra)).expect("server restarts");
         self.addr = node.addr;
         self.node = Some(node);
     }
@@ -165,6 +215,37 @@ impl TestServer {
     pub async fn connect(&self, user: &User) -> Ws {
         Ws::connect(&self.ws_url(), Some(&user.token)).await
     }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop();
+        }
+        if let Some(name) = self.pg_database.take() {
+            postgres_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            }
+        )*
+    };
 }
 
 #[derive(Debug, Clone)]
