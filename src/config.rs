@@ -57,6 +57,7 @@ pub struct NatsConfig {
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub id: String,
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,6 +256,7 @@ impl Config {
             ("ws.client_timeout_secs", self.ws.client_timeout_secs),
             ("ws.auth_timeout_secs", self.ws.auth_timeout_secs),
             ("ws.outbound_queue", self.ws.outbound_queue as u64),
+            ("node.lease_secs", self.node.lease_secs),
             ("ws.messages_per_second", self.ws.messages_per_second as u64),
             ("auth.access_ttl_secs", self.auth.access_ttl_secs),
             ("auth.refresh_ttl_secs", self.auth.refresh_ttl_secs),

@@ -15,6 +15,7 @@
 //! - [`groups`]: group creation and membership, with the events they push.
 //! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations,
 //!   and the envelope every payload travels in.
+//! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.
 //! - [`router`]: the node-local Router actor: which sessions belong to which users and groups.
 //! - [`ws`]: the WebSocket endpoint, protocol frames and the per-connection session actor.
 //! - [`http`]: the REST API (client and health endpoints) and JSON error rendering.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod groups;
 pub mod http;
 pub mod node;
+pub mod presence;
 pub mod ratelimit;
 pub mod router;
 pub mod server;

@@ -17,6 +17,7 @@ use crate::{
     config::Config,
     domain::{AppId, UserId, UserKey},
     error::{ApiError, ApiResult, ErrorCode},
+    presence::Presence,
     ratelimit::WindowLimiter,
     router::Router,
     store::{Store, apps::AppRecord},
@@ -31,6 +32,7 @@ pub struct NodeInner {
     pub bus: Arc<dyn Bus>,
     pub subjects: Subjects,
     pub router: Addr<Router>,
+    pub presence: Presence,
     pub guest_signups: WindowLimiter,
     draining: AtomicBool,
 }
@@ -54,6 +56,7 @@ pub struct NodeParts {
     pub passwords: PasswordHasher,
     pub bus: Arc<dyn Bus>,
     pub router: Addr<Router>,
+    pub presence: Presence,
 }
 
 impl Node {
@@ -68,6 +71,7 @@ impl Node {
             passwords: parts.passwords,
             bus: parts.bus,
             router: parts.router,
+            presence: parts.presence,
             guest_signups: WindowLimiter::new(std::time::Duration::from_secs(3600)),
             draining: AtomicBool::new(false),
         }))

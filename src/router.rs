@@ -10,16 +10,14 @@ use std::{
     sync::Arc,
 };
 
-use actix::{Actor, Addr, Context, Handler, Message, MessageResult};
+use actix::{Actor, Addr, Context, Handler, Message};
 use bytestring::ByteString;
-use serde::Serialize;
 
 use crate::{
-    bus::{Bus, BusDelivery, Envelope, Subjects, decode, encode},
-    chat::event_frame,
-    domain::{AppId, UserKey, now_millis},
+    bus::{Bus, BusDelivery, Envelope, Subjects, decode},
+    domain::{AppId, UserKey},
     error::CloseCode,
-    store::Store,
+    presence::Presence,
     ws::session::{Close, Push, WsSession},
 };
 
@@ -48,7 +46,7 @@ pub struct Router {
     node_id: String,
     bus: Arc<dyn Bus>,
     subjects: Subjects,
-    store: Store,
+    presence: Presence,
     sessions: HashMap<u64, SessionEntry>,
     users: HashMap<Slot, UserEntry>,
     groups: HashMap<(Arc<str>, String), HashSet<i64>>,
@@ -58,12 +56,12 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(node_id: String, bus: Arc<dyn Bus>, subjects: Subjects, store: Store) -> Self {
+    pub fn new(node_id: String, bus: Arc<dyn Bus>, subjects: Subjects, presence: Presence) -> Self {
         Self {
             node_id,
             bus,
             subjects,
-            store,
+            presence,
             sessions: HashMap::new(),
             users: HashMap::new(),
             groups: HashMap::new(),
@@ -113,39 +111,12 @@ impl Router {
         }
     }
 
-    /// Publishes a presence transition to the app's control subject (every node's watchers).
+    /// Hands a user's first or last local session to the presence worker, which decides
+    /// whether it is a cluster-wide transition.
     fn announce_presence(&self, slot: &Slot, id: &str, online: bool) {
-        #[derive(Serialize)]
-        struct PresenceEvent<'a> {
-            user: &'a str,
-            status: &'static str,
-            last_seen: i64,
+        if let Ok(app) = AppId::parse(slot.0.to_string()) {
+            self.presence.report(app, UserKey(slot.1), id.to_string(), online);
         }
-        let now = now_millis();
-        let status = if online { "online" } else { "offline" };
-        let frame = event_frame(
-            "presence",
-            &PresenceEvent {
-                user: id,
-                status,
-                last_seen: now,
-            },
-        );
-        let payload = encode(&Envelope::Presence { user: slot.1, online }, &frame);
-        let publish = self.bus.publish(self.subjects.control(&slot.0), payload);
-        let store = self.store.clone();
-        let (app, user) = (slot.0.to_string(), slot.1);
-        actix::spawn(async move {
-            if let Err(e) = publish.await {
-                tracing::warn!(error = %e, "presence publish failed");
-            }
-            if !online
-                && let Ok(app) = AppId::parse(app)
-                && let Err(e) = store.set_last_seen(&app, UserKey(user), now).await
-            {
-                tracing::warn!(error = %e, "recording last_seen failed");
-            }
-        });
     }
 
     fn remove_session(&mut self, id: u64) {
@@ -309,9 +280,9 @@ impl Handler<Disconnect> for Router {
     }
 }
 
-/// Starts or stops watching users' presence; answers whether each is online now.
+/// Starts or stops watching users' presence (transitions arrive as `presence` events).
 #[derive(Message)]
-#[rtype(result = "Vec<bool>")]
+#[rtype(result = "()")]
 pub struct Watch {
     pub id: u64,
     pub users: Vec<UserKey>,
@@ -319,11 +290,11 @@ pub struct Watch {
 }
 
 impl Handler<Watch> for Router {
-    type Result = MessageResult<Watch>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) {
         let Some(entry) = self.sessions.get_mut(&msg.id) else {
-            return MessageResult(Vec::new());
+            return;
         };
         let app = entry.slot.0.clone();
         for user in &msg.users {
@@ -335,15 +306,12 @@ impl Handler<Watch> for Router {
                 entry.watching.remove(&user.0);
                 if let Some(set) = self.watchers.get_mut(&slot) {
                     set.remove(&msg.id);
+                    if set.is_empty() {
+                        self.watchers.remove(&slot);
+                    }
                 }
             }
         }
-        MessageResult(
-            msg.users
-                .iter()
-                .map(|u| self.users.contains_key(&(app.clone(), u.0)))
-                .collect(),
-        )
     }
 }
 

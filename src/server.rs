@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     domain::{AppId, random_id},
     node::{Node, NodeParts},
+    presence::Presence,
     router::{DrainBatch, Router},
     store::{Store, apps::DEFAULT_APP},
 };
@@ -59,13 +60,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         Arc::new(NatsBus::connect(config.nats.url.expose(), &id).await?)
     };
-    let router = Router::new(
-        id.clone(),
-        bus.clone(),
-        Subjects::new(&config.nats.prefix),
-        store.clone(),
-    )
-    .start();
+    let subjects = Subjects::new(&config.nats.prefix);
+    let lease = Duration::from_secs(config.node.lease_secs);
+    store
+        .renew_lease(&id, lease.as_millis() as i64)
+        .await
+        .context("registering the node lease")?;
+    let presence = Presence::start(store.clone(), bus.clone(), subjects.clone(), id.clone());
+    Presence::keep_lease(store.clone(), bus.clone(), subjects.clone(), id.clone(), lease);
+    let router = Router::new(id.clone(), bus.clone(), subjects, presence.clone()).start();
     bus.attach(router.clone().recipient());
     let node = Node::new(NodeParts {
         id,
@@ -75,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         passwords,
         bus,
         router,
+        presence,
     });
 
     let data = web::Data::new(node.clone());
@@ -129,8 +133,12 @@ pub async fn drain(node: &Node, handle: &actix_web::dev::ServerHandle) {
             Ok(_) => actix_rt::time::sleep(Duration::from_millis(20)).await,
         }
     }
-    // Let close frames and in-flight sends reach their peers.
+    // Let close frames and in-flight sends reach their peers, and the offline transitions land.
     actix_rt::time::sleep(Duration::from_millis(300)).await;
+    node.presence.flush().await;
+    if let Err(e) = node.store.retire_node(&node.id).await {
+        tracing::warn!(error = %e, "could not retire the node's lease");
+    }
     handle.stop(true).await;
 }
 

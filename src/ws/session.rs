@@ -514,22 +514,26 @@ async fn presence(
         ));
     }
     let users: Vec<UserKey> = subscribed.iter().map(|u| u.key).collect();
-    let online = node
-        .router
+    // Watch first, then read the state: a transition in between is both read and pushed, never
+    // missed.
+    node.router
         .send(Watch {
             id: session,
-            users,
+            users: users.clone(),
             subscribe: true,
         })
         .await
         .map_err(ApiError::internal)?;
+    let online = node.store.online_users(&who.app, &users).await?;
     Ok(subscribed
         .iter()
-        .zip(online)
-        .map(|(u, on)| PresenceState {
-            user: u.id.clone(),
-            status: if on { "online" } else { "offline" },
-            last_seen: if on { None } else { u.last_seen_at },
+        .map(|u| {
+            let on = online.contains(&u.key);
+            PresenceState {
+                user: u.id.clone(),
+                status: if on { "online" } else { "offline" },
+                last_seen: if on { None } else { u.last_seen_at },
+            }
         })
         .collect())
 }

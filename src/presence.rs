@@ -1,0 +1,150 @@
+//! Cluster-wide presence.
+//!
+//! The Router reports each user's first and last local session here. Reports are applied to the
+//! store in order per user (sharded by user, so one user's connect can never overtake their
+//! disconnect), and a transition the store confirms is published once on the app's control
+//! subject, where every node's Router hands it to local watchers. A lease keeper renews this
+//! node's lease and reaps nodes that died without a goodbye.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    bus::{Bus, Envelope, Subjects, encode},
+    chat::event_frame,
+    domain::{AppId, UserKey, now_millis},
+    store::Store,
+};
+
+const SHARDS: usize = 8;
+
+enum Op {
+    Report {
+        app: AppId,
+        user: UserKey,
+        id: String,
+        online: bool,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Presence {
+    shards: Arc<Vec<mpsc::UnboundedSender<Op>>>,
+}
+
+struct Publisher {
+    bus: Arc<dyn Bus>,
+    subjects: Subjects,
+}
+
+impl Publisher {
+    async fn transition(&self, app: &str, user: UserKey, id: &str, online: bool, at: i64) {
+        #[derive(Serialize)]
+        struct PresenceEvent<'a> {
+            user: &'a str,
+            status: &'static str,
+            last_seen: i64,
+        }
+        let status = if online { "online" } else { "offline" };
+        let frame = event_frame(
+            "presence",
+            &PresenceEvent {
+                user: id,
+                status,
+                last_seen: at,
+            },
+        );
+        let payload = encode(&Envelope::Presence { user: user.0, online }, &frame);
+        if let Err(e) = self.bus.publish(self.subjects.control(app), payload).await {
+            tracing::warn!(error = %e, "presence publish failed");
+        }
+        metrics::counter!("natter_presence_transitions_total", "status" => status).increment(1);
+    }
+}
+
+impl Presence {
+    /// Starts the shard workers on the current runtime.
+    pub fn start(store: Store, bus: Arc<dyn Bus>, subjects: Subjects, node_id: String) -> Self {
+        let publisher = Arc::new(Publisher { bus, subjects });
+        let mut shards = Vec::with_capacity(SHARDS);
+        for _ in 0..SHARDS {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Op>();
+            let (store, publisher, node_id) = (store.clone(), publisher.clone(), node_id.clone());
+            actix_rt::spawn(async move {
+                while let Some(op) = rx.recv().await {
+                    match op {
+                        Op::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                        Op::Report { app, user, id, online } => {
+                            let now = now_millis();
+                            let result = if online {
+                                store.presence_up(&app, user, &node_id).await
+                            } else {
+                                store.presence_down(&app, user, &node_id, now).await
+                            };
+                            match result {
+                                Ok(true) => publisher.transition(app.as_str(), user, &id, online, now).await,
+                                Ok(false) => {}
+                                Err(e) => tracing::warn!(error = %e, "presence update failed"),
+                            }
+                        }
+                    }
+                }
+            });
+            shards.push(tx);
+        }
+        Presence {
+            shards: Arc::new(shards),
+        }
+    }
+
+    /// A user's first (online) or last (offline) session on this node.
+    pub fn report(&self, app: AppId, user: UserKey, id: String, online: bool) {
+        let shard = (user.0.unsigned_abs() as usize) % self.shards.len();
+        let _ = self.shards[shard].send(Op::Report { app, user, id, online });
+    }
+
+    /// Waits until every report made so far is applied.
+    pub async fn flush(&self) {
+        let mut waits = Vec::new();
+        for shard in self.shards.iter() {
+            let (tx, rx) = oneshot::channel();
+            if shard.send(Op::Flush(tx)).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+
+    /// Renews this node's lease every third of its length and reaps dead nodes.
+    pub fn keep_lease(store: Store, bus: Arc<dyn Bus>, subjects: Subjects, node_id: String, lease: Duration) {
+        let publisher = Publisher { bus, subjects };
+        let lease_ms = lease.as_millis() as i64;
+        actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(lease / 3);
+            loop {
+                tick.tick().await;
+                match store.renew_lease(&node_id, lease_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::info!(node = %node_id, "lease registered"),
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                }
+                let now = now_millis();
+                match store.reap_expired_nodes(now).await {
+                    Ok(departed) => {
+                        for d in departed {
+                            publisher.transition(&d.app_id, d.user, &d.public_id, false, now).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reaping dead nodes failed"),
+                }
+            }
+        });
+    }
+}
