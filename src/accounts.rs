@@ -33,10 +33,7 @@ pub struct UserView {
 
 impl UserView {
     pub fn of_self(user: &UserRecord) -> Self {
-        Self {
-            email: user.email.clone(),
-            ..Self::public(user)
-        }
+        Self { email: user.email.clone(), ..Self::public(user) }
     }
 
     pub fn public(user: &UserRecord) -> Self {
@@ -149,13 +146,7 @@ async fn issue(node: &Node, app: &AppRecord, user: &UserRecord, device: Option<&
     let refresh_expires = crate::domain::now_millis() + refresh_ttl as i64 * 1000;
     let session = node
         .store
-        .create_session(
-            &app.id,
-            user.key,
-            device.map(DeviceId::as_str),
-            &token_hash(&refresh),
-            refresh_expires,
-        )
+        .create_session(&app.id, user.key, device.map(DeviceId::as_str), &token_hash(&refresh), refresh_expires)
         .await?;
     let (access_token, expires_at) = node.tokens.issue(&NewToken {
         app: app.id.as_str(),
@@ -165,12 +156,7 @@ async fn issue(node: &Node, app: &AppRecord, user: &UserRecord, device: Option<&
         version: user.token_version,
         ttl_secs: ttl(app.settings.access_ttl, node.config.auth.access_ttl_secs),
     })?;
-    Ok(AuthResponse {
-        access_token,
-        refresh_token: refresh,
-        expires_at,
-        user: UserView::of_self(user),
-    })
+    Ok(AuthResponse { access_token, refresh_token: refresh, expires_at, user: UserView::of_self(user) })
 }
 
 pub async fn register(node: &Node, app: &AppRecord, req: RegisterRequest) -> ApiResult<AuthResponse> {
@@ -207,17 +193,11 @@ pub async fn login(node: &Node, app: &AppRecord, req: LoginRequest) -> ApiResult
 
 pub async fn guest(node: &Node, app: &AppRecord, client_ip: &str, req: GuestRequest) -> ApiResult<AuthResponse> {
     if !app.settings.guest_signup {
-        return Err(ApiError::new(
-            ErrorCode::GuestSignupDisabled,
-            "guest sign-up is disabled for this app",
-        ));
+        return Err(ApiError::new(ErrorCode::GuestSignupDisabled, "guest sign-up is disabled for this app"));
     }
     let key = format!("{}|{client_ip}", app.id);
     if !node.guest_signups.allow(&key, app.settings.guest_signups_per_hour) {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            "too many guest sign-ups from this address; retry later",
-        ));
+        return Err(ApiError::new(ErrorCode::RateLimited, "too many guest sign-ups from this address; retry later"));
     }
     let id = UserId::parse(random_id("guest_", 8)).map_err(ApiError::internal)?;
     let first = match req.first_name {
@@ -244,10 +224,7 @@ pub async fn guest(node: &Node, app: &AppRecord, client_ip: &str, req: GuestRequ
 /// A guest becomes a full account with the same id and history.
 pub async fn upgrade(node: &Node, who: &Identity, req: RegisterRequest) -> ApiResult<AuthResponse> {
     if who.kind != UserKind::Guest {
-        return Err(ApiError::new(
-            ErrorCode::NotGuest,
-            "only guest accounts can be upgraded",
-        ));
+        return Err(ApiError::new(ErrorCode::NotGuest, "only guest accounts can be upgraded"));
     }
     let app = node.app(&who.app).await?;
     let hash = node.passwords.hash(&req.password).await?;
@@ -264,17 +241,8 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
     let next = new_refresh_token();
     let invalid = || ApiError::new(ErrorCode::InvalidToken, "refresh token is invalid");
     let expires = crate::domain::now_millis() + node.config.auth.refresh_ttl_secs as i64 * 1000;
-    match node
-        .store
-        .use_refresh_token(&token_hash(&req.refresh_token), &token_hash(&next), expires)
-        .await?
-    {
-        RefreshUse::Valid {
-            session_id,
-            app_id,
-            user_key,
-            device_id,
-        } => {
+    match node.store.use_refresh_token(&token_hash(&req.refresh_token), &token_hash(&next), expires).await? {
+        RefreshUse::Valid { session_id, app_id, user_key, device_id } => {
             let app_id = AppId::parse(app_id).map_err(ApiError::internal)?;
             let app = node.app(&app_id).await?;
             let user = node.store.user_by_key(&app_id, user_key).await?.ok_or_else(invalid)?;
@@ -286,22 +254,14 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
                 version: user.token_version,
                 ttl_secs: ttl(app.settings.access_ttl, node.config.auth.access_ttl_secs),
             })?;
-            Ok(AuthResponse {
-                access_token,
-                refresh_token: next,
-                expires_at,
-                user: UserView::of_self(&user),
-            })
+            Ok(AuthResponse { access_token, refresh_token: next, expires_at, user: UserView::of_self(&user) })
         }
         RefreshUse::Reused { session_id, user_key } => {
             tracing::warn!(session = %session_id, "refresh token reused; session revoked");
             if let Ok(Some(app)) = session_app(node, &session_id).await {
                 kick(node, &app, user_key.0, Some(session_id), CloseCode::TokenRevoked).await;
             }
-            Err(ApiError::new(
-                ErrorCode::RefreshTokenReused,
-                "refresh token was already used; the session is revoked",
-            ))
+            Err(ApiError::new(ErrorCode::RefreshTokenReused, "refresh token was already used; the session is revoked"))
         }
         RefreshUse::Expired => Err(ApiError::new(ErrorCode::TokenExpired, "refresh token has expired")),
         RefreshUse::Revoked => Err(ApiError::new(ErrorCode::TokenRevoked, "session has been revoked")),
@@ -322,28 +282,14 @@ async fn session_app(node: &Node, session_id: &str) -> Result<Option<AppId>, sql
 pub async fn logout(node: &Node, who: &Identity) -> ApiResult<()> {
     if let Some(session) = &who.session_id {
         node.store.revoke_session(&who.app, session).await?;
-        kick(
-            node,
-            &who.app,
-            who.user.0,
-            Some(session.clone()),
-            CloseCode::TokenRevoked,
-        )
-        .await;
+        kick(node, &who.app, who.user.0, Some(session.clone()), CloseCode::TokenRevoked).await;
     }
     Ok(())
 }
 
 /// Closes a user's sockets cluster-wide (all of them, or one device session's).
 pub async fn kick(node: &Node, app: &AppId, user: i64, session: Option<String>, code: CloseCode) {
-    let payload = crate::bus::encode(
-        &Envelope::Kick {
-            user,
-            session,
-            code: code.code(),
-        },
-        b"",
-    );
+    let payload = crate::bus::encode(&Envelope::Kick { user, session, code: code.code() }, b"");
     node.publish(node.subjects.control(app.as_str()), payload).await;
 }
 
@@ -373,9 +319,7 @@ pub async fn update_me(node: &Node, who: &Identity, req: ProfileRequest) -> ApiR
 
 pub async fn query(node: &Node, app: &AppId, req: UserQueryRequest) -> ApiResult<Vec<UserView>> {
     if req.email.is_none() && req.id.is_none() && req.first_name.is_none() && req.last_name.is_none() {
-        return Err(ApiError::validation(
-            "give at least one of email, id, first_name, last_name",
-        ));
+        return Err(ApiError::validation("give at least one of email, id, first_name, last_name"));
     }
     let query = UserQuery {
         email: req.email,

@@ -24,10 +24,7 @@ use crate::{
 /// How a message looks on the wire (push `data`, history and sync entries).
 impl Serialize for StoredMessage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let meta = self
-            .meta
-            .as_deref()
-            .and_then(|m| serde_json::from_str::<&RawValue>(m).ok());
+        let meta = self.meta.as_deref().and_then(|m| serde_json::from_str::<&RawValue>(m).ok());
         let mut s = serializer.serialize_struct("Message", 11)?;
         s.serialize_field("id", &self.id)?;
         s.serialize_field("conversation", &self.conversation_id)?;
@@ -57,11 +54,7 @@ pub fn push_frame(message: &StoredMessage) -> Vec<u8> {
         r#type: &'static str,
         data: &'a StoredMessage,
     }
-    serde_json::to_vec(&Push {
-        r#type: "message",
-        data: message,
-    })
-    .unwrap_or_default()
+    serde_json::to_vec(&Push { r#type: "message", data: message }).unwrap_or_default()
 }
 
 /// `{"type":"event","event":…,"data":…}`.
@@ -72,12 +65,7 @@ pub fn event_frame(event: &str, data: &impl Serialize) -> Vec<u8> {
         event: &'a str,
         data: &'a T,
     }
-    serde_json::to_vec(&Event {
-        r#type: "event",
-        event,
-        data,
-    })
-    .unwrap_or_default()
+    serde_json::to_vec(&Event { r#type: "event", event, data }).unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,16 +97,8 @@ pub struct SendResult {
 fn validate_kind(kind: &str) -> ApiResult<()> {
     let ok = !kind.is_empty()
         && kind.len() <= 32
-        && kind
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::validation(
-            "kind: must be 1-32 characters of A-Z a-z 0-9 _ . -",
-        ))
-    }
+        && kind.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok { Ok(()) } else { Err(ApiError::validation("kind: must be 1-32 characters of A-Z a-z 0-9 _ . -")) }
 }
 
 pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<Origin>) -> ApiResult<SendResult> {
@@ -129,10 +109,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<
         return Err(ApiError::validation("content: must not be empty"));
     }
     if req.content.len() + meta_len > max {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("content and meta exceed {max} bytes"),
-        ));
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("content and meta exceed {max} bytes")));
     }
     if let Some(kind) = &req.kind {
         validate_kind(kind)?;
@@ -150,15 +127,9 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<
                 .await?
                 .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, format!("no user {recipient}")))?;
             if user.key == who.user {
-                return Err(ApiError::validation(
-                    "recipient: cannot send a direct message to yourself",
-                ));
+                return Err(ApiError::validation("recipient: cannot send a direct message to yourself"));
             }
-            (
-                direct_conversation_id(who.user, user.key),
-                ConversationKind::Direct,
-                Some((user.key, user.id)),
-            )
+            (direct_conversation_id(who.user, user.key), ConversationKind::Direct, Some((user.key, user.id)))
         }
         (None, Some(group)) => (
             ConversationId::parse(group.as_str()).map_err(|e| ApiError::validation(e.0))?,
@@ -205,11 +176,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<
             meta: req.meta.map(|m| m.get().to_string()),
             created_at: appended.created_at,
         };
-        let envelope = Envelope::Message {
-            conv: stored.conversation_id.clone(),
-            seq: stored.seq,
-            origin,
-        };
+        let envelope = Envelope::Message { conv: stored.conversation_id.clone(), seq: stored.seq, origin };
         let payload = encode(&envelope, &push_frame(&stored));
         for subject in subjects_for(node, who, &conversation, kind) {
             node.publish(subject, payload.clone()).await;
@@ -243,12 +210,7 @@ async fn membership_of(node: &Node, who: &Identity, conversation: &ConversationI
     node.store
         .membership(&who.app, conversation.as_str(), who.user)
         .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::ConversationNotFound,
-                format!("no conversation {conversation}"),
-            )
-        })
+        .ok_or_else(|| ApiError::new(ErrorCode::ConversationNotFound, format!("no conversation {conversation}")))
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -312,15 +274,11 @@ pub async fn history(
     let messages = match (req.after_seq, req.before_seq) {
         (Some(after), before) => {
             let upto = before.map_or(upto, |b| (b - 1).min(upto));
-            node.store
-                .messages_after(&who.app, conversation.as_str(), after.max(floor), upto, limit)
-                .await?
+            node.store.messages_after(&who.app, conversation.as_str(), after.max(floor), upto, limit).await?
         }
         (None, before) => {
             let before = before.map_or(upto + 1, |b| b.min(upto + 1));
-            node.store
-                .messages_before(&who.app, conversation.as_str(), floor, before, limit)
-                .await?
+            node.store.messages_before(&who.app, conversation.as_str(), floor, before, limit).await?
         }
     };
     Ok(messages)
@@ -338,10 +296,7 @@ pub async fn gap(
         return Ok(Vec::new());
     };
     let upto = upto.min(m.visible_upto());
-    Ok(node
-        .store
-        .messages_after(&who.app, conversation, after.max(m.joined_seq), upto, 10_000)
-        .await?)
+    Ok(node.store.messages_after(&who.app, conversation, after.max(m.joined_seq), upto, 10_000).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -371,9 +326,7 @@ fn encode_cursor(conversation: &str, seq: i64) -> String {
 
 fn decode_cursor(cursor: &str) -> ApiResult<(String, i64)> {
     let bad = || ApiError::validation("cursor: not a cursor this server returned");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let (conv, seq) = text.split_once('\n').ok_or_else(bad)?;
     Ok((conv.to_string(), seq.parse().map_err(|_| bad())?))
@@ -384,10 +337,7 @@ fn decode_cursor(cursor: &str) -> ApiResult<(String, i64)> {
 pub async fn sync(node: &Node, who: &Identity, req: SyncRequest) -> ApiResult<SyncResponse> {
     let page = req.limit.unwrap_or(node.config.chat.sync_page_size);
     if page == 0 || page > node.config.chat.sync_page_size {
-        return Err(ApiError::validation(format!(
-            "limit: must be 1-{}",
-            node.config.chat.sync_page_size
-        )));
+        return Err(ApiError::validation(format!("limit: must be 1-{}", node.config.chat.sync_page_size)));
     }
     let resume = req.cursor.as_deref().map(decode_cursor).transpose()?;
     let memberships = node.store.memberships(&who.app, who.user).await?;
@@ -397,11 +347,7 @@ pub async fn sync(node: &Node, who: &Identity, req: SyncRequest) -> ApiResult<Sy
         let from = match &resume {
             Some((conv, _)) if m.conversation_id < *conv => continue,
             Some((conv, seq)) if m.conversation_id == *conv => *seq,
-            _ => req
-                .conversations
-                .get(&m.conversation_id)
-                .copied()
-                .unwrap_or(m.joined_seq),
+            _ => req.conversations.get(&m.conversation_id).copied().unwrap_or(m.joined_seq),
         }
         .max(m.joined_seq);
         let upto = m.visible_upto();
@@ -414,10 +360,7 @@ pub async fn sync(node: &Node, who: &Identity, req: SyncRequest) -> ApiResult<Sy
             cursor = Some(encode_cursor(&m.conversation_id, from));
             break;
         }
-        let batch = node
-            .store
-            .messages_after(&who.app, &m.conversation_id, from, upto, room as i64)
-            .await?;
+        let batch = node.store.messages_after(&who.app, &m.conversation_id, from, upto, room as i64).await?;
         let last = batch.last().map_or(from, |msg| msg.seq);
         messages.extend(batch);
         if last < upto {
@@ -453,11 +396,7 @@ pub async fn read(node: &Node, who: &Identity, req: ReadRequest) -> ApiResult<Re
     }
     let m = membership_of(node, who, &req.conversation).await?;
     let seq = req.seq.min(m.visible_upto());
-    let stored = node
-        .store
-        .mark_read(&who.app, req.conversation.as_str(), who.user, seq)
-        .await?
-        .unwrap_or(seq);
+    let stored = node.store.mark_read(&who.app, req.conversation.as_str(), who.user, seq).await?.unwrap_or(seq);
     if m.is_active() {
         #[derive(Serialize)]
         struct ReadEvent<'a> {
@@ -467,21 +406,14 @@ pub async fn read(node: &Node, who: &Identity, req: ReadRequest) -> ApiResult<Re
         }
         let frame = event_frame(
             "read",
-            &ReadEvent {
-                conversation: req.conversation.as_str(),
-                user: who.id.as_str(),
-                seq: stored,
-            },
+            &ReadEvent { conversation: req.conversation.as_str(), user: who.id.as_str(), seq: stored },
         );
         let payload = encode(&Envelope::Event { origin: None }, &frame);
         for subject in subjects_for(node, who, &req.conversation, m.kind) {
             node.publish(subject, payload.clone()).await;
         }
     }
-    Ok(ReadResult {
-        conversation: req.conversation.into_inner(),
-        read_seq: stored,
-    })
+    Ok(ReadResult { conversation: req.conversation.into_inner(), read_seq: stored })
 }
 
 #[derive(Debug, Deserialize)]
@@ -494,23 +426,14 @@ pub struct TypingRequest {
 pub async fn typing(node: &Node, who: &Identity, req: TypingRequest, origin: Option<Origin>) -> ApiResult<()> {
     let m = membership_of(node, who, &req.conversation).await?;
     if !m.is_active() {
-        return Err(ApiError::new(
-            ErrorCode::NotAMember,
-            "you are no longer a member of this conversation",
-        ));
+        return Err(ApiError::new(ErrorCode::NotAMember, "you are no longer a member of this conversation"));
     }
     #[derive(Serialize)]
     struct TypingEvent<'a> {
         conversation: &'a str,
         user: &'a str,
     }
-    let frame = event_frame(
-        "typing",
-        &TypingEvent {
-            conversation: req.conversation.as_str(),
-            user: who.id.as_str(),
-        },
-    );
+    let frame = event_frame("typing", &TypingEvent { conversation: req.conversation.as_str(), user: who.id.as_str() });
     let payload = encode(&Envelope::Event { origin }, &frame);
     for subject in subjects_for(node, who, &req.conversation, m.kind) {
         node.publish(subject, payload.clone()).await;

@@ -136,9 +136,7 @@ pub fn apply_settings(settings: &AppSettings, pairs: &[String]) -> anyhow::Resul
     let mut value = serde_json::to_value(settings)?;
     let map = value.as_object_mut().context("settings are not an object")?;
     for pair in pairs {
-        let (key, raw) = pair
-            .split_once('=')
-            .with_context(|| format!("{pair:?}: expected key=value"))?;
+        let (key, raw) = pair.split_once('=').with_context(|| format!("{pair:?}: expected key=value"))?;
         if !map.contains_key(key) {
             let known: Vec<&String> = map.keys().collect();
             anyhow::bail!("unknown setting {key:?}; known: {known:?}");
@@ -155,10 +153,7 @@ async fn app_command(config: &Config, command: AppCommand) -> anyhow::Result<()>
     match command {
         AppCommand::Create { id, name, json } => {
             let id = parse_id(id)?;
-            let settings = AppSettings {
-                name,
-                ..AppSettings::default()
-            };
+            let settings = AppSettings { name, ..AppSettings::default() };
             let app = store.create_app(&id, &settings).await?;
             print_app(&app, true, json)?;
         }
@@ -199,11 +194,7 @@ mod tests {
 
     #[test]
     fn settings_accept_known_keys_with_typed_values() {
-        let s = apply_settings(
-            &AppSettings::default(),
-            &["guest_signup=false".into(), "name=My App".into()],
-        )
-        .unwrap();
+        let s = apply_settings(&AppSettings::default(), &["guest_signup=false".into(), "name=My App".into()]).unwrap();
         assert!(!s.guest_signup);
         assert_eq!(s.name, "My App");
         let s = apply_settings(&s, &[r#"allowed_origins=["https://a.test"]"#.into()]).unwrap();

@@ -195,11 +195,7 @@ impl Config {
         figment = figment
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
             .merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats.url".into()))
-            .merge(
-                Env::prefixed("NATTER_")
-                    .filter(|k| !k.as_str().eq_ignore_ascii_case("env"))
-                    .split("__"),
-            )
+            .merge(Env::prefixed("NATTER_").filter(|k| !k.as_str().eq_ignore_ascii_case("env")).split("__"))
             .merge(Serialized::defaults(overrides));
         Self::from_figment(figment)
     }
@@ -211,11 +207,8 @@ impl Config {
 
     /// Defaults plus several TOML layers, later wins.
     pub fn from_toml_layers(layers: &[&str]) -> anyhow::Result<Self> {
-        let figment = layers
-            .iter()
-            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| {
-                f.merge(Toml::string(layer))
-            });
+        let figment =
+            layers.iter().fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| f.merge(Toml::string(layer)));
         Self::from_figment(figment)
     }
 
@@ -260,10 +253,7 @@ impl Config {
             ("ws.messages_per_second", self.ws.messages_per_second as u64),
             ("auth.access_ttl_secs", self.auth.access_ttl_secs),
             ("auth.refresh_ttl_secs", self.auth.refresh_ttl_secs),
-            (
-                "auth.password_hash_concurrency",
-                self.auth.password_hash_concurrency as u64,
-            ),
+            ("auth.password_hash_concurrency", self.auth.password_hash_concurrency as u64),
             ("chat.max_content_bytes", self.chat.max_content_bytes as u64),
             ("chat.max_group_size", self.chat.max_group_size as u64),
             ("chat.sync_page_size", self.chat.sync_page_size as u64),

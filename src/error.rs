@@ -120,10 +120,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     pub fn validation(message: impl Into<Cow<'static, str>>) -> Self {
@@ -137,12 +134,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody<'_> {
-        ErrorBody {
-            error: ErrorDetail {
-                code: self.code.as_str(),
-                message: &self.message,
-            },
-        }
+        ErrorBody { error: ErrorDetail { code: self.code.as_str(), message: &self.message } }
     }
 }
 

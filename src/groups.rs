@@ -72,27 +72,15 @@ async fn resolve(node: &Node, who: &Identity, ids: &[UserId]) -> ApiResult<Vec<(
     unique.dedup();
     let found = node.store.users_by_ids(&who.app, &unique).await?;
     if found.len() != unique.len() {
-        let missing: Vec<&str> = unique
-            .iter()
-            .filter(|id| !found.iter().any(|u| u.id == id.as_str()))
-            .map(UserId::as_str)
-            .collect();
-        return Err(ApiError::new(
-            ErrorCode::UserNotFound,
-            format!("unknown users: {}", missing.join(", ")),
-        ));
+        let missing: Vec<&str> =
+            unique.iter().filter(|id| !found.iter().any(|u| u.id == id.as_str())).map(UserId::as_str).collect();
+        return Err(ApiError::new(ErrorCode::UserNotFound, format!("unknown users: {}", missing.join(", "))));
     }
     Ok(found.into_iter().map(|u| (u.key, u.id)).collect())
 }
 
 fn views(members: &[GroupMember]) -> Vec<MemberView> {
-    members
-        .iter()
-        .map(|m| MemberView {
-            id: m.id.clone(),
-            role: m.role,
-        })
-        .collect()
+    members.iter().map(|m| MemberView { id: m.id.clone(), role: m.role }).collect()
 }
 
 async fn publish_membership(
@@ -103,23 +91,15 @@ async fn publish_membership(
     removed: Vec<i64>,
     frame: Vec<u8>,
 ) {
-    let envelope = Envelope::Membership {
-        group: group.to_string(),
-        added,
-        removed,
-    };
-    node.publish(node.subjects.control(who.app.as_str()), encode(&envelope, &frame))
-        .await;
+    let envelope = Envelope::Membership { group: group.to_string(), added, removed };
+    node.publish(node.subjects.control(who.app.as_str()), encode(&envelope, &frame)).await;
 }
 
 /// The caller's active membership of a group, or `group_not_found`.
 async fn my_role(node: &Node, who: &Identity, group: &GroupId) -> ApiResult<Role> {
     match node.store.membership(&who.app, group.as_str(), who.user).await? {
         Some(m) if m.kind == ConversationKind::Group && m.is_active() => Ok(m.role),
-        _ => Err(ApiError::new(
-            ErrorCode::GroupNotFound,
-            format!("no group {group} that you belong to"),
-        )),
+        _ => Err(ApiError::new(ErrorCode::GroupNotFound, format!("no group {group} that you belong to"))),
     }
 }
 
@@ -132,32 +112,17 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
     let members = resolve(node, who, &req.members).await?;
     let keys: Vec<UserKey> = members.iter().map(|(k, _)| *k).filter(|k| *k != who.user).collect();
     if keys.len() + 1 > max {
-        return Err(ApiError::new(
-            ErrorCode::GroupFull,
-            format!("a group has at most {max} members"),
-        ));
+        return Err(ApiError::new(ErrorCode::GroupFull, format!("a group has at most {max} members")));
     }
     node.store
         .create_group(&who.app, &id, req.name.as_str(), who.user, &keys)
         .await
         .map_err(|e| group_error(e, max))?;
     let stored = node.store.group_members(&who.app, id.as_str()).await?;
-    let view = GroupView {
-        id: id.as_str().to_string(),
-        name: req.name.into_inner(),
-        last_seq: 0,
-        members: views(&stored),
-    };
+    let view =
+        GroupView { id: id.as_str().to_string(), name: req.name.into_inner(), last_seq: 0, members: views(&stored) };
     let frame = event_frame("group.created", &view);
-    publish_membership(
-        node,
-        who,
-        id.as_str(),
-        stored.iter().map(|m| m.key.0).collect(),
-        Vec::new(),
-        frame,
-    )
-    .await;
+    publish_membership(node, who, id.as_str(), stored.iter().map(|m| m.key.0).collect(), Vec::new(), frame).await;
     Ok(view)
 }
 
@@ -207,40 +172,18 @@ pub async fn add_members(
     req: MembersRequest,
 ) -> ApiResult<MembersChanged> {
     if !my_role(node, who, group).await?.can_manage() {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only the owner or an admin can add members",
-        ));
+        return Err(ApiError::new(ErrorCode::Forbidden, "only the owner or an admin can add members"));
     }
     let max = node.config.chat.max_group_size;
     let users = resolve(node, who, &req.members).await?;
     let keys: Vec<UserKey> = users.iter().map(|(k, _)| *k).collect();
-    let added = node
-        .store
-        .add_group_members(&who.app, group.as_str(), &keys, max)
-        .await
-        .map_err(|e| group_error(e, max))?;
-    let ids: Vec<String> = users
-        .iter()
-        .filter(|(k, _)| added.contains(k))
-        .map(|(_, id)| id.clone())
-        .collect();
-    let changed = MembersChanged {
-        group: group.as_str().to_string(),
-        members: ids,
-        by: who.id.as_str().to_string(),
-    };
+    let added =
+        node.store.add_group_members(&who.app, group.as_str(), &keys, max).await.map_err(|e| group_error(e, max))?;
+    let ids: Vec<String> = users.iter().filter(|(k, _)| added.contains(k)).map(|(_, id)| id.clone()).collect();
+    let changed = MembersChanged { group: group.as_str().to_string(), members: ids, by: who.id.as_str().to_string() };
     if !added.is_empty() {
         let frame = event_frame("group.member_added", &changed);
-        publish_membership(
-            node,
-            who,
-            group.as_str(),
-            added.iter().map(|k| k.0).collect(),
-            Vec::new(),
-            frame,
-        )
-        .await;
+        publish_membership(node, who, group.as_str(), added.iter().map(|k| k.0).collect(), Vec::new(), frame).await;
     }
     Ok(changed)
 }
@@ -255,10 +198,7 @@ pub async fn remove_member(node: &Node, who: &Identity, group: &GroupId, member:
         .ok_or_else(|| ApiError::new(ErrorCode::NotAMember, format!("{member} is not a member of this group")))?;
     let leaving = target.key == who.user;
     if target.role == Role::Owner {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "the owner cannot be removed or leave",
-        ));
+        return Err(ApiError::new(ErrorCode::Forbidden, "the owner cannot be removed or leave"));
     }
     let may_remove = leaving || my == Role::Owner || (my == Role::Admin && target.role == Role::Member);
     if !may_remove {
@@ -268,16 +208,10 @@ pub async fn remove_member(node: &Node, who: &Identity, group: &GroupId, member:
         ));
     }
     let max = node.config.chat.max_group_size;
-    let removed = node
-        .store
-        .remove_group_member(&who.app, group.as_str(), target.key)
-        .await
-        .map_err(|e| group_error(e, max))?;
+    let removed =
+        node.store.remove_group_member(&who.app, group.as_str(), target.key).await.map_err(|e| group_error(e, max))?;
     if !removed {
-        return Err(ApiError::new(
-            ErrorCode::NotAMember,
-            format!("{member} is not a member of this group"),
-        ));
+        return Err(ApiError::new(ErrorCode::NotAMember, format!("{member} is not a member of this group")));
     }
     let changed = MembersChanged {
         group: group.as_str().to_string(),

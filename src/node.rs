@@ -130,8 +130,11 @@ impl Node {
     /// sessions repair missed deliveries from the store.
     pub async fn publish(&self, subject: String, payload: Bytes) {
         let started = std::time::Instant::now();
-        if let Err(e) = self.bus.publish(subject, payload).await {
-            tracing::warn!(error = %e, "bus publish failed; receivers will catch up from the store");
+        // Bounded: with the bus away a send must still be acknowledged promptly.
+        match tokio::time::timeout(std::time::Duration::from_millis(500), self.bus.publish(subject, payload)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "bus publish failed; receivers will catch up from the store"),
+            Err(_) => tracing::warn!("bus publish timed out; receivers will catch up from the store"),
         }
         metrics::histogram!("natter_bus_publish_duration_seconds").record(started.elapsed().as_secs_f64());
     }

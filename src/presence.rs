@@ -21,12 +21,7 @@ use crate::{
 const SHARDS: usize = 8;
 
 enum Op {
-    Report {
-        app: AppId,
-        user: UserKey,
-        id: String,
-        online: bool,
-    },
+    Report { app: AppId, user: UserKey, id: String, online: bool },
     Flush(oneshot::Sender<()>),
 }
 
@@ -49,14 +44,7 @@ impl Publisher {
             last_seen: i64,
         }
         let status = if online { "online" } else { "offline" };
-        let frame = event_frame(
-            "presence",
-            &PresenceEvent {
-                user: id,
-                status,
-                last_seen: at,
-            },
-        );
+        let frame = event_frame("presence", &PresenceEvent { user: id, status, last_seen: at });
         let payload = encode(&Envelope::Presence { user: user.0, online }, &frame);
         if let Err(e) = self.bus.publish(self.subjects.control(app), payload).await {
             tracing::warn!(error = %e, "presence publish failed");
@@ -97,9 +85,7 @@ impl Presence {
             });
             shards.push(tx);
         }
-        Presence {
-            shards: Arc::new(shards),
-        }
+        Presence { shards: Arc::new(shards) }
     }
 
     /// A user's first (online) or last (offline) session on this node.

@@ -19,12 +19,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(rate: u32, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
-        Self {
-            rate: f64::from(rate.max(1)),
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
+        Self { rate: f64::from(rate.max(1)), burst, tokens: burst, last: Instant::now() }
     }
 
     /// Takes one token if there is one.
@@ -58,10 +53,7 @@ pub struct WindowLimiter {
 
 impl WindowLimiter {
     pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            counts: Mutex::new(HashMap::new()),
-        }
+        Self { window, counts: Mutex::new(HashMap::new()) }
     }
 
     /// Counts one event for `key`; false when `limit` events already happened in this window.

@@ -172,10 +172,7 @@ impl Router {
         for id in slow {
             if let Some(entry) = self.sessions.get(&id) {
                 metrics::counter!("natter_ws_slow_consumer_drops_total").increment(1);
-                entry.addr.do_send(Close {
-                    code: CloseCode::TooSlow,
-                    reason: "too slow reading; reconnect".into(),
-                });
+                entry.addr.do_send(Close { code: CloseCode::TooSlow, reason: "too slow reading; reconnect".into() });
             }
             self.remove_session(id);
         }
@@ -189,10 +186,7 @@ impl Router {
         let Some(members) = self.groups.get(&(app.clone(), group.to_string())) else {
             return Vec::new();
         };
-        members
-            .iter()
-            .flat_map(|user| self.user_sessions(&(app.clone(), *user)))
-            .collect()
+        members.iter().flat_map(|user| self.user_sessions(&(app.clone(), *user))).collect()
     }
 }
 
@@ -236,11 +230,7 @@ impl Handler<Connect> for Router {
             self.subscribe(subject, Target::User(slot.clone()));
             self.users.insert(
                 slot.clone(),
-                UserEntry {
-                    id: msg.user_id.clone(),
-                    sessions: Vec::new(),
-                    groups: HashSet::new(),
-                },
+                UserEntry { id: msg.user_id.clone(), sessions: Vec::new(), groups: HashSet::new() },
             );
         }
         for group in &msg.groups {
@@ -369,12 +359,7 @@ impl Handler<BusDelivery> for Router {
                 let own = origin.filter(|o| o.node == self.node_id).map(|o| o.session);
                 let conv: Arc<str> = Arc::from(conv);
                 for id in recipients {
-                    let push = Push::Message {
-                        conv: conv.clone(),
-                        seq,
-                        own: own == Some(id),
-                        frame: frame.clone(),
-                    };
+                    let push = Push::Message { conv: conv.clone(), seq, own: own == Some(id), frame: frame.clone() };
                     self.push(id, push, &mut slow);
                 }
             }
@@ -418,18 +403,12 @@ impl Handler<BusDelivery> for Router {
                     if session.is_some() && entry.auth_session != session {
                         continue;
                     }
-                    entry.addr.do_send(Close {
-                        code,
-                        reason: "token revoked".into(),
-                    });
+                    entry.addr.do_send(Close { code, reason: "token revoked".into() });
                 }
             }
             (Envelope::Presence { user, .. }, Some(app)) => {
-                let watchers: Vec<u64> = self
-                    .watchers
-                    .get(&(app.clone(), user))
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
+                let watchers: Vec<u64> =
+                    self.watchers.get(&(app.clone(), user)).map(|s| s.iter().copied().collect()).unwrap_or_default();
                 for id in watchers {
                     self.push(id, Push::Event { frame: frame.clone() }, &mut slow);
                 }

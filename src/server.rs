@@ -29,10 +29,7 @@ pub async fn prepare_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database).await?;
     store.migrate().await?;
     let default = AppId::parse(DEFAULT_APP).map_err(|e| anyhow::anyhow!(e.0))?;
-    store
-        .ensure_app(&default, &config.default_app)
-        .await
-        .context("applying [default_app]")?;
+    store.ensure_app(&default, &config.default_app).await.context("applying [default_app]")?;
     Ok(store)
 }
 
@@ -50,11 +47,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let tokens = TokenService::new(&config.auth.issuer, keys)?;
     let passwords = PasswordHasher::new(config.auth.password_hash_concurrency)?;
-    let id = if config.node.id.is_empty() {
-        random_id("n_", 4)
-    } else {
-        config.node.id.clone()
-    };
+    let id = if config.node.id.is_empty() { random_id("n_", 4) } else { config.node.id.clone() };
     let bus: Arc<dyn Bus> = if config.nats.url.is_empty() {
         Arc::new(LocalBus::new())
     } else {
@@ -62,24 +55,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let subjects = Subjects::new(&config.nats.prefix);
     let lease = Duration::from_secs(config.node.lease_secs);
-    store
-        .renew_lease(&id, lease.as_millis() as i64)
-        .await
-        .context("registering the node lease")?;
+    store.renew_lease(&id, lease.as_millis() as i64).await.context("registering the node lease")?;
     let presence = Presence::start(store.clone(), bus.clone(), subjects.clone(), id.clone());
     Presence::keep_lease(store.clone(), bus.clone(), subjects.clone(), id.clone(), lease);
     let router = Router::new(id.clone(), bus.clone(), subjects, presence.clone()).start();
     bus.attach(router.clone().recipient());
-    let node = Node::new(NodeParts {
-        id,
-        config: config.clone(),
-        store,
-        tokens,
-        passwords,
-        bus,
-        router,
-        presence,
-    });
+    let node = Node::new(NodeParts { id, config: config.clone(), store, tokens, passwords, bus, router, presence });
 
     let data = web::Data::new(node.clone());
     let max_body = config.http.max_body_bytes;
@@ -198,12 +179,7 @@ impl Spawned {
             });
         });
         let (addr, node, handle) = rx.recv().context("server thread died")??;
-        Ok(Self {
-            addr,
-            node,
-            handle,
-            thread: Some(thread),
-        })
+        Ok(Self { addr, node, handle, thread: Some(thread) })
     }
 
     /// Drains like SIGTERM does, and waits for the thread to end.

@@ -10,9 +10,7 @@ use crate::config::{LogConfig, LogFormat};
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Latency buckets in seconds: sub-millisecond to 10 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Installs the process-wide metrics recorder once; later calls reuse it.
 pub fn init_metrics() {
@@ -48,9 +46,9 @@ pub fn init_logging(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match config.format {
-        LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
-            .try_init(),
+        LogFormat::Json => {
+            registry.with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr)).try_init()
+        }
         LogFormat::Pretty => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
     };
 }

@@ -69,17 +69,10 @@ async fn fifty_members_receive_a_thousand_concurrent_group_messages_in_order_wit
         assert_increasing(&pushed, &format!("member {i}"));
         let mut all: Vec<i64> = pushed.iter().chain(acked.iter()).copied().collect();
         all.sort_unstable();
-        assert_eq!(
-            all,
-            (1..=1000).collect::<Vec<_>>(),
-            "member {i} has every seq exactly once"
-        );
+        assert_eq!(all, (1..=1000).collect::<Vec<_>>(), "member {i} has every seq exactly once");
         total += pushed.len();
     }
-    println!(
-        "group fan-out: 50 members, 1000 messages, {total} pushes in order in {:?}",
-        started.elapsed()
-    );
+    println!("group fan-out: 50 members, 1000 messages, {total} pushes in order in {:?}", started.elapsed());
     assert_eq!(server.history(&users[7], &group).await.len(), 1000);
 }
 
@@ -111,10 +104,7 @@ async fn five_hundred_concurrent_sends_into_one_conversation_get_contiguous_seqs
     }
     all.sort_unstable();
     assert_eq!(all, (1..=500).collect::<Vec<_>>());
-    assert_eq!(
-        seqs(&server.history(&users[0], &group).await),
-        (1..=500).collect::<Vec<_>>()
-    );
+    assert_eq!(seqs(&server.history(&users[0], &group).await), (1..=500).collect::<Vec<_>>());
     println!(
         "{backend:?}: 500 concurrent sends into one conversation: seqs 1..500 contiguous, 0 lost, in {:?}",
         started.elapsed()
@@ -156,11 +146,7 @@ async fn a_message_resent_three_times_concurrently_is_stored_once_with_one_seq(b
         }
     }
     for (n, answers) in &by_cmid {
-        assert_eq!(
-            answers.iter().filter(|a| a.0 == 201).count(),
-            1,
-            "c{n}: exactly one send stored it"
-        );
+        assert_eq!(answers.iter().filter(|a| a.0 == 201).count(), 1, "c{n}: exactly one send stored it");
         assert!(
             answers.iter().all(|a| a.1 == answers[0].1 && a.2 == answers[0].2),
             "c{n}: retries got the original seq: {answers:?}"
@@ -211,10 +197,7 @@ async fn a_client_that_reconnects_syncs_exactly_what_it_missed(backend: Backend)
         )
         .collect();
     for r in ws.pipeline(frames).await {
-        expected
-            .entry(group.clone())
-            .or_default()
-            .push(r["data"]["seq"].as_i64().unwrap());
+        expected.entry(group.clone()).or_default().push(r["data"]["seq"].as_i64().unwrap());
         sent += 1;
     }
     assert_eq!(sent, 300);
@@ -236,9 +219,7 @@ async fn a_client_that_reconnects_syncs_exactly_what_it_missed(backend: Backend)
         assert_eq!(reply["code"], 200, "{reply}");
         pages += 1;
         for m in reply["data"]["messages"].as_array().unwrap() {
-            got.entry(m["conversation"].as_str().unwrap().to_string())
-                .or_default()
-                .push(m["seq"].as_i64().unwrap());
+            got.entry(m["conversation"].as_str().unwrap().to_string()).or_default().push(m["seq"].as_i64().unwrap());
         }
         if reply["data"]["complete"] == true {
             assert_eq!(reply["data"]["conversations"].as_array().unwrap().len(), 7);
@@ -248,10 +229,7 @@ async fn a_client_that_reconnects_syncs_exactly_what_it_missed(backend: Backend)
         assert!(pages < 10, "sync never completed");
     }
     assert!(pages >= 2, "300 messages take more than one 200-message page");
-    assert_eq!(
-        got, expected,
-        "exactly the 300 missed messages, in order per conversation"
-    );
+    assert_eq!(got, expected, "exactly the 300 missed messages, in order per conversation");
     println!("sync after reconnect: 300 missed messages in 7 conversations, {pages} pages");
 }
 
@@ -265,9 +243,7 @@ async fn a_removed_member_receives_nothing_further_and_cannot_read_new_history(b
     assert_eq!(owner_ws.send_group(&group, "before", "1").await["data"]["seq"], 1);
     assert_eq!(leaves_ws.next_message().await["content"], "before");
 
-    let (status, body) = server
-        .delete(&format!("/v1/groups/{group}/members/{}", leaves.id), &owner.token)
-        .await;
+    let (status, body) = server.delete(&format!("/v1/groups/{group}/members/{}", leaves.id), &owner.token).await;
     assert_eq!(status, 200, "{body}");
     let event = leaves_ws.next_event("group.member_removed").await;
     assert_eq!(event["members"][0], leaves.id.as_str());
@@ -279,9 +255,7 @@ async fn a_removed_member_receives_nothing_further_and_cannot_read_new_history(b
     let reply = leaves_ws.send_group(&group, "let me back", "3").await;
     assert_eq!(reply["error"], "not_a_member");
     // The owner cannot be removed, and plain members cannot remove others.
-    let (status, _) = server
-        .delete(&format!("/v1/groups/{group}/members/{}", owner.id), &stays.token)
-        .await;
+    let (status, _) = server.delete(&format!("/v1/groups/{group}/members/{}", owner.id), &stays.token).await;
     assert_eq!(status, 403);
 }
 
@@ -295,13 +269,8 @@ async fn a_new_member_cannot_read_history_from_before_joining(backend: Backend) 
     }
     let mut late_ws = server.connect(&late).await;
     late_ws.settle().await;
-    let (status, body) = server
-        .post(
-            &format!("/v1/groups/{group}/members"),
-            Some(&owner.token),
-            json!({"members": [late.id]}),
-        )
-        .await;
+    let (status, body) =
+        server.post(&format!("/v1/groups/{group}/members"), Some(&owner.token), json!({"members": [late.id]})).await;
     assert_eq!(status, 200, "{body}");
     let added = late_ws.next_event("group.member_added").await;
     assert_eq!(added["members"][0], late.id.as_str());
@@ -319,17 +288,14 @@ async fn group_events_reach_members_and_roles_are_enforced(backend: Backend) {
     a_ws.settle().await;
     let reply = {
         let mut ws = server.connect(&owner).await;
-        ws.action("group.create", json!({"name": "Friends", "members": [a.id]}))
-            .await
+        ws.action("group.create", json!({"name": "Friends", "members": [a.id]})).await
     };
     assert_eq!(reply["code"], 200, "{reply}");
     let group = reply["data"]["id"].as_str().unwrap().to_string();
     let created = a_ws.next_event("group.created").await;
     assert_eq!(created["id"], group.as_str());
     assert_eq!(created["members"].as_array().unwrap().len(), 2);
-    let reply = a_ws
-        .action("group.add", json!({"group": group, "members": [b.id]}))
-        .await;
+    let reply = a_ws.action("group.add", json!({"group": group, "members": [b.id]})).await;
     assert_eq!(reply["error"], "forbidden", "members cannot add members");
     let reply = a_ws.action("group.leave", json!({"group": group})).await;
     assert_eq!(reply["code"], 200, "{reply}");
@@ -339,17 +305,13 @@ async fn group_events_reach_members_and_roles_are_enforced(backend: Backend) {
     let (status, _) = server.get(&format!("/v1/groups/{group}"), Some(&a.token)).await;
     assert_eq!(status, 404, "a former member no longer sees the group");
     let ids: Vec<&str> = vec!["x"; 1];
-    let (status, body) = server
-        .post("/v1/groups", Some(&owner.token), json!({"name": "G", "members": ids}))
-        .await;
+    let (status, body) = server.post("/v1/groups", Some(&owner.token), json!({"name": "G", "members": ids})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("user_not_found")));
 }
 
 async fn group_size_is_capped_by_config(backend: Backend) {
-    let server = TestServer::start_on(
-        backend,
-        "[chat]\nmax_group_size = 3\n[default_app]\nguest_signups_per_hour = 1000",
-    );
+    let server =
+        TestServer::start_on(backend, "[chat]\nmax_group_size = 3\n[default_app]\nguest_signups_per_hour = 1000");
     let users = guests(&server, 4).await;
     let (status, body) = server
         .post(
@@ -361,11 +323,7 @@ async fn group_size_is_capped_by_config(backend: Backend) {
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("group_full")));
     let group = server.group(&users[0], &[&users[1], &users[2]]).await;
     let (status, body) = server
-        .post(
-            &format!("/v1/groups/{group}/members"),
-            Some(&users[0].token),
-            json!({"members": [users[3].id]}),
-        )
+        .post(&format!("/v1/groups/{group}/members"), Some(&users[0].token), json!({"members": [users[3].id]}))
         .await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("group_full")));
 }
@@ -376,18 +334,12 @@ async fn read_markers_and_typing_reach_the_other_participant(backend: Backend) {
     let mut a = server.connect(&alice).await;
     let mut b = server.connect(&bob).await;
     b.settle().await;
-    let conv = a.send_dm(&bob.id, "hi", "1").await["data"]["conversation"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conv = a.send_dm(&bob.id, "hi", "1").await["data"]["conversation"].as_str().unwrap().to_string();
     assert_eq!(b.next_message().await["seq"], 1);
     let reply = b.action("read", json!({"conversation": conv, "seq": 99})).await;
     assert_eq!(reply["data"]["read_seq"], 1, "clamped to the last seq");
     let event = a.next_event("read").await;
-    assert_eq!(
-        (event["user"].as_str(), event["seq"].as_i64()),
-        (Some(bob.id.as_str()), Some(1))
-    );
+    assert_eq!((event["user"].as_str(), event["seq"].as_i64()), (Some(bob.id.as_str()), Some(1)));
     let (_, convs) = server.get("/v1/conversations", Some(&bob.token)).await;
     assert_eq!(convs["data"][0]["read_seq"], 1);
     assert_eq!(b.action("typing", json!({"conversation": conv})).await["code"], 200);
@@ -414,10 +366,7 @@ async fn presence_follows_the_first_and_last_device_within_a_second(backend: Bac
     let mut phone = server.connect(&alice).await;
     phone.settle().await;
     let event = w.next_event("presence").await;
-    assert_eq!(
-        (event["user"].as_str(), event["status"].as_str()),
-        (Some(alice.id.as_str()), Some("online"))
-    );
+    assert_eq!((event["user"].as_str(), event["status"].as_str()), (Some(alice.id.as_str()), Some("online")));
     assert!(t.elapsed() < Duration::from_secs(1));
     let mut laptop = server.connect(&alice).await;
     laptop.settle().await;
@@ -464,12 +413,7 @@ mod interleavings {
 
     impl Client {
         fn record(&mut self, conv: &str, seq: i64, id: &str) {
-            if let Some(previous) = self
-                .log
-                .entry(conv.to_string())
-                .or_default()
-                .insert(seq, id.to_string())
-            {
+            if let Some(previous) = self.log.entry(conv.to_string()).or_default().insert(seq, id.to_string()) {
                 assert_eq!(previous, id, "one seq, one message");
             }
         }
@@ -534,12 +478,7 @@ mod interleavings {
         for u in users {
             let mut ws = server.connect(&u).await;
             ws.settle().await;
-            clients.push(Client {
-                user: u,
-                ws,
-                log: BTreeMap::new(),
-                sent: Vec::new(),
-            });
+            clients.push(Client { user: u, ws, log: BTreeMap::new(), sent: Vec::new() });
         }
         let mut distinct = 0usize;
         for (n, op) in ops.into_iter().enumerate() {
@@ -595,11 +534,7 @@ mod interleavings {
                     .map(|m| (m["seq"].as_i64().unwrap(), m["id"].as_str().unwrap().to_string()))
                     .collect();
                 let last = conv["last_seq"].as_i64().unwrap();
-                assert_eq!(
-                    truth.keys().copied().collect::<Vec<_>>(),
-                    (1..=last).collect::<Vec<_>>(),
-                    "gap-free log"
-                );
+                assert_eq!(truth.keys().copied().collect::<Vec<_>>(), (1..=last).collect::<Vec<_>>(), "gap-free log");
                 assert_eq!(
                     c.log.get(id).cloned().unwrap_or_default(),
                     truth,
@@ -609,11 +544,7 @@ mod interleavings {
                 stored.insert(id.to_string(), last);
             }
         }
-        assert_eq!(
-            stored.values().sum::<i64>() as usize,
-            distinct,
-            "each client_msg_id stored exactly once"
-        );
+        assert_eq!(stored.values().sum::<i64>() as usize, distinct, "each client_msg_id stored exactly once");
     }
 
     proptest! {

@@ -54,10 +54,7 @@ async fn history_survives_a_restart_with_the_same_seqs(backend: Backend) {
         let reply = ws.send_dm(&bob.id, &format!("m{i}"), &format!("c{i}")).await;
         assert_eq!(reply["data"]["seq"], i);
     }
-    let conversation = ws.send_dm(&bob.id, "m6", "c6").await["data"]["conversation"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conversation = ws.send_dm(&bob.id, "m6", "c6").await["data"]["conversation"].as_str().unwrap().to_string();
     drop(ws);
     server.restart();
 
@@ -65,16 +62,10 @@ async fn history_survives_a_restart_with_the_same_seqs(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"][0]["id"], conversation.as_str());
     assert_eq!(body["data"][0]["last_seq"], 6);
-    let (status, body) = server
-        .get(&format!("/v1/conversations/{conversation}/messages"), Some(&bob.token))
-        .await;
+    let (status, body) = server.get(&format!("/v1/conversations/{conversation}/messages"), Some(&bob.token)).await;
     assert_eq!(status, 200);
-    let seqs: Vec<i64> = body["data"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_i64().unwrap())
-        .collect();
+    let seqs: Vec<i64> =
+        body["data"]["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(body["data"]["messages"][0]["content"], "m1");
     // Tokens survive the restart too: the signing key is kept in the store.
@@ -110,9 +101,7 @@ async fn an_expired_token_is_refused_with_token_expired() {
     let claims = {
         use base64::Engine as _;
         let payload = alice.token.split('.').nth(1).unwrap();
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap();
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
         let mut claims: serde_json::Value = serde_json::from_slice(&raw).unwrap();
         let now = natter::domain::now_millis() / 1000;
         claims["exp"] = json!(now - 120);
@@ -134,11 +123,7 @@ async fn an_expired_token_is_refused_with_token_expired() {
     )
     .unwrap();
     let (status, body) = server.get("/v1/me", Some(&expired)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("token_expired")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("token_expired")), "{body}");
     let mut ws = Ws::connect(&server.ws_url(), Some(&expired)).await;
     assert_eq!(ws.closed().await, Some(4501));
 }
@@ -154,54 +139,23 @@ async fn wrong_passwords_duplicate_emails_and_bad_bodies_get_their_codes(backend
         )
         .await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("email_taken")));
-    let (status, body) = server
-        .post(
-            "/v1/auth/login",
-            None,
-            json!({"email": "alice@example.com", "password": "wrong password"}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("invalid_credentials"))
-    );
-    let (status, unknown) = server
-        .post(
-            "/v1/auth/login",
-            None,
-            json!({"email": "nobody@example.com", "password": "wrong password"}),
-        )
-        .await;
+    let (status, body) =
+        server.post("/v1/auth/login", None, json!({"email": "alice@example.com", "password": "wrong password"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_credentials")));
+    let (status, unknown) =
+        server.post("/v1/auth/login", None, json!({"email": "nobody@example.com", "password": "wrong password"})).await;
     assert_eq!(status, 401);
     assert_eq!(unknown, body, "unknown emails look exactly like wrong passwords");
-    let (status, body) = server
-        .post(
-            "/v1/auth/register",
-            None,
-            json!({"email": "x@y.io", "password": "short"}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("validation_failed"))
-    );
+    let (status, body) = server.post("/v1/auth/register", None, json!({"email": "x@y.io", "password": "short"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("validation_failed")));
     let (status, body) = server.get("/v1/nowhere", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
-    let res = reqwest::Client::new()
-        .post(server.url("/v1/auth/login"))
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
+    let res = reqwest::Client::new().post(server.url("/v1/auth/login")).body("{nope").send().await.unwrap();
     assert_eq!(res.status().as_u16(), 400);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_json");
     let (status, body) = server
-        .post(
-            "/v1/auth/login",
-            None,
-            json!({"email": "alice@example.com", "password": "correct horse battery"}),
-        )
+        .post("/v1/auth/login", None, json!({"email": "alice@example.com", "password": "correct horse battery"}))
         .await;
     assert_eq!(status, 200, "{body}");
 }
@@ -211,10 +165,7 @@ async fn an_oversize_frame_closes_the_socket_with_1009() {
     let server = TestServer::start_with("");
     let alice = server.register("alice@example.com").await;
     let mut ws = server.connect(&alice).await;
-    let big = format!(
-        r#"{{"type":"action","action":"ping","data":{{"pad":"{}"}}}}"#,
-        "x".repeat(70 * 1024)
-    );
+    let big = format!(r#"{{"type":"action","action":"ping","data":{{"pad":"{}"}}}}"#, "x".repeat(70 * 1024));
     ws.send_text(&big).await;
     assert_eq!(ws.closed().await, Some(1009));
 }
@@ -237,39 +188,15 @@ async fn twenty_malformed_frames_each_get_their_code_and_the_socket_stays_open()
         (r#"{"type":"action"}"#, "invalid_frame"),
         (r#"{"type":"action","action":"dance"}"#, "unknown_action"),
         (r#"{"type":"action","action":"read","data":{}}"#, "validation_failed"),
-        (
-            r#"{"type":"action","action":"read","data":{"conversation":"x","seq":-1}}"#,
-            "validation_failed",
-        ),
+        (r#"{"type":"action","action":"read","data":{"conversation":"x","seq":-1}}"#, "validation_failed"),
         (r#"{"type":"message","data":{}}"#, "validation_failed"),
-        (
-            r#"{"type":"message","data":{"recipient":"no one","content":"x","client_msg_id":"1"}}"#,
-            "validation_failed",
-        ),
-        (
-            r#"{"type":"message","data":{"recipient":"ghost","content":"x","client_msg_id":"1"}}"#,
-            "user_not_found",
-        ),
-        (
-            r#"{"type":"message","data":{"content":"x","client_msg_id":"1"}}"#,
-            "validation_failed",
-        ),
-        (
-            r#"{"type":"message","data":{"group":"nope","content":"x","client_msg_id":"1"}}"#,
-            "group_not_found",
-        ),
-        (
-            r#"{"type":"message","data":{"recipient":"ghost","content":"","client_msg_id":"1"}}"#,
-            "validation_failed",
-        ),
-        (
-            r#"{"type":"action","action":"login","data":{"token":"x"}}"#,
-            "already_authenticated",
-        ),
-        (
-            r#"{"type":"action","action":"history","data":{"conversation":"dm_1_999"}}"#,
-            "conversation_not_found",
-        ),
+        (r#"{"type":"message","data":{"recipient":"no one","content":"x","client_msg_id":"1"}}"#, "validation_failed"),
+        (r#"{"type":"message","data":{"recipient":"ghost","content":"x","client_msg_id":"1"}}"#, "user_not_found"),
+        (r#"{"type":"message","data":{"content":"x","client_msg_id":"1"}}"#, "validation_failed"),
+        (r#"{"type":"message","data":{"group":"nope","content":"x","client_msg_id":"1"}}"#, "group_not_found"),
+        (r#"{"type":"message","data":{"recipient":"ghost","content":"","client_msg_id":"1"}}"#, "validation_failed"),
+        (r#"{"type":"action","action":"login","data":{"token":"x"}}"#, "already_authenticated"),
+        (r#"{"type":"action","action":"history","data":{"conversation":"dm_1_999"}}"#, "conversation_not_found"),
     ];
     for (frame, code) in cases {
         ws.send_text(frame).await;
@@ -294,12 +221,7 @@ async fn a_socket_can_log_in_with_its_first_frame_and_is_closed_if_it_never_does
     let mut anon = Ws::connect(&server.ws_url(), None).await;
     let reply = anon.send_dm(&bob.id, "too early", "x").await;
     assert_eq!(reply["error"], "unauthorized");
-    let reply = anon
-        .action(
-            "login",
-            json!({"email": "alice@example.com", "password": "correct horse battery"}),
-        )
-        .await;
+    let reply = anon.action("login", json!({"email": "alice@example.com", "password": "correct horse battery"})).await;
     assert_eq!(reply["code"], 200, "{reply}");
     assert!(reply["data"]["access_token"].is_string());
     assert_eq!(anon.send_dm(&bob.id, "now", "x").await["code"], 201);
@@ -328,23 +250,14 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session(backend: Bac
     let mut ws = server.connect(&alice).await;
     assert_eq!(ws.action("ping", json!({})).await["code"], 200);
 
-    let (status, body) = server
-        .post("/v1/auth/refresh", None, json!({"refresh_token": alice.refresh}))
-        .await;
+    let (status, body) = server.post("/v1/auth/refresh", None, json!({"refresh_token": alice.refresh})).await;
     assert_eq!(status, 200, "{body}");
     let next = body["data"]["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(next, alice.refresh);
-    let (status, body) = server
-        .post("/v1/auth/refresh", None, json!({"refresh_token": alice.refresh}))
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("refresh_token_reused"))
-    );
+    let (status, body) = server.post("/v1/auth/refresh", None, json!({"refresh_token": alice.refresh})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("refresh_token_reused")));
     // The whole family is gone: the rotated token too, and the session's sockets.
-    let (status, _) = server
-        .post("/v1/auth/refresh", None, json!({"refresh_token": next}))
-        .await;
+    let (status, _) = server.post("/v1/auth/refresh", None, json!({"refresh_token": next})).await;
     assert_eq!(status, 401);
     assert_eq!(ws.closed().await, Some(4502));
     let (status, body) = server.get("/v1/me", Some(&alice.token)).await;
@@ -355,11 +268,7 @@ async fn logout_closes_that_devices_sockets_with_4502(backend: Backend) {
     let server = TestServer::start_on(backend, "");
     let alice = server.register("alice@example.com").await;
     let (_, other) = server
-        .post(
-            "/v1/auth/login",
-            None,
-            json!({"email": "alice@example.com", "password": "correct horse battery"}),
-        )
+        .post("/v1/auth/login", None, json!({"email": "alice@example.com", "password": "correct horse battery"}))
         .await;
     let other_token = other["data"]["access_token"].as_str().unwrap().to_string();
     let mut ws = server.connect(&alice).await;
@@ -369,11 +278,7 @@ async fn logout_closes_that_devices_sockets_with_4502(backend: Backend) {
     let (status, _) = server.post("/v1/auth/logout", Some(&alice.token), json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(ws.closed().await, Some(4502));
-    assert_eq!(
-        other_ws.action("ping", json!({})).await["code"],
-        200,
-        "the other device stays logged in"
-    );
+    assert_eq!(other_ws.action("ping", json!({})).await["code"], 200, "the other device stays logged in");
 }
 
 async fn a_guest_upgrades_keeping_its_id_and_history(backend: Backend) {
@@ -436,10 +341,7 @@ async fn profiles_can_be_read_updated_and_queried(backend: Backend) {
     assert_eq!(me["data"]["email"], "alice@example.com");
     let (_, found) = server.get("/v1/users?email=alice@example.com", Some(&bob.token)).await;
     assert_eq!(found["data"][0]["id"], alice.id.as_str());
-    assert!(
-        found["data"][0].get("email").is_none(),
-        "other users' emails stay private"
-    );
+    assert!(found["data"][0].get("email").is_none(), "other users' emails stay private");
     let (status, _) = server.get("/v1/users", Some(&bob.token)).await;
     assert_eq!(status, 400);
     let mut ws = server.connect(&bob).await;
@@ -454,12 +356,7 @@ async fn health_and_readiness_answer() {
     let (status, body) = server.get("/readyz", None).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["ready"], true);
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(text.contains("natter_build_info"), "{text}");
 }
 

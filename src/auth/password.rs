@@ -43,10 +43,7 @@ impl PasswordHasher {
     pub fn new(concurrency: usize) -> anyhow::Result<Self> {
         let dummy = hash_blocking("natter-dummy-password-for-timing")
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?;
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy_hash: dummy.into(),
-        })
+        Ok(Self { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash: dummy.into() })
     }
 
     pub async fn hash(&self, password: &Password) -> ApiResult<String> {
@@ -66,9 +63,8 @@ impl PasswordHasher {
             Some(h) => (h.to_string(), true),
             None => (self.dummy_hash.to_string(), false),
         };
-        let ok = tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
-            .await
-            .map_err(ApiError::internal)?;
+        let ok =
+            tokio::task::spawn_blocking(move || verify_blocking(&password, &hash)).await.map_err(ApiError::internal)?;
         Ok(ok && real)
     }
 }

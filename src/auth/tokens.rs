@@ -52,24 +52,12 @@ pub struct NewToken<'a> {
 impl TokenService {
     /// `keys` oldest first; the last one signs, all of them verify.
     pub fn new(issuer: &str, keys: Vec<(String, Vec<u8>)>) -> anyhow::Result<Self> {
-        let current = keys
-            .last()
-            .map(|(kid, _)| kid.clone())
-            .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
+        let current = keys.last().map(|(kid, _)| kid.clone()).ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         let keys = keys
             .into_iter()
-            .map(|(kid, secret)| {
-                (
-                    kid,
-                    (EncodingKey::from_secret(&secret), DecodingKey::from_secret(&secret)),
-                )
-            })
+            .map(|(kid, secret)| (kid, (EncodingKey::from_secret(&secret), DecodingKey::from_secret(&secret))))
             .collect();
-        Ok(Self {
-            issuer: issuer.to_string(),
-            current,
-            keys,
-        })
+        Ok(Self { issuer: issuer.to_string(), current, keys })
     }
 
     /// Signs a token; returns it with its expiry in unix milliseconds.
@@ -91,10 +79,7 @@ impl TokenService {
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.current.clone());
-        let (key, _) = self
-            .keys
-            .get(&self.current)
-            .ok_or_else(|| ApiError::internal("signing key missing"))?;
+        let (key, _) = self.keys.get(&self.current).ok_or_else(|| ApiError::internal("signing key missing"))?;
         let token = jsonwebtoken::encode(&header, &claims, key).map_err(ApiError::internal)?;
         Ok((token, exp * 1000))
     }
@@ -107,10 +92,7 @@ impl TokenService {
             return Err(invalid("token algorithm not accepted"));
         }
         let kid = header.kid.ok_or_else(|| invalid("token names no key"))?;
-        let (_, key) = self
-            .keys
-            .get(&kid)
-            .ok_or_else(|| invalid("token signed by an unknown key"))?;
+        let (_, key) = self.keys.get(&kid).ok_or_else(|| invalid("token signed by an unknown key"))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
@@ -145,14 +127,7 @@ mod tests {
     }
 
     fn new_token(ttl: u64) -> NewToken<'static> {
-        NewToken {
-            app: "default",
-            user: 42,
-            session_id: Some("s_1"),
-            device_id: None,
-            version: 0,
-            ttl_secs: ttl,
-        }
+        NewToken { app: "default", user: 42, session_id: Some("s_1"), device_id: None, version: 0, ttl_secs: ttl }
     }
 
     #[test]
@@ -207,10 +182,7 @@ mod tests {
         header.kid = Some("k1".into());
         let hs512 = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&[7u8; 32])).unwrap();
         assert_eq!(s.verify(&hs512).unwrap_err().code, ErrorCode::InvalidToken);
-        let refresh = AccessClaims {
-            typ: "refresh".into(),
-            ..claims
-        };
+        let refresh = AccessClaims { typ: "refresh".into(), ..claims };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("k1".into());
         let wrong_type = jsonwebtoken::encode(&header, &refresh, &EncodingKey::from_secret(&[7u8; 32])).unwrap();

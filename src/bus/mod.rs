@@ -41,9 +41,7 @@ pub struct Subjects {
 
 impl Subjects {
     pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_string(),
-        }
+        Self { prefix: prefix.to_string() }
     }
 
     pub fn user(&self, app: &str, user: i64) -> String {
@@ -84,11 +82,7 @@ pub enum Envelope {
     },
     /// Group membership changed: routers update their maps, then deliver the frame to the
     /// group's local members and to the removed users.
-    Membership {
-        group: String,
-        added: Vec<i64>,
-        removed: Vec<i64>,
-    },
+    Membership { group: String, added: Vec<i64>, removed: Vec<i64> },
     /// Close a user's sockets (all, or one device session's) with a close code.
     Kick {
         user: i64,
@@ -112,10 +106,8 @@ pub fn encode(envelope: &Envelope, frame: &[u8]) -> Bytes {
 
 /// Splits a payload into its envelope and its frame (a zero-copy slice).
 pub fn decode(payload: &Bytes) -> anyhow::Result<(Envelope, Bytes)> {
-    let split = payload
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or_else(|| anyhow::anyhow!("bus payload without header"))?;
+    let split =
+        payload.iter().position(|b| *b == b'\n').ok_or_else(|| anyhow::anyhow!("bus payload without header"))?;
     let envelope = serde_json::from_slice(&payload[..split])?;
     Ok((envelope, payload.slice(split + 1..)))
 }
@@ -126,14 +118,8 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip_with_their_frame() {
-        let envelope = Envelope::Message {
-            conv: "dm_1_2".into(),
-            seq: 7,
-            origin: Some(Origin {
-                node: "n1".into(),
-                session: 3,
-            }),
-        };
+        let envelope =
+            Envelope::Message { conv: "dm_1_2".into(), seq: 7, origin: Some(Origin { node: "n1".into(), session: 3 }) };
         let frame = br#"{"type":"message","data":{"content":"a\nb"}}"#;
         let bytes = encode(&envelope, frame);
         let (back, body) = decode(&bytes).unwrap();

@@ -36,11 +36,7 @@ impl NatsBus {
             .connect(url)
             .await
             .context("connecting to NATS (nats.url)")?;
-        Ok(Self {
-            client,
-            subscriptions: Mutex::new(HashMap::new()),
-            sink: Default::default(),
-        })
+        Ok(Self { client, subscriptions: Mutex::new(HashMap::new()), sink: Default::default() })
     }
 }
 
@@ -75,10 +71,7 @@ impl Bus for NatsBus {
             };
             while let Some(msg) = subscriber.next().await {
                 if let Some(sink) = sink.get() {
-                    sink.do_send(BusDelivery {
-                        subject: msg.subject.to_string(),
-                        payload: msg.payload,
-                    });
+                    sink.do_send(BusDelivery { subject: msg.subject.to_string(), payload: msg.payload });
                 }
             }
         });

@@ -26,10 +26,7 @@ pub async fn list(req: HttpRequest, who: Authed) -> ApiResult<HttpResponse> {
 
 pub async fn show(req: HttpRequest, who: Authed, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
-    Ok(ok(
-        StatusCode::OK,
-        groups::show(&node, &who.0, &group_id(&path)?).await?,
-    ))
+    Ok(ok(StatusCode::OK, groups::show(&node, &who.0, &group_id(&path)?).await?))
 }
 
 pub async fn add_members(
@@ -40,10 +37,7 @@ pub async fn add_members(
 ) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
     let input = parse_body(&body)?;
-    Ok(ok(
-        StatusCode::OK,
-        groups::add_members(&node, &who.0, &group_id(&path)?, input).await?,
-    ))
+    Ok(ok(StatusCode::OK, groups::add_members(&node, &who.0, &group_id(&path)?, input).await?))
 }
 
 pub async fn remove_member(
@@ -54,8 +48,5 @@ pub async fn remove_member(
     let node = node(&req)?;
     let (group, user) = path.into_inner();
     let user = UserId::parse(user).map_err(|e| ApiError::validation(e.0))?;
-    Ok(ok(
-        StatusCode::OK,
-        groups::remove_member(&node, &who.0, &group_id(&group)?, &user).await?,
-    ))
+    Ok(ok(StatusCode::OK, groups::remove_member(&node, &who.0, &group_id(&group)?, &user).await?))
 }

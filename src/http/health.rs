@@ -15,19 +15,10 @@ pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
     let bus = node.bus.is_connected();
     let draining = node.is_draining();
     let ready = store && bus && !draining;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    ok(
-        status,
-        json!({ "ready": ready, "store": store, "bus": bus, "draining": draining }),
-    )
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    ok(status, json!({ "ready": ready, "store": store, "bus": bus, "draining": draining }))
 }
 
 pub async fn metrics() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(crate::telemetry::render_metrics())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::telemetry::render_metrics())
 }

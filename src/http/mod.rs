@@ -64,10 +64,8 @@ where
 }
 
 fn render_json_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if is_json {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
@@ -86,9 +84,7 @@ fn render_json_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
     let message = status.canonical_reason().unwrap_or("error").to_lowercase();
     let (req, _) = res.into_parts();
     let body = HttpResponse::build(status).json(ApiError::new(code, message).body());
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, body).map_into_right_body(),
-    ))
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, body).map_into_right_body()))
 }
 
 /// `{"data": …}` with a status.
@@ -102,11 +98,7 @@ pub fn ok<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
 
 /// Parses a JSON body into a request type; an empty body counts as `{}`.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let text = if body.iter().all(u8::is_ascii_whitespace) {
-        &b"{}"[..]
-    } else {
-        body
-    };
+    let text = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
     serde_json::from_slice(text).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ApiError::new(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}"))
@@ -124,9 +116,7 @@ pub fn bearer_token(req: &HttpRequest) -> Option<String> {
 }
 
 pub fn node(req: &HttpRequest) -> ApiResult<Node> {
-    req.app_data::<web::Data<Node>>()
-        .map(|d| d.get_ref().clone())
-        .ok_or_else(|| ApiError::internal("node missing"))
+    req.app_data::<web::Data<Node>>().map(|d| d.get_ref().clone()).ok_or_else(|| ApiError::internal("node missing"))
 }
 
 /// An authenticated caller (bearer access token).

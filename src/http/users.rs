@@ -22,8 +22,5 @@ pub async fn query(
     q: web::Query<accounts::UserQueryRequest>,
 ) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
-    Ok(ok(
-        StatusCode::OK,
-        accounts::query(&node, &who.0.app, q.into_inner()).await?,
-    ))
+    Ok(ok(StatusCode::OK, accounts::query(&node, &who.0.app, q.into_inner()).await?))
 }

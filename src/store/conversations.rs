@@ -163,11 +163,7 @@ impl Store {
         // The bump comes first: it takes the row lock that orders every append to this
         // conversation, so the duplicate check below sees any concurrent resend's commit.
         let bump = "UPDATE conversations SET last_seq = last_seq + 1 WHERE app_id = $1 AND id = $2 RETURNING last_seq";
-        let mut seq: Option<i64> = sqlx::query_scalar(bump)
-            .bind(app)
-            .bind(conv)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let mut seq: Option<i64> = sqlx::query_scalar(bump).bind(app).bind(conv).fetch_optional(&mut **tx).await?;
         if seq.is_none() {
             let (ConversationKind::Direct, Some(recipient)) = (new.kind, new.recipient) else {
                 return Err(AppendError::NotFound);
@@ -195,11 +191,7 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
             }
-            seq = sqlx::query_scalar(bump)
-                .bind(app)
-                .bind(conv)
-                .fetch_optional(&mut **tx)
-                .await?;
+            seq = sqlx::query_scalar(bump).bind(app).bind(conv).fetch_optional(&mut **tx).await?;
         }
         let seq = seq.ok_or(AppendError::NotFound)?;
         if new.kind == ConversationKind::Group && new.sender != SYSTEM_SENDER {
@@ -261,24 +253,17 @@ impl Store {
         }
         tx.commit().await?;
         observe("message_append", started);
-        Ok(Appended {
-            id,
-            seq,
-            created_at,
-            created: true,
-        })
+        Ok(Appended { id, seq, created_at, created: true })
     }
 
     /// Every conversation the user belongs or belonged to, ordered by id.
     pub async fn memberships(&self, app: &AppId, user: UserKey) -> Result<Vec<Membership>, sqlx::Error> {
         let started = Instant::now();
-        let rows = sqlx::query(&format!(
-            "{MEMBERSHIP_SELECT} WHERE m.app_id = $1 AND m.user_key = $2 ORDER BY c.id"
-        ))
-        .bind(app.as_str())
-        .bind(user.0)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(&format!("{MEMBERSHIP_SELECT} WHERE m.app_id = $1 AND m.user_key = $2 ORDER BY c.id"))
+            .bind(app.as_str())
+            .bind(user.0)
+            .fetch_all(self.pool())
+            .await?;
         observe("memberships", started);
         rows.iter().map(row_to_membership).collect()
     }

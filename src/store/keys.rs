@@ -21,9 +21,8 @@ impl Store {
         .bind(crate::domain::now_millis())
         .execute(self.pool())
         .await?;
-        let rows = sqlx::query("SELECT kid, secret FROM signing_keys ORDER BY created_at, kid")
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT kid, secret FROM signing_keys ORDER BY created_at, kid").fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
                 let kid: String = row.try_get("kid")?;

@@ -89,11 +89,7 @@ impl Store {
             .await
             .with_context(|| format!("cannot open the {dialect:?} database"))?;
         let write_gate = (dialect == Dialect::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Store {
-            pool,
-            dialect,
-            write_gate,
-        })
+        Ok(Store { pool, dialect, write_gate })
     }
 
     /// Applies pending migrations. On PostgreSQL sqlx holds an advisory lock meanwhile, so nodes

@@ -69,14 +69,8 @@ impl Store {
 
     /// Removes this node at a clean shutdown.
     pub async fn retire_node(&self, node: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM presence WHERE node_id = $1")
-            .bind(node)
-            .execute(self.pool())
-            .await?;
-        sqlx::query("DELETE FROM nodes WHERE id = $1")
-            .bind(node)
-            .execute(self.pool())
-            .await?;
+        sqlx::query("DELETE FROM presence WHERE node_id = $1").bind(node).execute(self.pool()).await?;
+        sqlx::query("DELETE FROM nodes WHERE id = $1").bind(node).execute(self.pool()).await?;
         Ok(())
     }
 
@@ -163,11 +157,7 @@ impl Store {
                         .bind(user)
                         .execute(&mut **tx)
                         .await?;
-                    departed.push(Departed {
-                        app_id: app,
-                        user: UserKey(user),
-                        public_id,
-                    });
+                    departed.push(Departed { app_id: app, user: UserKey(user), public_id });
                 }
             }
         }

@@ -71,11 +71,7 @@ pub enum UserWriteError {
 fn classify_unique(err: sqlx::Error) -> UserWriteError {
     if is_unique_violation(&err) {
         let text = err.to_string();
-        if text.contains("email") {
-            UserWriteError::EmailTaken
-        } else {
-            UserWriteError::IdTaken
-        }
+        if text.contains("email") { UserWriteError::EmailTaken } else { UserWriteError::IdTaken }
     } else {
         UserWriteError::Db(err)
     }
@@ -142,39 +138,33 @@ impl Store {
 
     pub async fn user_by_email(&self, app: &AppId, email: &Email) -> Result<Option<UserRecord>, sqlx::Error> {
         let started = Instant::now();
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND email = $2"
-        ))
-        .bind(app.as_str())
-        .bind(email.as_str())
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND email = $2"))
+            .bind(app.as_str())
+            .bind(email.as_str())
+            .fetch_optional(self.pool())
+            .await?;
         observe("user_by_email", started);
         row.as_ref().map(row_to_user).transpose()
     }
 
     pub async fn user_by_key(&self, app: &AppId, key: UserKey) -> Result<Option<UserRecord>, sqlx::Error> {
         let started = Instant::now();
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND user_key = $2"
-        ))
-        .bind(app.as_str())
-        .bind(key.0)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND user_key = $2"))
+            .bind(app.as_str())
+            .bind(key.0)
+            .fetch_optional(self.pool())
+            .await?;
         observe("user_by_key", started);
         row.as_ref().map(row_to_user).transpose()
     }
 
     pub async fn user_by_id(&self, app: &AppId, id: &UserId) -> Result<Option<UserRecord>, sqlx::Error> {
         let started = Instant::now();
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND public_id = $2"
-        ))
-        .bind(app.as_str())
-        .bind(id.as_str())
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND public_id = $2"))
+            .bind(app.as_str())
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
         observe("user_by_id", started);
         row.as_ref().map(row_to_user).transpose()
     }
@@ -375,12 +365,7 @@ impl Store {
         let app_id: String = row.try_get("app_id")?;
         let device_id: Option<String> = row.try_get("device_id")?;
         tx.commit().await?;
-        Ok(RefreshUse::Valid {
-            session_id,
-            app_id,
-            user_key,
-            device_id,
-        })
+        Ok(RefreshUse::Valid { session_id, app_id, user_key, device_id })
     }
 
     pub async fn revoke_session(&self, app: &AppId, session_id: &str) -> Result<bool, sqlx::Error> {

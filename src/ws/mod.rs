@@ -50,20 +50,13 @@ pub async fn connect(
         None => (None, None),
         Some(token) => match node.authenticate(&token).await {
             Ok(who) => {
-                let groups = node
-                    .store
-                    .active_groups(&who.app, who.user)
-                    .await
-                    .map_err(ApiError::from)?;
+                let groups = node.store.active_groups(&who.app, who.user).await.map_err(ApiError::from)?;
                 (Some((who, groups)), None)
             }
             Err(e) => (None, Some(e)),
         },
     };
-    let app = identity
-        .as_ref()
-        .map(|(w, _)| w.app.clone())
-        .or_else(|| app_hint.clone());
+    let app = identity.as_ref().map(|(w, _)| w.app.clone()).or_else(|| app_hint.clone());
     if let (Some(app), Some(origin)) = (app, req.headers().get("origin").and_then(|o| o.to_str().ok())) {
         let record = node.app(&app).await?;
         let allowed = &record.settings.allowed_origins;
@@ -73,7 +66,5 @@ pub async fn connect(
     }
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let session = WsSession::new(id, node.clone(), identity, rejected, app_hint);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(node.config.ws.max_frame_bytes)
-        .start()
+    ws::WsResponseBuilder::new(session, &req, stream).frame_size(node.config.ws.max_frame_bytes).start()
 }

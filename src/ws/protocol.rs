@@ -70,11 +70,7 @@ impl HistoryData {
     pub fn split(self) -> (ConversationId, HistoryRequest) {
         (
             self.conversation,
-            HistoryRequest {
-                after_seq: self.after_seq,
-                before_seq: self.before_seq,
-                limit: self.limit,
-            },
+            HistoryRequest { after_seq: self.after_seq, before_seq: self.before_seq, limit: self.limit },
         )
     }
 }
@@ -211,20 +207,14 @@ pub fn parse(text: &str) -> Result<Parsed, FrameError> {
                 Some("group.leave") => Action::GroupLeave(data(raw.data).map_err(fail)?),
                 Some(other) => {
                     let shown: String = other.chars().take(40).collect();
-                    return Err(fail(ApiError::new(
-                        ErrorCode::UnknownAction,
-                        format!("unknown action {shown:?}"),
-                    )));
+                    return Err(fail(ApiError::new(ErrorCode::UnknownAction, format!("unknown action {shown:?}"))));
                 }
             };
             ClientFrame::Action(action)
         }
         Some(other) => {
             let shown: String = other.chars().take(40).collect();
-            return Err(fail(ApiError::new(
-                ErrorCode::UnknownType,
-                format!("unknown frame type {shown:?}"),
-            )));
+            return Err(fail(ApiError::new(ErrorCode::UnknownType, format!("unknown frame type {shown:?}"))));
         }
     };
     Ok(Parsed { id, frame })
@@ -245,15 +235,7 @@ struct Reply<'a, T: Serialize> {
 
 /// `{"type":"reply","id":…,"code":…,"msg":…,"data":…}`.
 pub fn reply<T: Serialize>(id: Option<&RawValue>, code: u16, msg: &str, data: Option<&T>) -> String {
-    serde_json::to_string(&Reply {
-        r#type: "reply",
-        id,
-        code,
-        msg,
-        data,
-        error: None,
-    })
-    .unwrap_or_default()
+    serde_json::to_string(&Reply { r#type: "reply", id, code, msg, data, error: None }).unwrap_or_default()
 }
 
 /// An error reply: the HTTP-like status as `code`, the stable code as `error`.
@@ -282,9 +264,7 @@ mod tests {
         let p = parse(r#"{"type":"message","id":7,"data":{"recipient":"bob","content":"hi","client_msg_id":"c1"}}"#)
             .unwrap();
         assert_eq!(p.id.unwrap().get(), "7");
-        let ClientFrame::Message(m) = p.frame else {
-            panic!("not a message")
-        };
+        let ClientFrame::Message(m) = p.frame else { panic!("not a message") };
         assert_eq!(m.recipient.unwrap().as_str(), "bob");
         assert_eq!(m.content, "hi");
     }
@@ -331,31 +311,16 @@ mod tests {
             (r#"{"type":"action","action":"fly"}"#, UnknownAction),
             (r#"{"type":"action","action":"login","data":[]}"#, ValidationFailed),
             (r#"{"type":"message","data":{"recipient":"bob"}}"#, ValidationFailed),
-            (
-                r#"{"type":"message","data":{"recipient":"b b","content":"x","client_msg_id":"1"}}"#,
-                ValidationFailed,
-            ),
-            (
-                r#"{"type":"message","data":{"recipient":"bob","content":"x","client_msg_id":""}}"#,
-                ValidationFailed,
-            ),
-            (
-                r#"{"type":"message","data":{"recipient":"bob","content":7,"client_msg_id":"1"}}"#,
-                ValidationFailed,
-            ),
+            (r#"{"type":"message","data":{"recipient":"b b","content":"x","client_msg_id":"1"}}"#, ValidationFailed),
+            (r#"{"type":"message","data":{"recipient":"bob","content":"x","client_msg_id":""}}"#, ValidationFailed),
+            (r#"{"type":"message","data":{"recipient":"bob","content":7,"client_msg_id":"1"}}"#, ValidationFailed),
             (
                 r#"{"type":"message","data":{"recipient":"bob","content":"x","client_msg_id":"1","extra":1}}"#,
                 ValidationFailed,
             ),
-            (
-                r#"{"type":"action","action":"read","data":{"conversation":"dm_1_2","seq":"x"}}"#,
-                ValidationFailed,
-            ),
+            (r#"{"type":"action","action":"read","data":{"conversation":"dm_1_2","seq":"x"}}"#, ValidationFailed),
             (r#"{"type":"action","action":"ping","id":{"a":1}}"#, InvalidFrame),
-            (
-                r#"{"type":"action","action":"sync","data":{"conversations":{"c":"x"}}}"#,
-                ValidationFailed,
-            ),
+            (r#"{"type":"action","action":"sync","data":{"conversations":{"c":"x"}}}"#, ValidationFailed),
         ];
         for (frame, code) in cases {
             assert_eq!(code_of(frame), code, "{frame}");

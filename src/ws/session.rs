@@ -129,10 +129,7 @@ impl WsSession {
     }
 
     fn origin(&self) -> Origin {
-        Origin {
-            node: self.node.id.clone(),
-            session: self.id,
-        }
+        Origin { node: self.node.id.clone(), session: self.id }
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
@@ -226,15 +223,9 @@ impl WsSession {
 
     /// Whether a stored message is one this session sent itself (answered by its reply).
     fn is_own(&self, m: &StoredMessage) -> bool {
-        let mine = self
-            .identity
-            .as_ref()
-            .is_some_and(|who| m.sender.as_deref() == Some(who.id.as_str()));
+        let mine = self.identity.as_ref().is_some_and(|who| m.sender.as_deref() == Some(who.id.as_str()));
         mine && (self.in_flight.as_deref() == Some(m.client_msg_id.as_str())
-            || self
-                .own_seqs
-                .get(m.conversation_id.as_str())
-                .is_some_and(|s| s.contains(&m.seq)))
+            || self.own_seqs.get(m.conversation_id.as_str()).is_some_and(|s| s.contains(&m.seq)))
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
@@ -284,11 +275,9 @@ impl WsSession {
         let node = self.node.clone();
         match action {
             Action::Ping => self.send_reply(ctx, &id, 200, "pong", None::<&()>),
-            Action::Login(_) | Action::Register(_) => self.send_error(
-                ctx,
-                &id,
-                &ApiError::new(ErrorCode::AlreadyAuthenticated, "already logged in"),
-            ),
+            Action::Login(_) | Action::Register(_) => {
+                self.send_error(ctx, &id, &ApiError::new(ErrorCode::AlreadyAuthenticated, "already logged in"))
+            }
             Action::Query(q) => self.run(ctx, id, async move { accounts::query(&node, &who.app, q).await }),
             Action::Conversations => self.run(ctx, id, async move { chat::conversations(&node, &who).await }),
             Action::History(h) => {
@@ -300,11 +289,7 @@ impl WsSession {
                             act.note_delivered(&m.conversation_id, m.seq);
                         }
                     }
-                    act.answer(
-                        ctx,
-                        &id,
-                        res.map(|messages| serde_json::json!({ "messages": messages })),
-                    );
+                    act.answer(ctx, &id, res.map(|messages| serde_json::json!({ "messages": messages })));
                 }));
             }
             Action::Sync(req) => {
@@ -337,20 +322,14 @@ impl WsSession {
             Action::GroupShow(g) => self.run(ctx, id, async move { groups::show(&node, &who, &g.group).await }),
             Action::GroupAdd(data) => {
                 let (group, req) = data.split();
-                self.run(
-                    ctx,
-                    id,
-                    async move { groups::add_members(&node, &who, &group, req).await },
-                )
+                self.run(ctx, id, async move { groups::add_members(&node, &who, &group, req).await })
             }
-            Action::GroupRemove(data) => self.run(ctx, id, async move {
-                groups::remove_member(&node, &who, &data.group, &data.member).await
-            }),
+            Action::GroupRemove(data) => {
+                self.run(ctx, id, async move { groups::remove_member(&node, &who, &data.group, &data.member).await })
+            }
             Action::GroupLeave(g) => {
                 let me = who.id.clone();
-                self.run(ctx, id, async move {
-                    groups::remove_member(&node, &who, &g.group, &me).await
-                })
+                self.run(ctx, id, async move { groups::remove_member(&node, &who, &g.group, &me).await })
             }
         }
     }
@@ -373,11 +352,7 @@ impl WsSession {
             match res {
                 Ok(r) => {
                     act.note_own(&r.conversation, r.seq);
-                    let (code, msg) = if r.created {
-                        (201, "sent")
-                    } else {
-                        (200, "already sent")
-                    };
+                    let (code, msg) = if r.created { (201, "sent") } else { (200, "already sent") };
                     act.send_reply(ctx, &id, code, msg, Some(&r));
                 }
                 Err(e) => act.send_error(ctx, &id, &e),
@@ -392,11 +367,7 @@ impl WsSession {
         T: Serialize + 'static,
         F: std::future::Future<Output = ApiResult<T>> + 'static,
     {
-        ctx.spawn(
-            detached(fut)
-                .into_actor(self)
-                .map(move |res, act, ctx| act.answer(ctx, &id, res)),
-        );
+        ctx.spawn(detached(fut).into_actor(self).map(move |res, act, ctx| act.answer(ctx, &id, res)));
     }
 
     fn dispatch_anonymous(&mut self, id: Id, action: Action, ctx: &mut ws::WebsocketContext<Self>) {
@@ -452,16 +423,9 @@ async fn login(
         }
         (None, Some(email), Some(password)) => {
             let app = accounts::app_for(node, data.app.as_ref().or(hint.as_ref()).map(|a| a.as_str())).await?;
-            let auth = accounts::login(
-                node,
-                &app,
-                accounts::LoginRequest {
-                    email,
-                    password,
-                    device_id: data.device_id,
-                },
-            )
-            .await?;
+            let auth =
+                accounts::login(node, &app, accounts::LoginRequest { email, password, device_id: data.device_id })
+                    .await?;
             let who = node.authenticate(&auth.access_token).await?;
             (who, serde_json::to_value(&auth).map_err(ApiError::internal)?)
         }
@@ -492,14 +456,7 @@ async fn presence(
     let unsubscribed = node.store.users_by_ids(&who.app, &req.unsubscribe).await?;
     if !unsubscribed.is_empty() {
         let users: Vec<UserKey> = unsubscribed.iter().map(|u| u.key).collect();
-        node.router
-            .send(Watch {
-                id: session,
-                users,
-                subscribe: false,
-            })
-            .await
-            .map_err(ApiError::internal)?;
+        node.router.send(Watch { id: session, users, subscribe: false }).await.map_err(ApiError::internal)?;
     }
     if subscribed.len() != req.subscribe.len() {
         let missing: Vec<&str> = req
@@ -508,22 +465,12 @@ async fn presence(
             .filter(|id| !subscribed.iter().any(|u| u.id == id.as_str()))
             .map(|id| id.as_str())
             .collect();
-        return Err(ApiError::new(
-            ErrorCode::UserNotFound,
-            format!("unknown users: {}", missing.join(", ")),
-        ));
+        return Err(ApiError::new(ErrorCode::UserNotFound, format!("unknown users: {}", missing.join(", "))));
     }
     let users: Vec<UserKey> = subscribed.iter().map(|u| u.key).collect();
     // Watch first, then read the state: a transition in between is both read and pushed, never
     // missed.
-    node.router
-        .send(Watch {
-            id: session,
-            users: users.clone(),
-            subscribe: true,
-        })
-        .await
-        .map_err(ApiError::internal)?;
+    node.router.send(Watch { id: session, users: users.clone(), subscribe: true }).await.map_err(ApiError::internal)?;
     let online = node.store.online_users(&who.app, &users).await?;
     Ok(subscribed
         .iter()
@@ -557,11 +504,7 @@ impl Actor for WsSession {
             ctx.run_later(timeout, |act, ctx| {
                 if act.identity.is_none() {
                     metrics::counter!("natter_ws_connects_total", "result" => "auth_timeout").increment(1);
-                    act.close(
-                        ctx,
-                        CloseCode::Unauthorized,
-                        "unauthorized: no login within the time allowed",
-                    );
+                    act.close(ctx, CloseCode::Unauthorized, "unauthorized: no login within the time allowed");
                 }
             });
         }
@@ -592,36 +535,32 @@ impl Handler<Push> for WsSession {
                 let conv_key = conv.clone();
                 let fut = detached(async move { chat::gap(&node, &who, &conv_key, last, seq - 1).await });
                 // `wait` pauses this session's mailbox so later pushes stay behind the repair.
-                ctx.wait(
-                    fut.into_actor(self)
-                        .map(move |res: ApiResult<Vec<StoredMessage>>, act, ctx| {
-                            match res {
-                                Ok(missing) => {
-                                    for m in missing {
-                                        if act.delivered.get(&conv).is_some_and(|l| m.seq <= *l) {
-                                            continue;
-                                        }
-                                        if act.is_own(&m) {
-                                            act.note_delivered(&conv, m.seq);
-                                            continue;
-                                        }
-                                        let frame = ByteString::from(
-                                            String::from_utf8(chat::push_frame(&m)).unwrap_or_default(),
-                                        );
-                                        act.write_push(ctx, frame);
-                                        act.note_delivered(&conv, m.seq);
-                                    }
+                ctx.wait(fut.into_actor(self).map(move |res: ApiResult<Vec<StoredMessage>>, act, ctx| {
+                    match res {
+                        Ok(missing) => {
+                            for m in missing {
+                                if act.delivered.get(&conv).is_some_and(|l| m.seq <= *l) {
+                                    continue;
                                 }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "gap repair failed; the client will catch up with sync")
+                                if act.is_own(&m) {
+                                    act.note_delivered(&conv, m.seq);
+                                    continue;
                                 }
-                            }
-                            if !own {
+                                let frame =
+                                    ByteString::from(String::from_utf8(chat::push_frame(&m)).unwrap_or_default());
                                 act.write_push(ctx, frame);
+                                act.note_delivered(&conv, m.seq);
                             }
-                            act.note_delivered(&conv, seq);
-                        }),
-                );
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "gap repair failed; the client will catch up with sync")
+                        }
+                    }
+                    if !own {
+                        act.write_push(ctx, frame);
+                    }
+                    act.note_delivered(&conv, seq);
+                }));
             }
             _ => {
                 if !own {
@@ -647,10 +586,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
         match item {
             Ok(ws::Message::Text(text)) => self.handle_text(&text, ctx),
             Ok(ws::Message::Binary(_)) => {
-                let error = ApiError::new(
-                    ErrorCode::UnsupportedFrame,
-                    "binary frames are not supported; send JSON text",
-                );
+                let error =
+                    ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
                 self.send_error(ctx, &None, &error);
             }
             Ok(ws::Message::Continuation(item)) => self.continuation(item, ctx),
@@ -701,19 +638,12 @@ impl WsSession {
         let text = *text;
         let Some((_, buf)) = self.partial.take() else { return };
         if !text {
-            let error = ApiError::new(
-                ErrorCode::UnsupportedFrame,
-                "binary frames are not supported; send JSON text",
-            );
+            let error = ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
             return self.send_error(ctx, &None, &error);
         }
         match std::str::from_utf8(&buf) {
             Ok(s) => self.handle_text(s, ctx),
-            Err(_) => self.send_error(
-                ctx,
-                &None,
-                &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8"),
-            ),
+            Err(_) => self.send_error(ctx, &None, &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8")),
         }
     }
 }

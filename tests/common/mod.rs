@@ -27,22 +27,28 @@ fn postgres_admin_url() -> String {
     std::env::var("NATTER_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// A fresh PostgreSQL database: (url, name). Drop it with `drop_postgres`.
+pub fn fresh_postgres() -> (String, String) {
+    let name = format!("natter_test_{}", natter::domain::random_id("", 8));
+    postgres_admin(format!("CREATE DATABASE {name}"));
+    let base = postgres_admin_url();
+    let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s).to_string();
+    (format!("{server}/{name}"), name)
+}
+
+pub fn drop_postgres(name: &str) {
+    postgres_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
+
 /// Runs admin SQL on a thread of its own, so it works from sync and async contexts alike.
 fn postgres_admin(sql: String) {
     let url = postgres_admin_url();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
             use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&url)
-                .await
-                .expect("PostgreSQL reachable for tests");
-            sqlx::Executor::execute(&mut conn, sql.as_str())
-                .await
-                .expect("admin sql");
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL reachable for tests");
+            sqlx::Executor::execute(&mut conn, sql.as_str()).await.expect("admin sql");
         })
     })
     .join()
@@ -81,23 +87,13 @@ impl TestServer {
         let (database_url, pg_database) = match backend {
             Backend::Sqlite => (format!("sqlite://{}", dir.path().join("natter.db").display()), None),
             Backend::Postgres => {
-                let name = format!("natter_test_{}", natter::domain::random_id("", 8));
-                postgres_admin(format!("CREATE DATABASE {name}"));
-                let base = postgres_admin_url();
-                let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s).to_string();
-                (format!("{server}/{name}"), Some(name))
+                let (url, name) = fresh_postgres();
+                (url, Some(name))
             }
         };
         let node = Spawned::start(config(&database_url, extra)).expect("server starts");
         let addr = node.addr;
-        Self {
-            dir,
-            node: Some(node),
-            addr,
-            extra: extra.to_string(),
-            database_url,
-            pg_database,
-        }
+        Self { dir, node: Some(node), addr, extra: extra.to_string(), database_url, pg_database }
     }
 
     /// Stops the node and starts a new one on the same database (new port).
@@ -119,17 +115,7 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let client = reqwest::Client::new();
-        let mut req = client.post(self.url(path)).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = tokio::time::timeout(WAIT, req.send())
-            .await
-            .expect("http timeout")
-            .expect("http");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        post_to(self.addr, path, token, body).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -138,22 +124,16 @@ impl TestServer {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let res = tokio::time::timeout(WAIT, req.send())
-            .await
-            .expect("http timeout")
-            .expect("http");
+        let res = tokio::time::timeout(WAIT, req.send()).await.expect("http timeout").expect("http");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
-        let res = tokio::time::timeout(
-            WAIT,
-            reqwest::Client::new().delete(self.url(path)).bearer_auth(token).send(),
-        )
-        .await
-        .expect("http timeout")
-        .expect("http");
+        let res = tokio::time::timeout(WAIT, reqwest::Client::new().delete(self.url(path)).bearer_auth(token).send())
+            .await
+            .expect("http timeout")
+            .expect("http");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -181,13 +161,8 @@ impl TestServer {
     /// Creates a group owned by `owner` with `members`; returns its id.
     pub async fn group(&self, owner: &User, members: &[&User]) -> String {
         let ids: Vec<&str> = members.iter().map(|u| u.id.as_str()).collect();
-        let (status, body) = self
-            .post(
-                "/v1/groups",
-                Some(&owner.token),
-                json!({"name": "Test group", "members": ids}),
-            )
-            .await;
+        let (status, body) =
+            self.post("/v1/groups", Some(&owner.token), json!({"name": "Test group", "members": ids})).await;
         assert_eq!(status, 201, "{body}");
         body["data"]["id"].as_str().expect("group id").to_string()
     }
@@ -223,7 +198,7 @@ impl Drop for TestServer {
             node.stop();
         }
         if let Some(name) = self.pg_database.take() {
-            postgres_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            drop_postgres(&name);
         }
     }
 }
@@ -246,6 +221,30 @@ macro_rules! on_both_stores {
             }
         )*
     };
+}
+
+/// POST to any node.
+pub async fn post_to(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.post(format!("http://{addr}{path}")).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = tokio::time::timeout(WAIT, req.send()).await.expect("http timeout").expect("http");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// GET from any node.
+pub async fn get_from(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.get(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = tokio::time::timeout(WAIT, req.send()).await.expect("http timeout").expect("http");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 #[derive(Debug, Clone)]
@@ -275,27 +274,77 @@ impl Ws {
     pub async fn connect(url: &str, token: Option<&str>) -> Ws {
         let mut request = url.into_client_request().expect("request");
         if let Some(t) = token {
-            request.headers_mut().insert(
-                "authorization",
-                HeaderValue::from_str(&format!("Bearer {t}")).expect("header"),
-            );
+            request
+                .headers_mut()
+                .insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).expect("header"));
         }
         let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("ws connect timeout")
             .expect("ws connect");
-        Ws {
-            stream,
-            pending: VecDeque::new(),
-            next_id: 1,
+        Ws { stream, pending: VecDeque::new(), next_id: 1 }
+    }
+
+    /// Connects, or None if the node does not answer (e.g. it was just killed).
+    pub async fn try_connect(url: &str, token: &str) -> Option<Ws> {
+        let mut request = url.into_client_request().ok()?;
+        request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).ok()?);
+        let (stream, _) =
+            tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await.ok()?.ok()?;
+        Some(Ws { stream, pending: VecDeque::new(), next_id: 1 })
+    }
+
+    /// Like `pipeline`, but a closed socket or a silent one (`wait`) is an error, not a panic.
+    pub async fn try_pipeline(&mut self, frames: Vec<Value>, wait: Duration) -> Result<Vec<Value>, String> {
+        let mut ids = Vec::with_capacity(frames.len());
+        for mut frame in frames {
+            let id = format!("r{}", self.next_id);
+            self.next_id += 1;
+            frame["id"] = json!(id);
+            ids.push(json!(id));
+            let sent = tokio::time::timeout(wait, self.stream.send(Message::text(frame.to_string()))).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return Err("send failed".into());
+            }
+        }
+        let mut replies: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+        while replies.len() < ids.len() {
+            let v = match tokio::time::timeout(wait, self.stream.next()).await {
+                Err(_) => return Err("no reply in time".into()),
+                Ok(None) | Ok(Some(Err(_))) => return Err("socket closed".into()),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Err(format!("closed {:?}", frame.map(|f| u16::from(f.code))));
+                }
+                Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())?,
+                Ok(Some(Ok(_))) => continue,
+            };
+            if v["type"] == "reply" && ids.contains(&v["id"]) {
+                replies.insert(v["id"].as_str().unwrap_or_default().to_string(), v);
+            } else {
+                self.pending.push_back(v);
+            }
+        }
+        Ok(ids.iter().map(|id| replies.remove(id.as_str().unwrap_or_default()).unwrap_or(Value::Null)).collect())
+    }
+
+    /// Reads whatever arrives within `quiet` into the buffer; false if the socket closed.
+    pub async fn pump(&mut self, quiet: Duration) -> bool {
+        loop {
+            match tokio::time::timeout(quiet, self.stream.next()).await {
+                Err(_) => return true,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return false,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    if let Ok(v) = serde_json::from_str(&t) {
+                        self.pending.push_back(v);
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
         }
     }
 
     pub async fn send_raw(&mut self, message: Message) {
-        tokio::time::timeout(WAIT, self.stream.send(message))
-            .await
-            .expect("send timeout")
-            .expect("send");
+        tokio::time::timeout(WAIT, self.stream.send(message)).await.expect("send timeout").expect("send");
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -372,9 +421,7 @@ impl Ws {
                 self.pending.push_back(v);
             }
         }
-        ids.iter()
-            .map(|id| replies.remove(id.as_str().unwrap_or_default()).unwrap_or(Value::Null))
-            .collect()
+        ids.iter().map(|id| replies.remove(id.as_str().unwrap_or_default()).unwrap_or(Value::Null)).collect()
     }
 
     /// Waits until every reply and push already in flight has arrived (a ping round-trip).
@@ -384,8 +431,7 @@ impl Ws {
     }
 
     pub async fn action(&mut self, action: &str, data: Value) -> Value {
-        self.request(json!({"type": "action", "action": action, "data": data}))
-            .await
+        self.request(json!({"type": "action", "action": action, "data": data})).await
     }
 
     pub async fn send_dm(&mut self, to: &str, content: &str, cmid: &str) -> Value {
