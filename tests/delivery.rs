@@ -1,4 +1,5 @@
 //! Issue 4 acceptance: groups, sync and the delivery guarantees, against a real node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Issue 3 acceptance: one embedded node, real HTTP and WebSocket clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -158,6 +159,30 @@ async fn wrong_passwords_duplicate_emails_and_bad_bodies_get_their_codes(backend
         .post("/v1/auth/login", None, json!({"email": "alice@example.com", "password": "correct horse battery"}))
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn content_kind_and_meta_round_trip_and_oversize_content_is_refused() {
+    let server = TestServer::start_with("[chat]\nmax_content_bytes = 100");
+    let alice = server.register("alice@example.com").await;
+    let bob = server.register("bob@example.com").await;
+    let mut a = server.connect(&alice).await;
+    let mut b = server.connect(&bob).await;
+    b.settle().await;
+    let reply = a
+        .request(json!({"type": "message", "data": {"recipient": bob.id, "content": "look", "client_msg_id": "1",
+            "kind": "image", "meta": {"url": "https://x.test/a.png", "w": 640}}}))
+        .await;
+    assert_eq!(reply["code"], 201, "{reply}");
+    let m = b.next_message().await;
+    assert_eq!((m["kind"].as_str(), m["meta"]["w"].as_i64()), (Some("image"), Some(640)));
+    let reply = a.send_dm(&bob.id, &"x".repeat(101), "2").await;
+    assert_eq!((reply["code"].as_i64(), reply["error"].as_str()), (Some(413), Some("payload_too_large")));
+    let reply = a
+        .request(json!({"type": "message", "data": {"recipient": bob.id, "content": "x", "client_msg_id": "3", "meta": [1]}}))
+        .await;
+    assert_eq!(reply["error"], "validation_failed");
+    assert_eq!(a.send_dm(&bob.id, "still fine", "4").await["data"]["seq"], 2, "nothing stored for refused sends");
 }
 
 #[tokio::test]
