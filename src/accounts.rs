@@ -181,6 +181,18 @@ pub async fn register(node: &Node, app: &AppRecord, req: RegisterRequest) -> Api
 
 pub async fn login(node: &Node, app: &AppRecord, req: LoginRequest) -> ApiResult<AuthResponse> {
     let user = node.store.user_by_email(&app.id, &req.email).await?;
+    if user.is_none() && app.settings.login_or_register {
+        let local = req.email.as_str().split('@').next().unwrap_or("user");
+        let name = Name::parse(local).map_err(|e| ApiError::validation(e.0))?;
+        let register = RegisterRequest {
+            email: req.email,
+            password: req.password,
+            first_name: name.clone(),
+            last_name: name,
+            device_id: req.device_id,
+        };
+        return self::register(node, app, register).await;
+    }
     // Unknown emails still pay for one argon2 verification, so timing does not reveal them.
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     if !node.passwords.verify(&req.password, hash).await? {

@@ -18,7 +18,7 @@ use crate::{
     },
     error::{ApiError, ApiResult, ErrorCode},
     node::Node,
-    store::conversations::{AppendError, Membership, NewMessage, StoredMessage},
+    store::conversations::{AppendError, Membership, NewMessage, SYSTEM_SENDER, StoredMessage},
 };
 
 /// How a message looks on the wire (push `data`, history and sync entries).
@@ -168,7 +168,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<
             conversation_id: conversation.as_str().to_string(),
             conversation_kind: kind,
             seq: appended.seq,
-            sender: Some(who.id.as_str().to_string()),
+            sender: (who.user != SYSTEM_SENDER).then(|| who.id.as_str().to_string()),
             recipient: recipient.as_ref().map(|(_, id)| id.clone()),
             client_msg_id: req.client_msg_id.into_inner(),
             kind: req.kind,

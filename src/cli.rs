@@ -70,6 +70,17 @@ enum AppCommand {
     Set { id: String, settings: Vec<String> },
     /// Replace the server-API secret; prints the new one once.
     RotateSecret { id: String },
+    /// Register (or with --remove, drop) a public key for user tokens the app signs itself.
+    Key {
+        id: String,
+        #[arg(long)]
+        kid: String,
+        /// PEM file with the public key (RSA, EC P-256 or Ed25519).
+        #[arg(long, required_unless_present = "remove")]
+        public_key: Option<PathBuf>,
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 /// Parses arguments and runs the command.
@@ -111,11 +122,15 @@ struct AppOut<'a> {
 }
 
 fn print_app(app: &AppRecord, with_secret: bool, json: bool) -> anyhow::Result<()> {
+    let mut settings = app.settings.clone();
+    if !settings.user_sig_secret.is_empty() {
+        settings.user_sig_secret = crate::config::Secret::new("***");
+    }
     let out = AppOut {
         id: app.id.as_str(),
         api_key: &app.api_key,
         api_secret: with_secret.then(|| app.api_secret.expose()),
-        settings: &app.settings,
+        settings: &settings,
         created_at: app.created_at,
     };
     if json {
@@ -178,6 +193,21 @@ async fn app_command(config: &Config, command: AppCommand) -> anyhow::Result<()>
             store.set_app_settings(&id, &updated).await?;
             println!("{}", serde_json::to_string(&updated)?);
         }
+        AppCommand::Key { id, kid, public_key, remove } => {
+            let id = parse_id(id)?;
+            let app = store.app(&id).await?.with_context(|| format!("no app {id}"))?;
+            let mut settings = app.settings.clone();
+            if remove {
+                settings.user_sig_keys.remove(&kid).with_context(|| format!("app {id} has no key {kid}"))?;
+            } else {
+                let path = public_key.context("--public-key is required")?;
+                let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                check_public_key(&pem).with_context(|| format!("{} is not a usable public key", path.display()))?;
+                settings.user_sig_keys.insert(kid.clone(), pem);
+            }
+            store.set_app_settings(&id, &settings).await?;
+            println!("app {id}: keys {:?}", settings.user_sig_keys.keys().collect::<Vec<_>>());
+        }
         AppCommand::RotateSecret { id } => {
             let id = parse_id(id)?;
             let secret = store.rotate_app_secret(&id).await?;
@@ -186,6 +216,20 @@ async fn app_command(config: &Config, command: AppCommand) -> anyhow::Result<()>
     }
     store.close().await;
     Ok(())
+}
+
+/// A PEM public key that one of the accepted algorithms can verify with.
+fn check_public_key(pem: &str) -> anyhow::Result<()> {
+    use jsonwebtoken::DecodingKey;
+    let bytes = pem.as_bytes();
+    if DecodingKey::from_rsa_pem(bytes).is_ok()
+        || DecodingKey::from_ec_pem(bytes).is_ok()
+        || DecodingKey::from_ed_pem(bytes).is_ok()
+    {
+        Ok(())
+    } else {
+        anyhow::bail!("expected an RSA, EC P-256 or Ed25519 public key in PEM")
+    }
 }
 
 #[cfg(test)]

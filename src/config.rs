@@ -121,6 +121,16 @@ pub struct AppSettings {
     pub guest_signups_per_hour: u32,
     /// Origins allowed to open WebSockets; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// HS256 secret for user tokens the app signs itself; empty disables HS256 app tokens.
+    pub user_sig_secret: Secret,
+    /// Public keys (PEM) by `kid` for user tokens the app signs with RS256, ES256 or EdDSA.
+    pub user_sig_keys: std::collections::BTreeMap<String, String>,
+    /// Longest lifetime (exp − iat, seconds) accepted for app-signed tokens and issued tokens.
+    pub max_user_token_ttl: u64,
+    /// `POST /v1/auth/login` registers an unknown email instead of refusing it.
+    pub login_or_register: bool,
+    /// User ids added to every new group of the app (e.g. a customer-service account).
+    pub auto_join: Vec<String>,
 }
 
 impl Default for AppSettings {
@@ -132,6 +142,11 @@ impl Default for AppSettings {
             guest_signup: true,
             guest_signups_per_hour: 10,
             allowed_origins: Vec::new(),
+            user_sig_secret: Secret::default(),
+            user_sig_keys: std::collections::BTreeMap::new(),
+            max_user_token_ttl: 180 * 24 * 3600,
+            login_or_register: false,
+            auto_join: Vec::new(),
         }
     }
 }

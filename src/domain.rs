@@ -173,6 +173,14 @@ string_newtype!(
     }
 );
 
+/// A user id is always a valid display name (1–64 printable characters), for users created
+/// without one.
+impl From<&UserId> for Name {
+    fn from(id: &UserId) -> Name {
+        Name(id.0.clone())
+    }
+}
+
 /// Prefix of direct-conversation ids, reserved so group ids never collide with them.
 pub const DM_PREFIX: &str = "dm_";
 

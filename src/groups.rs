@@ -109,7 +109,16 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
         Some(id) => id,
         None => GroupId::parse(random_id("g_", 8)).map_err(ApiError::internal)?,
     };
-    let members = resolve(node, who, &req.members).await?;
+    let app = node.app(&who.app).await?;
+    let mut wanted = req.members.clone();
+    for id in &app.settings.auto_join {
+        if let Ok(id) = UserId::parse(id.as_str())
+            && node.store.user_by_id(&who.app, &id).await?.is_some()
+        {
+            wanted.push(id);
+        }
+    }
+    let members = resolve(node, who, &wanted).await?;
     let keys: Vec<UserKey> = members.iter().map(|(k, _)| *k).filter(|k| *k != who.user).collect();
     if keys.len() + 1 > max {
         return Err(ApiError::new(ErrorCode::GroupFull, format!("a group has at most {max} members")));

@@ -104,6 +104,9 @@ impl Node {
     }
 
     async fn authenticate_inner(&self, token: &str) -> ApiResult<Identity> {
+        if !self.tokens.issued_here(token) {
+            return crate::auth::app_tokens::verify(self, token).await;
+        }
         let claims = self.tokens.verify(token)?;
         let invalid = || ApiError::new(ErrorCode::InvalidToken, "token is invalid");
         let app = AppId::parse(claims.aud.clone()).map_err(|_| invalid())?;

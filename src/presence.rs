@@ -28,6 +28,9 @@ enum Op {
 #[derive(Clone)]
 pub struct Presence {
     shards: Arc<Vec<mpsc::UnboundedSender<Op>>>,
+    /// The shard workers and the lease keeper, stopped before the runtime goes away so that no
+    /// pooled connection is dropped outside it.
+    tasks: Arc<std::sync::Mutex<Vec<actix_rt::task::JoinHandle<()>>>>,
 }
 
 struct Publisher {
@@ -58,10 +61,11 @@ impl Presence {
     pub fn start(store: Store, bus: Arc<dyn Bus>, subjects: Subjects, node_id: String) -> Self {
         let publisher = Arc::new(Publisher { bus, subjects });
         let mut shards = Vec::with_capacity(SHARDS);
+        let mut tasks = Vec::with_capacity(SHARDS + 1);
         for _ in 0..SHARDS {
             let (tx, mut rx) = mpsc::unbounded_channel::<Op>();
             let (store, publisher, node_id) = (store.clone(), publisher.clone(), node_id.clone());
-            actix_rt::spawn(async move {
+            tasks.push(actix_rt::spawn(async move {
                 while let Some(op) = rx.recv().await {
                     match op {
                         Op::Flush(done) => {
@@ -82,10 +86,19 @@ impl Presence {
                         }
                     }
                 }
-            });
+            }));
             shards.push(tx);
         }
-        Presence { shards: Arc::new(shards) }
+        Presence { shards: Arc::new(shards), tasks: Arc::new(std::sync::Mutex::new(tasks)) }
+    }
+
+    /// Stops the workers and the lease keeper (after `flush`, at shutdown).
+    pub async fn stop(&self) {
+        let tasks: Vec<_> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// A user's first (online) or last (offline) session on this node.
@@ -109,10 +122,10 @@ impl Presence {
     }
 
     /// Renews this node's lease every third of its length and reaps dead nodes.
-    pub fn keep_lease(store: Store, bus: Arc<dyn Bus>, subjects: Subjects, node_id: String, lease: Duration) {
+    pub fn keep_lease(&self, store: Store, bus: Arc<dyn Bus>, subjects: Subjects, node_id: String, lease: Duration) {
         let publisher = Publisher { bus, subjects };
         let lease_ms = lease.as_millis() as i64;
-        actix_rt::spawn(async move {
+        let task = actix_rt::spawn(async move {
             let mut tick = actix_rt::time::interval(lease / 3);
             loop {
                 tick.tick().await;
@@ -130,7 +143,14 @@ impl Presence {
                     }
                     Err(e) => tracing::warn!(error = %e, "reaping dead nodes failed"),
                 }
+                // The same periodic upkeep forgets server-API nonces past their window.
+                if let Err(e) = store.purge_nonces(now).await {
+                    tracing::warn!(error = %e, "purging server-API nonces failed");
+                }
             }
         });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
     }
 }

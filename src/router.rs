@@ -18,7 +18,7 @@ use crate::{
     domain::{AppId, UserKey},
     error::CloseCode,
     presence::Presence,
-    ws::session::{Close, Push, WsSession},
+    ws::session::{Close, Push, Renamed, WsSession},
 };
 
 type Slot = (Arc<str>, i64);
@@ -411,6 +411,16 @@ impl Handler<BusDelivery> for Router {
                     self.watchers.get(&(app.clone(), user)).map(|s| s.iter().copied().collect()).unwrap_or_default();
                 for id in watchers {
                     self.push(id, Push::Event { frame: frame.clone() }, &mut slow);
+                }
+            }
+            (Envelope::Renamed { user, id }, Some(app)) => {
+                if let Some(entry) = self.users.get_mut(&(app.clone(), user)) {
+                    entry.id = id.clone();
+                }
+                for session in self.user_sessions(&(app.clone(), user)) {
+                    if let Some(entry) = self.sessions.get(&session) {
+                        entry.addr.do_send(Renamed { id: id.clone() });
+                    }
                 }
             }
             (other, _) => {

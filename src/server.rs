@@ -57,7 +57,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let lease = Duration::from_secs(config.node.lease_secs);
     store.renew_lease(&id, lease.as_millis() as i64).await.context("registering the node lease")?;
     let presence = Presence::start(store.clone(), bus.clone(), subjects.clone(), id.clone());
-    Presence::keep_lease(store.clone(), bus.clone(), subjects.clone(), id.clone(), lease);
+    presence.keep_lease(store.clone(), bus.clone(), subjects.clone(), id.clone(), lease);
     let router = Router::new(id.clone(), bus.clone(), subjects, presence.clone()).start();
     bus.attach(router.clone().recipient());
     let node = Node::new(NodeParts { id, config: config.clone(), store, tokens, passwords, bus, router, presence });
@@ -117,6 +117,7 @@ pub async fn drain(node: &Node, handle: &actix_web::dev::ServerHandle) {
     // Let close frames and in-flight sends reach their peers, and the offline transitions land.
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     node.presence.flush().await;
+    node.presence.stop().await;
     if let Err(e) = node.store.retire_node(&node.id).await {
         tracing::warn!(error = %e, "could not retire the node's lease");
     }
@@ -128,11 +129,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
     let handle = running.server.handle();
     let node = running.node.clone();
+    let node_after = running.node.clone();
     actix_rt::spawn(async move {
         wait_for_signal().await;
         drain(&node, &handle).await;
     });
     running.server.await.context("http server")?;
+    node_after.presence.stop().await;
+    node_after.store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -170,6 +174,7 @@ impl Spawned {
                     Ok(running) => {
                         let _ = tx.send(Ok((running.addr, running.node.clone(), running.server.handle())));
                         let _ = running.server.await;
+                        running.node.presence.stop().await;
                         running.node.store.close().await;
                     }
                     Err(e) => {

@@ -1,6 +1,8 @@
 //! Authentication primitives: password hashing and access tokens, and the identity they prove.
 
+pub mod app_tokens;
 pub mod password;
+pub mod server_sig;
 pub mod tokens;
 
 use crate::domain::{AppId, UserId, UserKey, UserKind};

@@ -84,6 +84,14 @@ impl TokenService {
         Ok((token, exp * 1000))
     }
 
+    /// Whether a token claims to come from this deployment (our issuer and one of our key ids);
+    /// anything else is an app-signed token, verified with the app's keys.
+    pub fn issued_here(&self, token: &str) -> bool {
+        let ours_kid =
+            jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).is_some_and(|kid| self.keys.contains_key(&kid));
+        ours_kid && super::app_tokens::peek_issuer(token).is_some_and(|iss| iss == self.issuer)
+    }
+
     /// Checks signature, algorithm, issuer, time claims and type.
     pub fn verify(&self, token: &str) -> ApiResult<AccessClaims> {
         let invalid = |why: &'static str| ApiError::new(ErrorCode::InvalidToken, why);

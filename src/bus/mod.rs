@@ -92,6 +92,8 @@ pub enum Envelope {
     },
     /// A user came online or went offline; the frame goes to their watchers.
     Presence { user: i64, online: bool },
+    /// A user's public id changed; their live sessions adopt it.
+    Renamed { user: i64, id: String },
 }
 
 /// Header line, newline, frame.

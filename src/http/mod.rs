@@ -5,6 +5,7 @@ pub mod auth;
 pub mod chat;
 pub mod groups;
 pub mod health;
+pub mod server;
 pub mod users;
 
 use actix_web::{
@@ -50,7 +51,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/groups/{id}/members", web::post().to(groups::add_members))
             .route("/groups/{id}/members/{user}", web::delete().to(groups::remove_member))
             .route("/conversations", web::get().to(chat::conversations))
-            .route("/conversations/{id}/messages", web::get().to(chat::messages)),
+            .route("/conversations/{id}/messages", web::get().to(chat::messages))
+            .route("/server/users/token", web::post().to(server::user_token))
+            .route("/server/users", web::post().to(server::import_user))
+            .route("/server/users/{id}", web::get().to(server::get_user))
+            .route("/server/users/{id}/change-id/{new_id}", web::patch().to(server::change_id))
+            .route("/server/users/{id}/revoke-tokens", web::post().to(server::revoke_tokens))
+            .route("/server/users/{id}/presence", web::get().to(server::user_presence))
+            .route("/server/presence/query", web::post().to(server::presence_query))
+            .route("/server/groups", web::post().to(server::create_group))
+            .route("/server/groups/{id}/members", web::post().to(server::add_members))
+            .route("/server/groups/{id}/members/{user}", web::delete().to(server::remove_member))
+            .route("/server/messages", web::post().to(server::send_message)),
     );
 }
 

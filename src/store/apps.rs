@@ -132,3 +132,42 @@ impl Store {
         Ok(secret)
     }
 }
+
+impl Store {
+    /// The app a server-API key belongs to.
+    pub async fn app_by_api_key(&self, api_key: &str) -> Result<Option<AppRecord>, AppError> {
+        let started = Instant::now();
+        let row = sqlx::query("SELECT id, api_key, api_secret, settings, created_at FROM apps WHERE api_key = $1")
+            .bind(api_key)
+            .fetch_optional(self.pool())
+            .await?;
+        observe("app_by_key", started);
+        row.as_ref().map(row_to_app).transpose()
+    }
+
+    /// Accepts a server-API nonce once per app; false when it was seen before (a replay). The
+    /// row outlives the timestamp window, after which the timestamp check refuses the request.
+    pub async fn use_nonce(&self, app: &AppId, nonce: &str, expires_at: i64) -> Result<bool, sqlx::Error> {
+        let started = Instant::now();
+        let inserted = sqlx::query(
+            "INSERT INTO server_nonces (app_id, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT (app_id, nonce) DO NOTHING",
+        )
+        .bind(app.as_str())
+        .bind(nonce)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        observe("nonce_use", started);
+        Ok(inserted == 1)
+    }
+
+    /// Forgets nonces whose window has passed.
+    pub async fn purge_nonces(&self, now: i64) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query("DELETE FROM server_nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
+    }
+}

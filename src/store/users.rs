@@ -20,12 +20,13 @@ pub struct UserRecord {
     pub avatar_url: Option<String>,
     pub kind: UserKind,
     pub token_version: i64,
+    pub tokens_revoked_at: Option<i64>,
     pub last_seen_at: Option<i64>,
     pub created_at: i64,
 }
 
 const USER_COLUMNS: &str = "user_key, app_id, public_id, email, password_hash, first_name, last_name, \
-     nickname, avatar_url, kind, token_version, last_seen_at, created_at";
+     nickname, avatar_url, kind, token_version, tokens_revoked_at, last_seen_at, created_at";
 
 fn row_to_user(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
@@ -41,6 +42,7 @@ fn row_to_user(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
         avatar_url: row.try_get("avatar_url")?,
         kind: UserKind::parse(&kind).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         token_version: row.try_get("token_version")?,
+        tokens_revoked_at: row.try_get("tokens_revoked_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
         created_at: row.try_get("created_at")?,
     })
@@ -405,5 +407,108 @@ impl Store {
         };
         observe("token_subject", started);
         Ok(Some((user, session_ok)))
+    }
+}
+
+/// Fields the server API may set when importing a user; absent ones stay as they are.
+#[derive(Debug, Default)]
+pub struct ImportUser<'a> {
+    pub first_name: Option<&'a Name>,
+    pub last_name: Option<&'a Name>,
+    pub nickname: Option<&'a Name>,
+    pub avatar_url: Option<&'a AvatarUrl>,
+    pub email: Option<&'a Email>,
+    pub kind: Option<UserKind>,
+}
+
+impl Store {
+    /// Creates the user with this public id, or updates the given fields. Returns the user and
+    /// whether it was created.
+    pub async fn upsert_user(
+        &self,
+        app: &AppId,
+        id: &UserId,
+        fields: &ImportUser<'_>,
+    ) -> Result<(UserRecord, bool), UserWriteError> {
+        if self.user_by_id(app, id).await?.is_none() {
+            let first = fields.first_name.cloned().unwrap_or_else(|| Name::from(id));
+            let last = fields.last_name.cloned().unwrap_or_else(|| Name::from(id));
+            match self
+                .insert_user(NewUser {
+                    app,
+                    id,
+                    email: fields.email,
+                    password_hash: None,
+                    first_name: &first,
+                    last_name: &last,
+                    kind: fields.kind.unwrap_or(UserKind::User),
+                })
+                .await
+            {
+                Ok(user) if fields.nickname.is_none() && fields.avatar_url.is_none() => return Ok((user, true)),
+                Ok(user) => {
+                    let patch = ProfilePatch {
+                        nickname: fields.nickname,
+                        avatar_url: fields.avatar_url,
+                        ..ProfilePatch::default()
+                    };
+                    let updated = self.update_profile(app, user.key, &patch).await?.unwrap_or(user);
+                    return Ok((updated, true));
+                }
+                // Created concurrently by another request: fall through to the update.
+                Err(UserWriteError::IdTaken) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE users SET first_name = COALESCE($1, first_name), last_name = COALESCE($2, last_name), \
+             nickname = COALESCE($3, nickname), avatar_url = COALESCE($4, avatar_url), email = COALESCE($5, email), \
+             kind = COALESCE($6, kind) WHERE app_id = $7 AND public_id = $8 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(fields.first_name.map(|n| n.as_str().to_string()))
+        .bind(fields.last_name.map(|n| n.as_str().to_string()))
+        .bind(fields.nickname.map(|n| n.as_str().to_string()))
+        .bind(fields.avatar_url.map(|n| n.as_str().to_string()))
+        .bind(fields.email.map(|e| e.as_str().to_string()))
+        .bind(fields.kind.map(|k| k.as_str().to_string()))
+        .bind(app.as_str())
+        .bind(id.as_str())
+        .fetch_one(self.pool())
+        .await
+        .map_err(classify_unique)?;
+        Ok((row_to_user(&row)?, false))
+    }
+
+    /// Gives a user a new public id; history, groups and read state follow the internal key.
+    pub async fn change_user_id(&self, app: &AppId, key: UserKey, new_id: &UserId) -> Result<(), UserWriteError> {
+        sqlx::query("UPDATE users SET public_id = $1 WHERE app_id = $2 AND user_key = $3")
+            .bind(new_id.as_str())
+            .bind(app.as_str())
+            .bind(key.0)
+            .execute(self.pool())
+            .await
+            .map_err(classify_unique)?;
+        Ok(())
+    }
+
+    /// Invalidates every token issued so far: access tokens by version, app-signed ones by time.
+    pub async fn revoke_user_tokens(&self, app: &AppId, key: UserKey) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE users SET token_version = token_version + 1, tokens_revoked_at = $1 WHERE app_id = $2 AND user_key = $3",
+        )
+        .bind(crate::domain::now_millis())
+        .bind(app.as_str())
+        .bind(key.0)
+        .execute(self.pool())
+        .await?;
+        sqlx::query(
+            "UPDATE auth_sessions SET revoked_at = $1 WHERE app_id = $2 AND user_key = $3 AND revoked_at IS NULL",
+        )
+        .bind(crate::domain::now_millis())
+        .bind(app.as_str())
+        .bind(key.0)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 }

@@ -48,6 +48,13 @@ pub enum Push {
     },
 }
 
+/// The user's public id changed (server API change-id).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Renamed {
+    pub id: String,
+}
+
 /// Close the connection with a code.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -568,6 +575,16 @@ impl Handler<Push> for WsSession {
                 }
                 self.note_delivered(&conv, seq);
             }
+        }
+    }
+}
+
+impl Handler<Renamed> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Renamed, _ctx: &mut Self::Context) {
+        if let (Some(who), Ok(id)) = (self.identity.as_mut(), crate::domain::UserId::parse(msg.id)) {
+            who.id = id;
         }
     }
 }

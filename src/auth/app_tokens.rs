@@ -1,0 +1,113 @@
+//! User tokens the app signs itself (Tencent UserSig's independent mode, Diuit's RSA tokens).
+//!
+//! `iss` is the app id and `sub` the user's public id; the app signs with its `user_sig_secret`
+//! (HS256) or a private key whose public half is registered by `kid` (RS256, ES256, EdDSA). The
+//! algorithm decides the key and the key decides the algorithm, so an RSA public key can never be
+//! used as an HMAC secret. `exp` and `iat` are required, the lifetime is capped per app, and users
+//! are created on first sight.
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde::Deserialize;
+
+use super::{Identity, tokens::LEEWAY_SECS};
+use crate::{
+    domain::{AppId, UserId},
+    error::{ApiError, ApiResult, ErrorCode},
+    node::Node,
+    store::users::ImportUser,
+};
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: i64,
+    iat: i64,
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    iss: Option<String>,
+}
+
+fn invalid(why: &'static str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidToken, why)
+}
+
+/// The `iss` of a token, read without verifying it (to find the app whose key verifies it).
+pub fn peek_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Peek>(&raw).ok()?.iss
+}
+
+pub async fn verify(node: &Node, token: &str) -> ApiResult<Identity> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("token is malformed"))?;
+    let iss = peek_issuer(token).ok_or_else(|| invalid("token has no issuer"))?;
+    let app_id = AppId::parse(iss).map_err(|_| invalid("token issuer is not an app"))?;
+    let app = node
+        .store
+        .app(&app_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| invalid("token issuer is not an app"))?;
+    let settings = &app.settings;
+    let key = match header.alg {
+        Algorithm::HS256 if !settings.user_sig_secret.is_empty() => {
+            DecodingKey::from_secret(settings.user_sig_secret.expose().as_bytes())
+        }
+        Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA => {
+            let kid = header.kid.as_deref().ok_or_else(|| invalid("token names no key (kid)"))?;
+            let pem = settings.user_sig_keys.get(kid).ok_or_else(|| invalid("token signed by an unknown key"))?;
+            let parsed = match header.alg {
+                Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+                _ => DecodingKey::from_ed_pem(pem.as_bytes()),
+            };
+            // A key of another type under this kid means the algorithm does not match the key.
+            parsed.map_err(|_| invalid("token algorithm does not match its key"))?
+        }
+        _ => return Err(invalid("token algorithm not accepted")),
+    };
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.set_issuer(&[app.id.as_str()]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
+    let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => ApiError::new(ErrorCode::TokenExpired, "token has expired"),
+            ErrorKind::ImmatureSignature => invalid("token is not valid yet"),
+            ErrorKind::InvalidIssuer => invalid("token issuer not accepted"),
+            ErrorKind::InvalidSignature => invalid("token signature is invalid"),
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
+                invalid("token algorithm does not match its key")
+            }
+            _ => invalid("token is invalid"),
+        })?
+        .claims;
+    let now = crate::domain::now_millis() / 1000;
+    if claims.iat > now + LEEWAY_SECS as i64 {
+        return Err(invalid("token issued in the future"));
+    }
+    if claims.exp - claims.iat > settings.max_user_token_ttl as i64 {
+        return Err(invalid("token lifetime exceeds the app's max_user_token_ttl"));
+    }
+    let id = UserId::parse(claims.sub).map_err(|_| invalid("token subject is not a valid user id"))?;
+    let user = match node.store.user_by_id(&app.id, &id).await? {
+        Some(user) => user,
+        None => {
+            node.store
+                .upsert_user(&app.id, &id, &ImportUser::default())
+                .await
+                .map_err(|e| ApiError::internal(format_args!("provisioning {id}: {e}")))?
+                .0
+        }
+    };
+    if user.tokens_revoked_at.is_some_and(|revoked| claims.iat * 1000 < revoked) {
+        return Err(ApiError::new(ErrorCode::TokenRevoked, "token has been revoked"));
+    }
+    Ok(Identity { app: app.id, user: user.key, id, kind: user.kind, session_id: None, device_id: None })
+}

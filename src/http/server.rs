@@ -1,0 +1,338 @@
+//! The server API (`/v1/server/...`): what an app's backend calls. Every request is signed
+//! (see `auth::server_sig`) and acts for the app whose key signed it, never another.
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{node, ok, parse_body};
+use crate::{
+    accounts::{self, UserView},
+    auth::{Identity, server_sig, tokens::NewToken},
+    bus::{Envelope, encode},
+    chat,
+    domain::{AvatarUrl, ClientMsgId, Email, GroupId, Name, Role, UserId, UserKind},
+    error::{ApiError, ApiResult, CloseCode, ErrorCode},
+    groups,
+    node::Node,
+    store::{
+        apps::AppRecord,
+        conversations::SYSTEM_SENDER,
+        users::{ImportUser, UserRecord, UserWriteError},
+    },
+};
+
+async fn signed(req: &HttpRequest, body: &[u8]) -> ApiResult<(Node, AppRecord)> {
+    let node = node(req)?;
+    let app = server_sig::verify(&node, req, body).await?;
+    Ok((node, app))
+}
+
+fn identity(app: &AppRecord, user: &UserRecord) -> ApiResult<Identity> {
+    Ok(Identity {
+        app: app.id.clone(),
+        user: user.key,
+        id: UserId::parse(user.id.clone()).map_err(ApiError::internal)?,
+        kind: user.kind,
+        session_id: None,
+        device_id: None,
+    })
+}
+
+fn user_id(raw: &str) -> ApiResult<UserId> {
+    UserId::parse(raw).map_err(|e| ApiError::validation(e.0))
+}
+
+async fn user(node: &Node, app: &AppRecord, id: &UserId) -> ApiResult<UserRecord> {
+    node.store
+        .user_by_id(&app.id, id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, format!("no user {id}")))
+}
+
+fn write_error(e: UserWriteError) -> ApiError {
+    match e {
+        UserWriteError::EmailTaken => ApiError::new(ErrorCode::EmailTaken, "email is already registered"),
+        UserWriteError::IdTaken => ApiError::new(ErrorCode::Conflict, "user id is already taken"),
+        UserWriteError::NotGuest => ApiError::new(ErrorCode::NotGuest, "not a guest"),
+        UserWriteError::Db(e) => e.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    user_id: UserId,
+    #[serde(default)]
+    name: Option<Name>,
+    #[serde(default)]
+    avatar_url: Option<AvatarUrl>,
+    /// Seconds; at most the app's `max_user_token_ttl`.
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    user_id: String,
+    token: String,
+    expires_at: i64,
+}
+
+/// `POST /v1/server/users/token`: a user token for the app's user, creating the user if missing
+/// (RongCloud getToken).
+pub async fn user_token(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, &body).await?;
+    let input: TokenRequest = parse_body(&body)?;
+    let max = app.settings.max_user_token_ttl;
+    let default = if app.settings.access_ttl > 0 { app.settings.access_ttl } else { node.config.auth.access_ttl_secs };
+    let ttl = input.ttl.unwrap_or(default.min(max));
+    if ttl == 0 || ttl > max {
+        return Err(ApiError::validation(format!("ttl: must be 1-{max} seconds (the app's max_user_token_ttl)")));
+    }
+    let fields =
+        ImportUser { first_name: input.name.as_ref(), avatar_url: input.avatar_url.as_ref(), ..ImportUser::default() };
+    let user = match node.store.user_by_id(&app.id, &input.user_id).await? {
+        Some(u) if input.name.is_none() && input.avatar_url.is_none() => u,
+        _ => node.store.upsert_user(&app.id, &input.user_id, &fields).await.map_err(write_error)?.0,
+    };
+    let (token, expires_at) = node.tokens.issue(&NewToken {
+        app: app.id.as_str(),
+        user: user.key.0,
+        session_id: None,
+        device_id: None,
+        version: user.token_version,
+        ttl_secs: ttl,
+    })?;
+    Ok(ok(StatusCode::OK, TokenResponse { user_id: user.id, token, expires_at }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    id: UserId,
+    #[serde(default)]
+    first_name: Option<Name>,
+    #[serde(default)]
+    last_name: Option<Name>,
+    #[serde(default)]
+    nickname: Option<Name>,
+    #[serde(default)]
+    avatar_url: Option<AvatarUrl>,
+    #[serde(default)]
+    email: Option<Email>,
+    #[serde(default)]
+    kind: Option<UserKind>,
+}
+
+/// `POST /v1/server/users`: import or update a user (idempotent): 201 created, 200 updated.
+pub async fn import_user(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, &body).await?;
+    let input: ImportRequest = parse_body(&body)?;
+    let fields = ImportUser {
+        first_name: input.first_name.as_ref(),
+        last_name: input.last_name.as_ref(),
+        nickname: input.nickname.as_ref(),
+        avatar_url: input.avatar_url.as_ref(),
+        email: input.email.as_ref(),
+        kind: input.kind,
+    };
+    let (user, created) = node.store.upsert_user(&app.id, &input.id, &fields).await.map_err(write_error)?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(ok(status, UserView::of_self(&user)))
+}
+
+/// `GET /v1/server/users/{id}`.
+pub async fn get_user(req: HttpRequest, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, b"").await?;
+    let found = user(&node, &app, &user_id(&path)?).await?;
+    Ok(ok(StatusCode::OK, UserView::of_self(&found)))
+}
+
+/// `PATCH /v1/server/users/{id}/change-id/{new_id}`: the user keeps everything; live sessions
+/// keep working and adopt the new id; the old id is free afterwards.
+pub async fn change_id(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, &body).await?;
+    let (old, new) = path.into_inner();
+    let (old, new) = (user_id(&old)?, user_id(&new)?);
+    let found = user(&node, &app, &old).await?;
+    node.store.change_user_id(&app.id, found.key, &new).await.map_err(write_error)?;
+    let payload = encode(&Envelope::Renamed { user: found.key.0, id: new.as_str().to_string() }, b"");
+    node.publish(node.subjects.control(app.id.as_str()), payload).await;
+    Ok(ok(StatusCode::OK, serde_json::json!({ "id": new, "previous_id": old })))
+}
+
+/// `POST /v1/server/users/{id}/revoke-tokens`: every token issued so far stops working and the
+/// user's sockets close with 4502 on every node.
+pub async fn revoke_tokens(req: HttpRequest, path: web::Path<String>, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, &body).await?;
+    let found = user(&node, &app, &user_id(&path)?).await?;
+    node.store.revoke_user_tokens(&app.id, found.key).await?;
+    accounts::kick(&node, &app.id, found.key.0, None, CloseCode::TokenRevoked).await;
+    Ok(ok(StatusCode::OK, serde_json::json!({ "revoked": true })))
+}
+
+#[derive(Serialize)]
+struct PresenceView {
+    user: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<i64>,
+}
+
+async fn presence_of(node: &Node, app: &AppRecord, users: &[UserRecord]) -> ApiResult<Vec<PresenceView>> {
+    let keys: Vec<_> = users.iter().map(|u| u.key).collect();
+    let online = node.store.online_users(&app.id, &keys).await?;
+    Ok(users
+        .iter()
+        .map(|u| {
+            let on = online.contains(&u.key);
+            PresenceView {
+                user: u.id.clone(),
+                status: if on { "online" } else { "offline" },
+                last_seen: if on { None } else { u.last_seen_at },
+            }
+        })
+        .collect())
+}
+
+/// `GET /v1/server/users/{id}/presence`.
+pub async fn user_presence(req: HttpRequest, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, b"").await?;
+    let found = user(&node, &app, &user_id(&path)?).await?;
+    let mut views = presence_of(&node, &app, std::slice::from_ref(&found)).await?;
+    Ok(ok(StatusCode::OK, views.pop()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceQuery {
+    user_ids: Vec<UserId>,
+}
+
+/// `POST /v1/server/presence/query` `{user_ids}` → the known users' states and the unknown ids.
+pub async fn presence_query(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, &body).await?;
+    let input: PresenceQuery = parse_body(&body)?;
+    if input.user_ids.len() > 1000 {
+        return Err(ApiError::validation("user_ids: at most 1000"));
+    }
+    let users = node.store.users_by_ids(&app.id, &input.user_ids).await?;
+    let unknown: Vec<&str> =
+        input.user_ids.iter().filter(|id| !users.iter().any(|u| u.id == id.as_str())).map(UserId::as_str).collect();
+    let presence = presence_of(&node, &app, &users).await?;
+    Ok(ok(StatusCode::OK, serde_json::json!({ "presence": presence, "unknown": unknown })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerGroup {
+    #[serde(default)]
+    id: Option<GroupId>,
+    name: Name,
+    owner: UserId,
+    #[serde(default)]
+    members: Vec<UserId>,
+}
+
+/// `POST /v1/server/groups`: a group owned by one of the app's users.
+pub async fn create_group(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, &body).await?;
+    let input: ServerGroup = parse_body(&body)?;
+    let owner = identity(&app, &user(&node, &app, &input.owner).await?)?;
+    let view = groups::create(
+        &node,
+        &owner,
+        groups::CreateGroupRequest { id: input.id, name: input.name, members: input.members },
+    )
+    .await?;
+    Ok(ok(StatusCode::CREATED, view))
+}
+
+/// The app acts on a group through its owner, who may do anything a member change needs.
+async fn group_owner(node: &Node, app: &AppRecord, group: &GroupId) -> ApiResult<Identity> {
+    let members = node.store.group_members(&app.id, group.as_str()).await?;
+    let owner = members
+        .iter()
+        .find(|m| m.role == Role::Owner)
+        .ok_or_else(|| ApiError::new(ErrorCode::GroupNotFound, format!("no group {group}")))?;
+    let record = node
+        .store
+        .user_by_key(&app.id, owner.key)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::GroupNotFound, format!("no group {group}")))?;
+    identity(app, &record)
+}
+
+fn group_id(raw: &str) -> ApiResult<GroupId> {
+    GroupId::parse(raw).map_err(|e| ApiError::validation(e.0))
+}
+
+/// `POST /v1/server/groups/{id}/members` `{members}`.
+pub async fn add_members(req: HttpRequest, path: web::Path<String>, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, &body).await?;
+    let group = group_id(&path)?;
+    let input: groups::MembersRequest = parse_body(&body)?;
+    let owner = group_owner(&node, &app, &group).await?;
+    Ok(ok(StatusCode::OK, groups::add_members(&node, &owner, &group, input).await?))
+}
+
+/// `DELETE /v1/server/groups/{id}/members/{user}`.
+pub async fn remove_member(req: HttpRequest, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, b"").await?;
+    let (group, member) = path.into_inner();
+    let (group, member) = (group_id(&group)?, user_id(&member)?);
+    let owner = group_owner(&node, &app, &group).await?;
+    Ok(ok(StatusCode::OK, groups::remove_member(&node, &owner, &group, &member).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerMessage {
+    /// The sending user; absent for a system message from the app itself.
+    #[serde(default)]
+    from: Option<UserId>,
+    #[serde(default)]
+    recipient: Option<UserId>,
+    #[serde(default)]
+    group: Option<GroupId>,
+    content: String,
+    client_msg_id: ClientMsgId,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    meta: Option<Box<RawValue>>,
+}
+
+/// `POST /v1/server/messages`: send as a user or as the app (`from` absent: `sender` is null),
+/// with the same seq and idempotency rules as clients: 201 stored, 200 known `client_msg_id`.
+pub async fn send_message(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let (node, app) = signed(&req, &body).await?;
+    let input: ServerMessage = parse_body(&body)?;
+    let sender = match &input.from {
+        Some(id) => identity(&app, &user(&node, &app, id).await?)?,
+        None => Identity {
+            app: app.id.clone(),
+            user: SYSTEM_SENDER,
+            id: UserId::parse("system").map_err(ApiError::internal)?,
+            kind: UserKind::Service,
+            session_id: None,
+            device_id: None,
+        },
+    };
+    let send = chat::SendRequest {
+        recipient: input.recipient,
+        group: input.group,
+        content: input.content,
+        client_msg_id: input.client_msg_id,
+        kind: input.kind,
+        meta: input.meta,
+    };
+    let result = chat::send(&node, &sender, send, None).await?;
+    let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(ok(status, result))
+}
