@@ -399,6 +399,126 @@ async fn two_apps_with_the_same_ids_never_see_each_other(backend: Backend) {
     assert_eq!(leaks, 0);
 }
 
+/// One probe: an endpoint of app B called with one of app A's ids.
+#[derive(Debug, Clone)]
+enum Probe {
+    History(usize),
+    GroupShow(usize),
+    GroupAdd(usize, usize),
+    GroupRemove(usize, usize),
+    UserQuery(usize),
+    WsSendGroup(usize),
+    WsRead(usize),
+    WsTyping(usize),
+    ServerUser(usize),
+    ServerPresence(usize),
+    ServerGroupAdd(usize, usize),
+    ServerGroupRemove(usize, usize),
+    ServerSendGroup(usize),
+    ServerChangeId(usize),
+}
+
+fn probe() -> impl proptest::strategy::Strategy<Value = Probe> {
+    use proptest::prelude::*;
+    let i = 0..8usize;
+    prop_oneof![
+        i.clone().prop_map(Probe::History),
+        i.clone().prop_map(Probe::GroupShow),
+        (i.clone(), i.clone()).prop_map(|(a, b)| Probe::GroupAdd(a, b)),
+        (i.clone(), i.clone()).prop_map(|(a, b)| Probe::GroupRemove(a, b)),
+        i.clone().prop_map(Probe::UserQuery),
+        i.clone().prop_map(Probe::WsSendGroup),
+        i.clone().prop_map(Probe::WsRead),
+        i.clone().prop_map(Probe::WsTyping),
+        i.clone().prop_map(Probe::ServerUser),
+        i.clone().prop_map(Probe::ServerPresence),
+        (i.clone(), i.clone()).prop_map(|(a, b)| Probe::ServerGroupAdd(a, b)),
+        (i.clone(), i.clone()).prop_map(|(a, b)| Probe::ServerGroupRemove(a, b)),
+        i.clone().prop_map(Probe::ServerSendGroup),
+        i.prop_map(Probe::ServerChangeId),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_probes_with_one_apps_ids_never_touch_the_other_app() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let server = TestServer::start();
+    let a = server.server_client("default", Scheme::V2HmacSha256).await;
+    let b = server.server_client("tenant-b", Scheme::V1Sha1).await;
+    for id in ["alice", "bob", "only-in-a"] {
+        a.call("POST", "/v1/server/users", Some(json!({"id": id}))).await;
+    }
+    b.call("POST", "/v1/server/users", Some(json!({"id": "bob"}))).await;
+    for (gid, members) in [("g1", json!(["bob"])), ("ga", json!(["bob", "only-in-a"]))] {
+        let (status, _) = a
+            .call(
+                "POST",
+                "/v1/server/groups",
+                Some(json!({"id": gid, "name": "A", "owner": "alice", "members": members})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let alice = token_for(&a, "alice").await;
+    let mut alice_ws = server.connect(&alice).await;
+    let dm = alice_ws.send_dm("bob", "A-SECRET dm", "1").await["data"]["conversation"].as_str().unwrap().to_string();
+    alice_ws.send_group("ga", "A-SECRET group", "2").await;
+    let bob_b = token_for(&b, "bob").await;
+    let mut bob_ws = server.connect(&bob_b).await;
+    // App A's ids: users, groups, conversations, and some that exist in both apps.
+    let ids = ["alice", "bob", "only-in-a", "g1", "ga", dm.as_str(), "dm_1_2", "ghost"];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut leaks = Vec::new();
+    let probes = 120;
+    for _ in 0..probes {
+        let p = probe().new_tree(&mut runner).unwrap().current();
+        let id = |i: usize| ids[i % ids.len()];
+        let reply: Value = match &p {
+            Probe::History(i) => server.get(&format!("/v1/conversations/{}/messages", id(*i)), Some(&bob_b.token)).await.1,
+            Probe::GroupShow(i) => server.get(&format!("/v1/groups/{}", id(*i)), Some(&bob_b.token)).await.1,
+            Probe::GroupAdd(g, u) => {
+                server.post(&format!("/v1/groups/{}/members", id(*g)), Some(&bob_b.token), json!({"members": [id(*u)]})).await.1
+            }
+            Probe::GroupRemove(g, u) => server.delete(&format!("/v1/groups/{}/members/{}", id(*g), id(*u)), &bob_b.token).await.1,
+            Probe::UserQuery(i) => server.get(&format!("/v1/users?id={}", id(*i)), Some(&bob_b.token)).await.1,
+            Probe::WsSendGroup(i) => bob_ws.send_group(id(*i), "from B", &format!("b{}", natter::domain::random_id("", 4))).await,
+            Probe::WsRead(i) => bob_ws.action("read", json!({"conversation": id(*i), "seq": 1})).await,
+            Probe::WsTyping(i) => bob_ws.action("typing", json!({"conversation": id(*i)})).await,
+            Probe::ServerUser(i) => b.call("GET", &format!("/v1/server/users/{}", id(*i)), None).await.1,
+            Probe::ServerPresence(i) => b.call("GET", &format!("/v1/server/users/{}/presence", id(*i)), None).await.1,
+            Probe::ServerGroupAdd(g, u) => {
+                b.call("POST", &format!("/v1/server/groups/{}/members", id(*g)), Some(json!({"members": [id(*u)]}))).await.1
+            }
+            Probe::ServerGroupRemove(g, u) => {
+                b.call("DELETE", &format!("/v1/server/groups/{}/members/{}", id(*g), id(*u)), None).await.1
+            }
+            Probe::ServerSendGroup(i) => {
+                b.call("POST", "/v1/server/messages", Some(json!({"group": id(*i), "content": "from B", "client_msg_id": natter::domain::random_id("", 4)}))).await.1
+            }
+            Probe::ServerChangeId(i) => b.call("PATCH", &format!("/v1/server/users/{}/change-id/renamed-by-b", id(*i)), None).await.1,
+        };
+        let text = reply.to_string();
+        // A leak is app A's content, or a successful answer about a user only app A has; an
+        // error that repeats the id the caller asked about reveals nothing.
+        let succeeded = reply.get("error").is_none() && reply.get("code").is_none_or(|c| c.as_i64().unwrap_or(0) < 400);
+        if text.contains("A-SECRET") || (succeeded && text.contains("only-in-a")) {
+            leaks.push(format!("{p:?}: {text}"));
+        }
+    }
+    // App A is exactly as it was: its users, groups and messages.
+    let (_, ga) = a.call("GET", "/v1/server/users/only-in-a", None).await;
+    assert_eq!(ga["data"]["id"], "only-in-a");
+    let (status, _) = a.call("GET", "/v1/server/users/alice", None).await;
+    assert_eq!(status, 200, "app B could not rename app A's alice");
+    let history = server.history(&alice, "ga").await;
+    assert_eq!(history.len(), 1, "nothing from app B landed in app A's group");
+    let (_, group) = server.get("/v1/groups/ga", Some(&alice.token)).await;
+    assert_eq!(group["data"]["members"].as_array().unwrap().len(), 3, "membership untouched");
+    assert_eq!(server.history(&alice, &dm).await.len(), 1);
+    println!("tenancy: {probes} random cross-app probes, {} leaks", leaks.len());
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}
+
 on_both_stores!(
     signed_requests_succeed_with_both_schemes_and_every_forgery_gets_its_code,
     change_id_keeps_history_and_live_sessions,
