@@ -193,6 +193,15 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_document_lists_every_error_code() {
+        let doc = include_str!("../docs/protocol.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status());
+            assert!(doc.contains(&row), "docs/protocol.md lacks {row}");
+        }
+    }
+
+    #[test]
     fn close_codes_round_trip() {
         for code in [1000, 1009, 4001, 4002, 4003, 4501, 4502, 4503] {
             assert_eq!(CloseCode::from_code(code).map(CloseCode::code), Some(code));
