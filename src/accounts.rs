@@ -11,6 +11,7 @@ use crate::{
     node::Node,
     store::{
         apps::AppRecord,
+        outbox::Hooks,
         users::{NewUser, ProfilePatch, RefreshUse, UserQuery, UserRecord, UserWriteError},
     },
 };
@@ -172,6 +173,8 @@ pub async fn register(node: &Node, app: &AppRecord, req: RegisterRequest) -> Api
             first_name: &req.first_name,
             last_name: &req.last_name,
             kind: UserKind::User,
+            hooks: &Hooks::of(&app.settings),
+            via: "register",
         })
         .await
         .map_err(write_error)?;
@@ -227,6 +230,8 @@ pub async fn guest(node: &Node, app: &AppRecord, client_ip: &str, req: GuestRequ
             first_name: &first,
             last_name: &last,
             kind: UserKind::Guest,
+            hooks: &Hooks::of(&app.settings),
+            via: "guest",
         })
         .await
         .map_err(write_error)?;

@@ -12,13 +12,18 @@ use serde_json::value::RawValue;
 use crate::{
     auth::Identity,
     bus::{Envelope, Origin, encode},
+    config::HookPolicy,
     domain::{
         ClientMsgId, ConversationId, ConversationKind, GroupId, UserId, UserKey, direct_conversation_id,
         direct_participants,
     },
     error::{ApiError, ApiResult, ErrorCode},
     node::Node,
-    store::conversations::{AppendError, Membership, NewMessage, SYSTEM_SENDER, StoredMessage},
+    store::{
+        conversations::{AppendError, Membership, NewMessage, SYSTEM_SENDER, StoredMessage},
+        outbox::Hooks,
+    },
+    webhooks::hook::{self, HookRequest, Verdict},
 };
 
 /// How a message looks on the wire (push `data`, history and sync entries).
@@ -101,16 +106,41 @@ fn validate_kind(kind: &str) -> ApiResult<()> {
     if ok { Ok(()) } else { Err(ApiError::validation("kind: must be 1-32 characters of A-Z a-z 0-9 _ . -")) }
 }
 
-pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<Origin>) -> ApiResult<SendResult> {
+/// Where a send comes from: a client session (through the app's before-send hook), or the
+/// app itself through the trusted server API (which bypasses the hook).
+#[derive(Debug, Clone)]
+pub enum Via {
+    Client(Origin),
+    Server,
+}
+
+/// The identity the app sends as (system messages have no sender).
+pub fn system_identity(app: &crate::domain::AppId) -> Identity {
+    Identity {
+        app: app.clone(),
+        user: SYSTEM_SENDER,
+        id: UserId::from_trusted("system"),
+        kind: crate::domain::UserKind::Service,
+        session_id: None,
+        device_id: None,
+    }
+}
+
+fn check_content(content: &str, meta_len: usize, max: usize) -> ApiResult<()> {
+    if content.is_empty() {
+        return Err(ApiError::validation("content: must not be empty"));
+    }
+    if content.len() + meta_len > max {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("content and meta exceed {max} bytes")));
+    }
+    Ok(())
+}
+
+pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> ApiResult<SendResult> {
     let started = Instant::now();
     let max = node.config.chat.max_content_bytes;
     let meta_len = req.meta.as_ref().map_or(0, |m| m.get().len());
-    if req.content.is_empty() {
-        return Err(ApiError::validation("content: must not be empty"));
-    }
-    if req.content.len() + meta_len > max {
-        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("content and meta exceed {max} bytes")));
-    }
+    check_content(&req.content, meta_len, max)?;
     if let Some(kind) = &req.kind {
         validate_kind(kind)?;
     }
@@ -119,6 +149,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<
     {
         return Err(ApiError::validation("meta: must be a JSON object"));
     }
+    let app = node.app(&who.app).await?;
     let (conversation, kind, recipient) = match (&req.recipient, &req.group) {
         (Some(recipient), None) => {
             let user = node
@@ -138,6 +169,51 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<
         ),
         _ => return Err(ApiError::validation("give exactly one of recipient or group")),
     };
+    let sender_id = (who.user != SYSTEM_SENDER).then(|| who.id.as_str().to_string());
+    let mut content = req.content;
+    let origin = match via {
+        Via::Client(origin) => {
+            if !app.settings.before_send_url.is_empty() {
+                let request = HookRequest {
+                    app: who.app.as_str(),
+                    sender: sender_id.as_deref(),
+                    recipient: recipient.as_ref().map(|(_, id)| id.as_str()),
+                    group: req.group.as_ref().map(GroupId::as_str),
+                    content: &content,
+                    kind: req.kind.as_deref(),
+                    meta: req.meta.as_deref(),
+                    client_msg_id: req.client_msg_id.as_str(),
+                };
+                match hook::ask(&node.webhook_clients, &app.settings, &request).await {
+                    Ok(Verdict::Allow) => {}
+                    Ok(Verdict::Reject(reason)) => {
+                        metrics::counter!("natter_hook_verdicts_total", "verdict" => "reject").increment(1);
+                        return Err(ApiError::new(ErrorCode::RejectedByHook, reason));
+                    }
+                    Ok(Verdict::Modify(modified)) => {
+                        metrics::counter!("natter_hook_verdicts_total", "verdict" => "modify").increment(1);
+                        check_content(&modified, meta_len, max)?;
+                        content = modified;
+                    }
+                    Err(why) if app.settings.before_send_policy == HookPolicy::Closed => {
+                        metrics::counter!("natter_hook_verdicts_total", "verdict" => "unavailable_closed").increment(1);
+                        tracing::warn!(app = %who.app, error = %why, "before-send hook unavailable; policy closed rejects");
+                        return Err(ApiError::new(
+                            ErrorCode::HookUnavailable,
+                            "the app's before-send hook is unavailable",
+                        ));
+                    }
+                    Err(why) => {
+                        metrics::counter!("natter_hook_verdicts_total", "verdict" => "unavailable_open").increment(1);
+                        tracing::warn!(app = %who.app, error = %why, "before-send hook unavailable; policy open delivers");
+                    }
+                }
+            }
+            Some(origin)
+        }
+        Via::Server => None,
+    };
+    let hooks = Hooks::of(&app.settings);
     let appended = node
         .store
         .append_message(NewMessage {
@@ -148,8 +224,11 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<
             recipient: recipient.as_ref().map(|(key, _)| *key),
             client_msg_id: req.client_msg_id.as_str(),
             message_kind: req.kind.as_deref(),
-            content: &req.content,
+            content: &content,
             meta: req.meta.as_ref().map(|m| m.get()),
+            sender_id: sender_id.as_deref(),
+            recipient_id: recipient.as_ref().map(|(_, id)| id.as_str()),
+            hooks: &hooks,
         })
         .await
         .map_err(|e| match e {
@@ -168,11 +247,11 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, origin: Option<
             conversation_id: conversation.as_str().to_string(),
             conversation_kind: kind,
             seq: appended.seq,
-            sender: (who.user != SYSTEM_SENDER).then(|| who.id.as_str().to_string()),
+            sender: sender_id,
             recipient: recipient.as_ref().map(|(_, id)| id.clone()),
             client_msg_id: req.client_msg_id.into_inner(),
             kind: req.kind,
-            content: req.content,
+            content,
             meta: req.meta.map(|m| m.get().to_string()),
             created_at: appended.created_at,
         };

@@ -27,7 +27,21 @@ pub struct Config {
     pub ws: WsConfig,
     pub chat: ChatConfig,
     pub log: LogConfig,
+    pub webhooks: WebhooksConfig,
     pub default_app: AppSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Delay before each retry, in milliseconds; its length is the number of retries.
+    pub retry_schedule_ms: Vec<u64>,
+    pub timeout_ms: u64,
+    pub max_response_bytes: usize,
+    /// How long a node's claim on an event lasts; a dead node's events are retried after it.
+    pub claim_ms: u64,
+    pub poll_ms: u64,
+    pub batch: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +145,29 @@ pub struct AppSettings {
     pub login_or_register: bool,
     /// User ids added to every new group of the app (e.g. a customer-service account).
     pub auto_join: Vec<String>,
+    /// Where events are POSTed; empty disables webhooks.
+    pub webhook_url: String,
+    /// Standard Webhooks signing secret (`whsec_<base64>`, or any string used as raw bytes).
+    pub webhook_secret: Secret,
+    /// Events to deliver; empty means all.
+    pub webhook_events: Vec<String>,
+    /// Allow webhook and hook URLs that resolve to loopback, private, link-local or metadata
+    /// addresses (off by default: a hostile app could otherwise probe the operator's network).
+    pub allow_private_targets: bool,
+    /// Called before each message is stored; may allow, reject or modify it. Empty disables it.
+    pub before_send_url: String,
+    pub before_send_timeout_ms: u64,
+    /// What a hook timeout or failure means: `open` delivers the message, `closed` rejects it.
+    pub before_send_policy: HookPolicy,
+    /// Sent by the app into every new group as a system message; empty sends nothing.
+    pub welcome_message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookPolicy {
+    Open,
+    Closed,
 }
 
 impl Default for AppSettings {
@@ -147,6 +184,14 @@ impl Default for AppSettings {
             max_user_token_ttl: 180 * 24 * 3600,
             login_or_register: false,
             auto_join: Vec::new(),
+            webhook_url: String::new(),
+            webhook_secret: Secret::default(),
+            webhook_events: Vec::new(),
+            allow_private_targets: false,
+            before_send_url: String::new(),
+            before_send_timeout_ms: 2000,
+            before_send_policy: HookPolicy::Open,
+            welcome_message: String::new(),
         }
     }
 }

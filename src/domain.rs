@@ -39,6 +39,14 @@ macro_rules! string_newtype {
             }
         }
 
+        impl $name {
+            /// For values known valid at compile time; checked in debug builds.
+            pub fn from_trusted(s: &'static str) -> Self {
+                debug_assert!(Self::parse(s).is_ok(), "{s} is not valid");
+                $name(s.to_string())
+            }
+        }
+
         impl TryFrom<String> for $name {
             type Error = ParseError;
             fn try_from(s: String) -> Result<Self, ParseError> {

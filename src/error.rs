@@ -52,6 +52,7 @@ error_codes! {
     InvalidCredentials => ("invalid_credentials", 401),
     RefreshTokenReused => ("refresh_token_reused", 401),
     Forbidden => ("forbidden", 403),
+    RejectedByHook => ("rejected_by_hook", 403),
     NotAMember => ("not_a_member", 403),
     GuestSignupDisabled => ("guest_signup_disabled", 403),
     NotGuest => ("not_guest", 403),
@@ -68,6 +69,7 @@ error_codes! {
     RateLimited => ("rate_limited", 429),
     Internal => ("internal", 500),
     Unavailable => ("unavailable", 503),
+    HookUnavailable => ("hook_unavailable", 503),
 }
 
 /// WebSocket close codes (design §5).

@@ -8,11 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth::Identity,
     bus::{Envelope, encode},
-    chat::event_frame,
-    domain::{ConversationKind, GroupId, Name, Role, UserId, UserKey, random_id},
+    chat::{self, event_frame},
+    domain::{ClientMsgId, ConversationKind, GroupId, Name, Role, UserId, UserKey, random_id},
     error::{ApiError, ApiResult, ErrorCode},
     node::Node,
-    store::conversations::{GroupMember, GroupWriteError},
+    store::{
+        conversations::{GroupMember, GroupWriteError},
+        outbox::Hooks,
+    },
 };
 
 #[derive(Debug, Deserialize)]
@@ -123,8 +126,20 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
     if keys.len() + 1 > max {
         return Err(ApiError::new(ErrorCode::GroupFull, format!("a group has at most {max} members")));
     }
+    let planned: Vec<MemberView> = std::iter::once(MemberView { id: who.id.as_str().to_string(), role: Role::Owner })
+        .chain(
+            members
+                .iter()
+                .filter(|(k, _)| *k != who.user)
+                .map(|(_, id)| MemberView { id: id.clone(), role: Role::Member }),
+        )
+        .collect();
+    let planned_view =
+        GroupView { id: id.as_str().to_string(), name: req.name.as_str().to_string(), last_seq: 0, members: planned };
+    let hooks = Hooks::of(&app.settings);
+    let event = hooks.wants("group.created").then(|| serde_json::json!({ "group": planned_view, "by": who.id }));
     node.store
-        .create_group(&who.app, &id, req.name.as_str(), who.user, &keys)
+        .create_group(&who.app, &id, req.name.as_str(), who.user, &keys, event.as_ref())
         .await
         .map_err(|e| group_error(e, max))?;
     let stored = node.store.group_members(&who.app, id.as_str()).await?;
@@ -132,6 +147,19 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
         GroupView { id: id.as_str().to_string(), name: req.name.into_inner(), last_seq: 0, members: views(&stored) };
     let frame = event_frame("group.created", &view);
     publish_membership(node, who, id.as_str(), stored.iter().map(|m| m.key.0).collect(), Vec::new(), frame).await;
+    if !app.settings.welcome_message.is_empty() {
+        let welcome = chat::SendRequest {
+            recipient: None,
+            group: Some(id.clone()),
+            content: app.settings.welcome_message.clone(),
+            client_msg_id: ClientMsgId::from_trusted("welcome"),
+            kind: Some("welcome".into()),
+            meta: None,
+        };
+        if let Err(e) = chat::send(node, &chat::system_identity(&who.app), welcome, chat::Via::Server).await {
+            tracing::warn!(group = %id, error = %e, "welcome message not sent");
+        }
+    }
     Ok(view)
 }
 
@@ -185,9 +213,12 @@ pub async fn add_members(
     }
     let max = node.config.chat.max_group_size;
     let users = resolve(node, who, &req.members).await?;
-    let keys: Vec<UserKey> = users.iter().map(|(k, _)| *k).collect();
-    let added =
-        node.store.add_group_members(&who.app, group.as_str(), &keys, max).await.map_err(|e| group_error(e, max))?;
+    let hooks = Hooks::of(&node.app(&who.app).await?.settings);
+    let added = node
+        .store
+        .add_group_members(&who.app, group.as_str(), &users, max, Some((&hooks, who.id.as_str())))
+        .await
+        .map_err(|e| group_error(e, max))?;
     let ids: Vec<String> = users.iter().filter(|(k, _)| added.contains(k)).map(|(_, id)| id.clone()).collect();
     let changed = MembersChanged { group: group.as_str().to_string(), members: ids, by: who.id.as_str().to_string() };
     if !added.is_empty() {
@@ -217,8 +248,15 @@ pub async fn remove_member(node: &Node, who: &Identity, group: &GroupId, member:
         ));
     }
     let max = node.config.chat.max_group_size;
-    let removed =
-        node.store.remove_group_member(&who.app, group.as_str(), target.key).await.map_err(|e| group_error(e, max))?;
+    let hooks = Hooks::of(&node.app(&who.app).await?.settings);
+    let event = hooks
+        .wants("group.member_removed")
+        .then(|| serde_json::json!({ "group": group, "members": [target.id], "by": who.id }));
+    let removed = node
+        .store
+        .remove_group_member(&who.app, group.as_str(), target.key, event.as_ref())
+        .await
+        .map_err(|e| group_error(e, max))?;
     if !removed {
         return Err(ApiError::new(ErrorCode::NotAMember, format!("{member} is not a member of this group")));
     }

@@ -17,6 +17,8 @@
 //!   and the envelope every payload travels in.
 //! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.
 //! - [`router`]: the node-local Router actor: which sessions belong to which users and groups.
+//! - [`webhooks`]: the outbox dispatcher actor (signed, retried deliveries), safe targets, and
+//!   the before-send hook.
 //! - [`ws`]: the WebSocket endpoint, protocol frames and the per-connection session actor.
 //! - [`http`]: the REST API (client and health endpoints) and JSON error rendering.
 //! - [`ratelimit`]: token buckets and windows for the limits each app and connection has.
@@ -42,4 +44,5 @@ pub mod router;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 pub mod ws;

@@ -33,6 +33,7 @@ pub struct NodeInner {
     pub subjects: Subjects,
     pub router: Addr<Router>,
     pub presence: Presence,
+    pub webhook_clients: crate::webhooks::target::Clients,
     pub guest_signups: WindowLimiter,
     draining: AtomicBool,
 }
@@ -57,6 +58,7 @@ pub struct NodeParts {
     pub bus: Arc<dyn Bus>,
     pub router: Addr<Router>,
     pub presence: Presence,
+    pub webhook_clients: crate::webhooks::target::Clients,
 }
 
 impl Node {
@@ -72,6 +74,7 @@ impl Node {
             bus: parts.bus,
             router: parts.router,
             presence: parts.presence,
+            webhook_clients: parts.webhook_clients,
             guest_signups: WindowLimiter::new(std::time::Duration::from_secs(3600)),
             draining: AtomicBool::new(false),
         }))

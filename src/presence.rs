@@ -6,7 +6,7 @@
 //! subject, where every node's Router hands it to local watchers. A lease keeper renews this
 //! node's lease and reaps nodes that died without a goodbye.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -15,7 +15,7 @@ use crate::{
     bus::{Bus, Envelope, Subjects, encode},
     chat::event_frame,
     domain::{AppId, UserKey, now_millis},
-    store::Store,
+    store::{Store, outbox::Hooks},
 };
 
 const SHARDS: usize = 8;
@@ -73,10 +73,14 @@ impl Presence {
                         }
                         Op::Report { app, user, id, online } => {
                             let now = now_millis();
+                            let hooks = match store.app(&app).await {
+                                Ok(Some(record)) => Hooks::of(&record.settings),
+                                _ => Hooks::default(),
+                            };
                             let result = if online {
-                                store.presence_up(&app, user, &node_id).await
+                                store.presence_up(&app, user, &node_id, &hooks).await
                             } else {
-                                store.presence_down(&app, user, &node_id, now).await
+                                store.presence_down(&app, user, &node_id, now, &hooks).await
                             };
                             match result {
                                 Ok(true) => publisher.transition(app.as_str(), user, &id, online, now).await,
@@ -135,7 +139,11 @@ impl Presence {
                     Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
                 }
                 let now = now_millis();
-                match store.reap_expired_nodes(now).await {
+                let hooks: HashMap<String, Hooks> = match store.apps().await {
+                    Ok(apps) => apps.iter().map(|a| (a.id.to_string(), Hooks::of(&a.settings))).collect(),
+                    Err(_) => HashMap::new(),
+                };
+                match store.reap_expired_nodes(now, &hooks).await {
                     Ok(departed) => {
                         for d in departed {
                             publisher.transition(&d.app_id, d.user, &d.public_id, false, now).await;

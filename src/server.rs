@@ -15,6 +15,7 @@ use crate::{
     presence::Presence,
     router::{DrainBatch, Router},
     store::{Store, apps::DEFAULT_APP},
+    webhooks::{dispatcher::Dispatcher, target::Clients},
 };
 
 /// A started node: its address, its shared state and the server future to await.
@@ -60,7 +61,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     presence.keep_lease(store.clone(), bus.clone(), subjects.clone(), id.clone(), lease);
     let router = Router::new(id.clone(), bus.clone(), subjects, presence.clone()).start();
     bus.attach(router.clone().recipient());
-    let node = Node::new(NodeParts { id, config: config.clone(), store, tokens, passwords, bus, router, presence });
+    let webhook_clients = Clients::new(Duration::from_millis(config.webhooks.timeout_ms))?;
+    let node = Node::new(NodeParts {
+        id,
+        config: config.clone(),
+        store,
+        tokens,
+        passwords,
+        bus,
+        router,
+        presence,
+        webhook_clients: webhook_clients.clone(),
+    });
+    Dispatcher::new(&node.id, node.store.clone(), webhook_clients, config.webhooks.clone()).start();
 
     let data = web::Data::new(node.clone());
     let max_body = config.http.max_body_bytes;

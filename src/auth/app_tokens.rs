@@ -15,7 +15,7 @@ use crate::{
     domain::{AppId, UserId},
     error::{ApiError, ApiResult, ErrorCode},
     node::Node,
-    store::users::ImportUser,
+    store::{outbox::Hooks, users::ImportUser},
 };
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +100,7 @@ pub async fn verify(node: &Node, token: &str) -> ApiResult<Identity> {
         Some(user) => user,
         None => {
             node.store
-                .upsert_user(&app.id, &id, &ImportUser::default())
+                .upsert_user(&app.id, &id, &ImportUser::default(), &Hooks::of(&app.settings), "token")
                 .await
                 .map_err(|e| ApiError::internal(format_args!("provisioning {id}: {e}")))?
                 .0

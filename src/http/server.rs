@@ -17,7 +17,7 @@ use crate::{
     node::Node,
     store::{
         apps::AppRecord,
-        conversations::SYSTEM_SENDER,
+        outbox::Hooks,
         users::{ImportUser, UserRecord, UserWriteError},
     },
 };
@@ -94,7 +94,13 @@ pub async fn user_token(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpRes
         ImportUser { first_name: input.name.as_ref(), avatar_url: input.avatar_url.as_ref(), ..ImportUser::default() };
     let user = match node.store.user_by_id(&app.id, &input.user_id).await? {
         Some(u) if input.name.is_none() && input.avatar_url.is_none() => u,
-        _ => node.store.upsert_user(&app.id, &input.user_id, &fields).await.map_err(write_error)?.0,
+        _ => {
+            node.store
+                .upsert_user(&app.id, &input.user_id, &fields, &Hooks::of(&app.settings), "token")
+                .await
+                .map_err(write_error)?
+                .0
+        }
     };
     let (token, expires_at) = node.tokens.issue(&NewToken {
         app: app.id.as_str(),
@@ -137,7 +143,11 @@ pub async fn import_user(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpRe
         email: input.email.as_ref(),
         kind: input.kind,
     };
-    let (user, created) = node.store.upsert_user(&app.id, &input.id, &fields).await.map_err(write_error)?;
+    let (user, created) = node
+        .store
+        .upsert_user(&app.id, &input.id, &fields, &Hooks::of(&app.settings), "import")
+        .await
+        .map_err(write_error)?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(ok(status, UserView::of_self(&user)))
 }
@@ -315,14 +325,7 @@ pub async fn send_message(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpR
     let input: ServerMessage = parse_body(&body)?;
     let sender = match &input.from {
         Some(id) => identity(&app, &user(&node, &app, id).await?)?,
-        None => Identity {
-            app: app.id.clone(),
-            user: SYSTEM_SENDER,
-            id: UserId::parse("system").map_err(ApiError::internal)?,
-            kind: UserKind::Service,
-            session_id: None,
-            device_id: None,
-        },
+        None => chat::system_identity(&app.id),
     };
     let send = chat::SendRequest {
         recipient: input.recipient,
@@ -332,7 +335,7 @@ pub async fn send_message(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpR
         kind: input.kind,
         meta: input.meta,
     };
-    let result = chat::send(&node, &sender, send, None).await?;
+    let result = chat::send(&node, &sender, send, chat::Via::Server).await?;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(ok(status, result))
 }

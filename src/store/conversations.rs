@@ -110,6 +110,10 @@ pub struct NewMessage<'a> {
     pub message_kind: Option<&'a str>,
     pub content: &'a str,
     pub meta: Option<&'a str>,
+    /// Public ids for the `message.sent` event (sender `None` for the app itself).
+    pub sender_id: Option<&'a str>,
+    pub recipient_id: Option<&'a str>,
+    pub hooks: &'a super::outbox::Hooks,
 }
 
 /// Where an appended message landed.
@@ -251,6 +255,22 @@ impl Store {
             }
             return Err(e.into());
         }
+        if new.hooks.wants("message.sent") {
+            let event = StoredMessage {
+                id: id.clone(),
+                conversation_id: conv.to_string(),
+                conversation_kind: new.kind,
+                seq,
+                sender: new.sender_id.map(str::to_string),
+                recipient: new.recipient_id.map(str::to_string),
+                client_msg_id: new.client_msg_id.to_string(),
+                kind: new.message_kind.map(str::to_string),
+                content: new.content.to_string(),
+                meta: new.meta.map(str::to_string),
+                created_at,
+            };
+            super::outbox::enqueue(&mut tx, app, "message.sent", &event).await?;
+        }
         tx.commit().await?;
         observe("message_append", started);
         Ok(Appended { id, seq, created_at, created: true })
@@ -385,6 +405,7 @@ impl Store {
         name: &str,
         owner: UserKey,
         members: &[UserKey],
+        event: Option<&serde_json::Value>,
     ) -> Result<(), GroupWriteError> {
         let started = Instant::now();
         let now = crate::domain::now_millis();
@@ -417,6 +438,9 @@ impl Store {
             .bind(now)
             .execute(&mut **tx)
             .await?;
+        }
+        if let Some(data) = event {
+            super::outbox::enqueue(&mut tx, app.as_str(), "group.created", data).await?;
         }
         tx.commit().await?;
         observe("group_create", started);
@@ -453,8 +477,9 @@ impl Store {
         &self,
         app: &AppId,
         group: &str,
-        users: &[UserKey],
+        users: &[(UserKey, String)],
         max_members: usize,
+        event: Option<(&super::outbox::Hooks, &str)>,
     ) -> Result<Vec<UserKey>, GroupWriteError> {
         let started = Instant::now();
         let now = crate::domain::now_millis();
@@ -468,11 +493,13 @@ impl Store {
         .fetch_all(&mut **tx)
         .await?;
         let mut added = Vec::new();
-        for user in users {
+        let mut added_ids = Vec::new();
+        for (user, id) in users {
             if active.contains(&user.0) || added.contains(user) {
                 continue;
             }
             added.push(*user);
+            added_ids.push(id.clone());
         }
         if active.len() + added.len() > max_members {
             return Err(GroupWriteError::Full(max_members));
@@ -492,13 +519,26 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
+        if let Some((hooks, by)) = event
+            && hooks.wants("group.member_added")
+            && !added.is_empty()
+        {
+            let data = serde_json::json!({ "group": group, "members": added_ids, "by": by });
+            super::outbox::enqueue(&mut tx, app.as_str(), "group.member_added", &data).await?;
+        }
         tx.commit().await?;
         observe("group_add_members", started);
         Ok(added)
     }
 
     /// Ends a user's membership at the group's current seq. False if they were not a member.
-    pub async fn remove_group_member(&self, app: &AppId, group: &str, user: UserKey) -> Result<bool, GroupWriteError> {
+    pub async fn remove_group_member(
+        &self,
+        app: &AppId,
+        group: &str,
+        user: UserKey,
+        event: Option<&serde_json::Value>,
+    ) -> Result<bool, GroupWriteError> {
         let started = Instant::now();
         let mut tx = self.begin_write().await?;
         let last_seq = lock_group(&mut tx, app, group).await?;
@@ -511,6 +551,11 @@ impl Store {
         .bind(user.0)
         .execute(&mut **tx)
         .await?;
+        if let Some(data) = event
+            && done.rows_affected() > 0
+        {
+            super::outbox::enqueue(&mut tx, app.as_str(), "group.member_removed", data).await?;
+        }
         tx.commit().await?;
         observe("group_remove_member", started);
         Ok(done.rows_affected() > 0)

@@ -8,7 +8,10 @@ use std::{collections::HashSet, time::Instant};
 
 use sqlx::Row;
 
-use super::{Store, WriteTx, observe};
+use super::{
+    Store, WriteTx, observe,
+    outbox::{Hooks, enqueue},
+};
 use crate::domain::{AppId, UserKey};
 
 /// A user who went offline because the last node holding them died.
@@ -75,13 +78,19 @@ impl Store {
     }
 
     /// Records that `node` holds sessions of the user; true when the user just came online.
-    pub async fn presence_up(&self, app: &AppId, user: UserKey, node: &str) -> Result<bool, sqlx::Error> {
+    pub async fn presence_up(
+        &self,
+        app: &AppId,
+        user: UserKey,
+        node: &str,
+        hooks: &Hooks,
+    ) -> Result<bool, sqlx::Error> {
         let started = Instant::now();
         let now = crate::domain::now_millis();
         let mut tx = self.begin_write().await?;
-        if lock_user(&mut tx, app.as_str(), user.0).await?.is_none() {
+        let Some(public_id) = lock_user(&mut tx, app.as_str(), user.0).await? else {
             return Ok(false);
-        }
+        };
         let before = live_rows(&mut tx, app.as_str(), user.0, now).await?;
         sqlx::query(
             "INSERT INTO presence (app_id, user_key, node_id, since) VALUES ($1, $2, $3, $4) \
@@ -94,19 +103,30 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         let after = live_rows(&mut tx, app.as_str(), user.0, now).await?;
+        let came_online = before == 0 && after > 0;
+        if came_online && hooks.wants("user.online") {
+            enqueue(&mut tx, app.as_str(), "user.online", &serde_json::json!({ "user": public_id, "at": now })).await?;
+        }
         tx.commit().await?;
         observe("presence_up", started);
-        Ok(before == 0 && after > 0)
+        Ok(came_online)
     }
 
     /// Records that `node` holds no more sessions of the user; true when the user just went
     /// offline (their `last_seen_at` is then `now`).
-    pub async fn presence_down(&self, app: &AppId, user: UserKey, node: &str, now: i64) -> Result<bool, sqlx::Error> {
+    pub async fn presence_down(
+        &self,
+        app: &AppId,
+        user: UserKey,
+        node: &str,
+        now: i64,
+        hooks: &Hooks,
+    ) -> Result<bool, sqlx::Error> {
         let started = Instant::now();
         let mut tx = self.begin_write().await?;
-        if lock_user(&mut tx, app.as_str(), user.0).await?.is_none() {
+        let Some(public_id) = lock_user(&mut tx, app.as_str(), user.0).await? else {
             return Ok(false);
-        }
+        };
         let removed = sqlx::query("DELETE FROM presence WHERE app_id = $1 AND user_key = $2 AND node_id = $3")
             .bind(app.as_str())
             .bind(user.0)
@@ -123,6 +143,10 @@ impl Store {
                 .bind(user.0)
                 .execute(&mut **tx)
                 .await?;
+            if hooks.wants("user.offline") {
+                enqueue(&mut tx, app.as_str(), "user.offline", &serde_json::json!({ "user": public_id, "at": now }))
+                    .await?;
+            }
         }
         tx.commit().await?;
         observe("presence_down", started);
@@ -131,7 +155,11 @@ impl Store {
 
     /// Claims nodes whose lease expired and takes their presence rows; returns the users that
     /// thereby went offline. Claims are exclusive: each dead node is reaped by one caller.
-    pub async fn reap_expired_nodes(&self, now: i64) -> Result<Vec<Departed>, sqlx::Error> {
+    pub async fn reap_expired_nodes(
+        &self,
+        now: i64,
+        hooks: &std::collections::HashMap<String, Hooks>,
+    ) -> Result<Vec<Departed>, sqlx::Error> {
         let started = Instant::now();
         let mut tx = self.begin_write().await?;
         let dead: Vec<String> = sqlx::query_scalar("DELETE FROM nodes WHERE lease_until <= $1 RETURNING id")
@@ -157,6 +185,10 @@ impl Store {
                         .bind(user)
                         .execute(&mut **tx)
                         .await?;
+                    if hooks.get(&app).is_some_and(|h| h.wants("user.offline")) {
+                        let data = serde_json::json!({ "user": public_id, "at": now, "reason": "node lost" });
+                        enqueue(&mut tx, &app, "user.offline", &data).await?;
+                    }
                     departed.push(Departed { app_id: app, user: UserKey(user), public_id });
                 }
             }

@@ -56,6 +56,10 @@ pub struct NewUser<'a> {
     pub first_name: &'a Name,
     pub last_name: &'a Name,
     pub kind: UserKind,
+    /// For the `user.registered` event.
+    pub hooks: &'a super::outbox::Hooks,
+    /// How the user came to be: register, guest, import, token.
+    pub via: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +123,7 @@ impl Store {
     pub async fn insert_user(&self, new: NewUser<'_>) -> Result<UserRecord, UserWriteError> {
         let started = Instant::now();
         let now = crate::domain::now_millis();
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO users (app_id, public_id, email, password_hash, first_name, last_name, kind, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {USER_COLUMNS}"
@@ -131,11 +136,20 @@ impl Store {
         .bind(new.last_name.as_str())
         .bind(new.kind.as_str())
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(&mut **tx)
         .await
         .map_err(classify_unique)?;
+        let user = row_to_user(&row)?;
+        if new.hooks.wants("user.registered") {
+            let data = serde_json::json!({
+                "user": { "id": user.id, "kind": user.kind, "first_name": user.first_name, "last_name": user.last_name },
+                "via": new.via,
+            });
+            super::outbox::enqueue(&mut tx, new.app.as_str(), "user.registered", &data).await?;
+        }
+        tx.commit().await?;
         observe("user_insert", started);
-        Ok(row_to_user(&row)?)
+        Ok(user)
     }
 
     pub async fn user_by_email(&self, app: &AppId, email: &Email) -> Result<Option<UserRecord>, sqlx::Error> {
@@ -429,6 +443,8 @@ impl Store {
         app: &AppId,
         id: &UserId,
         fields: &ImportUser<'_>,
+        hooks: &super::outbox::Hooks,
+        via: &str,
     ) -> Result<(UserRecord, bool), UserWriteError> {
         if self.user_by_id(app, id).await?.is_none() {
             let first = fields.first_name.cloned().unwrap_or_else(|| Name::from(id));
@@ -442,6 +458,8 @@ impl Store {
                     first_name: &first,
                     last_name: &last,
                     kind: fields.kind.unwrap_or(UserKind::User),
+                    hooks,
+                    via,
                 })
                 .await
             {

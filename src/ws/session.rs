@@ -351,9 +351,9 @@ impl WsSession {
         };
         self.in_flight = Some(req.client_msg_id.as_str().to_string());
         let node = self.node.clone();
-        let origin = Some(self.origin());
+        let origin = self.origin();
         let next_who = who.clone();
-        let fut = detached(async move { chat::send(&node, &who, req, origin).await });
+        let fut = detached(async move { chat::send(&node, &who, req, chat::Via::Client(origin)).await });
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = None;
             match res {
