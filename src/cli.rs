@@ -42,6 +42,40 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// Inspect and repair webhook deliveries.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Events by status (pending, delivered, dead), newest first.
+    List {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long, default_value = "dead")]
+        status: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue dead events again (one with --id, else all of the app's) and re-enable the endpoint.
+    Retry {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Delete finished events (delivered or dead) older than the given age.
+    Purge {
+        #[arg(long, default_value = "delivered")]
+        status: String,
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        older_than_secs: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +141,7 @@ pub fn run() -> anyhow::Result<()> {
                 Ok(())
             }
             Some(Command::App { command }) => app_command(&config, command).await,
+            Some(Command::Webhooks { command }) => webhook_command(&config, command).await,
         }
     })
 }
@@ -121,11 +156,19 @@ struct AppOut<'a> {
     created_at: i64,
 }
 
-fn print_app(app: &AppRecord, with_secret: bool, json: bool) -> anyhow::Result<()> {
-    let mut settings = app.settings.clone();
-    if !settings.user_sig_secret.is_empty() {
-        settings.user_sig_secret = crate::config::Secret::new("***");
+/// Settings as printed: secrets masked.
+fn redacted(settings: &AppSettings) -> AppSettings {
+    let mut settings = settings.clone();
+    for secret in [&mut settings.user_sig_secret, &mut settings.webhook_secret] {
+        if !secret.is_empty() {
+            *secret = crate::config::Secret::new("***");
+        }
     }
+    settings
+}
+
+fn print_app(app: &AppRecord, with_secret: bool, json: bool) -> anyhow::Result<()> {
+    let settings = redacted(&app.settings);
     let out = AppOut {
         id: app.id.as_str(),
         api_key: &app.api_key,
@@ -191,7 +234,7 @@ async fn app_command(config: &Config, command: AppCommand) -> anyhow::Result<()>
             let app = store.app(&id).await?.with_context(|| format!("no app {id}"))?;
             let updated = apply_settings(&app.settings, &settings)?;
             store.set_app_settings(&id, &updated).await?;
-            println!("{}", serde_json::to_string(&updated)?);
+            println!("{}", serde_json::to_string(&redacted(&updated))?);
         }
         AppCommand::Key { id, kid, public_key, remove } => {
             let id = parse_id(id)?;
@@ -212,6 +255,48 @@ async fn app_command(config: &Config, command: AppCommand) -> anyhow::Result<()>
             let id = parse_id(id)?;
             let secret = store.rotate_app_secret(&id).await?;
             println!("api_secret: {}   (shown once: store it now)", secret.expose());
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn webhook_command(config: &Config, command: WebhookCommand) -> anyhow::Result<()> {
+    let store = crate::server::prepare_store(config).await?;
+    let parse_id = |id: String| AppId::parse(id).map_err(|e| anyhow::anyhow!(e.0));
+    match command {
+        WebhookCommand::List { app, status, limit, json } => {
+            if !["pending", "delivered", "dead"].contains(&status.as_str()) {
+                anyhow::bail!("--status must be pending, delivered or dead");
+            }
+            let app = app.map(parse_id).transpose()?;
+            for row in store.webhooks(app.as_ref(), &status, limit).await? {
+                if json {
+                    let out = serde_json::json!({
+                        "id": row.id, "app": row.app_id, "event": row.event, "status": row.status,
+                        "attempts": row.attempts, "next_attempt_at": row.next_attempt_at, "last_error": row.last_error,
+                    });
+                    println!("{out}");
+                } else {
+                    let error = row.last_error.unwrap_or_default();
+                    println!(
+                        "{}\t{}\t{}\t{}\tattempts={}\t{error}",
+                        row.id, row.app_id, row.event, row.status, row.attempts
+                    );
+                }
+            }
+        }
+        WebhookCommand::Retry { app, id } => {
+            let app = parse_id(app)?;
+            let n = store.retry_dead_webhooks(&app, id.as_deref()).await?;
+            println!("{n} events queued again");
+        }
+        WebhookCommand::Purge { status, older_than_secs } => {
+            if !["delivered", "dead"].contains(&status.as_str()) {
+                anyhow::bail!("--status must be delivered or dead");
+            }
+            let before = crate::domain::now_millis() - older_than_secs * 1000;
+            println!("{} events purged", store.purge_webhooks(&status, before).await?);
         }
     }
     store.close().await;

@@ -29,8 +29,9 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(db: &str, nats: &str, prefix: &str, lease_secs: u64) -> Self {
+    fn start(db: &str, nats: &str, prefix: &str, lease_secs: u64, extra: &[(String, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+            .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NATTER_HTTP__BIND", "127.0.0.1:0")
             .env("NATTER_HTTP__WORKERS", "1")
             .env("NATTER_DATABASE__URL", db)
@@ -153,22 +154,43 @@ struct Cluster {
     db_name: String,
     nats: String,
     prefix: String,
+    extra: Vec<(String, String)>,
 }
 
 impl Cluster {
     fn start(n: usize, nats: &str, lease_secs: u64) -> Self {
+        Self::start_with(n, nats, lease_secs, Vec::new())
+    }
+
+    /// With extra environment (settings) for every node.
+    fn start_with(n: usize, nats: &str, lease_secs: u64, extra: Vec<(String, String)>) -> Self {
         let (db, db_name) = fresh_postgres();
         let prefix = format!("t{}", natter::domain::random_id("", 6));
         // All nodes start at once on the empty database, as pods of a new deployment would:
         // migrations, the default app and the signing key must each come out exactly once.
         let starting: Vec<_> = (0..n)
             .map(|_| {
-                let (db, nats, prefix) = (db.clone(), nats.to_string(), prefix.clone());
-                std::thread::spawn(move || NodeProcess::start(&db, &nats, &prefix, lease_secs))
+                let (db, nats, prefix, extra) = (db.clone(), nats.to_string(), prefix.clone(), extra.clone());
+                std::thread::spawn(move || NodeProcess::start(&db, &nats, &prefix, lease_secs, &extra))
             })
             .collect();
         let nodes = starting.into_iter().map(|t| t.join().expect("node start")).collect();
-        Cluster { nodes, db, db_name, nats: nats.to_string(), prefix }
+        Cluster { nodes, db, db_name, nats: nats.to_string(), prefix, extra }
+    }
+
+    fn add_node(&mut self) {
+        self.nodes.push(NodeProcess::start(&self.db, &self.nats, &self.prefix, 15, &self.extra));
+    }
+
+    /// Outbox rows by status, read straight from the database.
+    async fn outbox(&self) -> BTreeMap<String, i64> {
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::PgConnection::connect(&self.db).await.unwrap();
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM webhook_outbox GROUP BY status")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get::<String, _>("status"), r.get::<i64, _>("n"))).collect()
     }
 
     async fn guest(&self, node: usize) -> User {
@@ -579,5 +601,84 @@ async fn a_nats_restart_under_traffic_loses_nothing_and_delivery_resumes() {
         "NATS restart: 50 sends acknowledged in {acked_while_down:?} without the bus, live delivery back {:?} after restart, 0 lost",
         resumed.elapsed()
     );
-    let _ = (&cluster.db, &cluster.nats, &cluster.prefix);
+}
+
+fn webhook_env(receiver: &common::Receiver, more: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("NATTER_DEFAULT_APP__WEBHOOK_URL".to_string(), receiver.url("/hooks")),
+        ("NATTER_DEFAULT_APP__WEBHOOK_SECRET".to_string(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
+        ("NATTER_DEFAULT_APP__WEBHOOK_EVENTS".to_string(), "[\"message.sent\"]".to_string()),
+        ("NATTER_DEFAULT_APP__ALLOW_PRIVATE_TARGETS".to_string(), "true".to_string()),
+        ("NATTER_WEBHOOKS__POLL_MS".to_string(), "50".to_string()),
+    ];
+    env.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_each_webhook_event_exactly_once() {
+    let receiver = common::Receiver::start();
+    let cluster = Cluster::start_with(3, SHARED_NATS, 15, webhook_env(&receiver, &[]));
+    let mut users = Vec::new();
+    for n in 0..6 {
+        users.push(cluster.guest(n % 3).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let mut ws = cluster.connect(i % 3, u).await;
+        let peer = users[(i + 1) % users.len()].id.clone();
+        tasks.push(tokio::spawn(async move {
+            let frames: Vec<Value> = (0..100)
+                .map(|n| json!({"type":"message","data":{"recipient": peer, "content": "x", "client_msg_id": format!("{i}-{n}")}}))
+                .collect();
+            assert!(ws.pipeline(frames).await.iter().all(|r| r["code"] == 201));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = receiver.wait_for(600, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = receiver.deliveries();
+    let distinct: HashSet<&str> = all.iter().map(|d| d.id.as_str()).collect();
+    let outbox = cluster.outbox().await;
+    println!(
+        "3 nodes, 600 messages: {} webhook deliveries, {} distinct ids, outbox {outbox:?}",
+        all.len(),
+        distinct.len()
+    );
+    assert_eq!(got.len(), 600);
+    assert_eq!((all.len(), distinct.len()), (600, 600), "each event delivered once");
+    assert_eq!(outbox.get("delivered"), Some(&600));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_claimed_webhooks_are_delivered_by_another_node() {
+    let receiver = common::Receiver::start();
+    receiver.state.lock().unwrap().delay_ms = 20_000;
+    let env =
+        webhook_env(&receiver, &[("NATTER_WEBHOOKS__CLAIM_MS", "2000"), ("NATTER_WEBHOOKS__TIMEOUT_MS", "30000")]);
+    let mut cluster = Cluster::start_with(1, SHARED_NATS, 15, env);
+    let (alice, bob) = (cluster.guest(0).await, cluster.guest(0).await);
+    let mut ws = cluster.connect(0, &alice).await;
+    for n in 0..5 {
+        assert_eq!(ws.send_dm(&bob.id, "x", &format!("m{n}")).await["code"], 201);
+    }
+    // Node 1 claims the events and hangs in delivery; then it dies.
+    let claimed = receiver.wait_for(5, Duration::from_secs(10)).await;
+    assert_eq!(claimed.len(), 5);
+    cluster.nodes[0].kill();
+    receiver.state.lock().unwrap().delay_ms = 0;
+    let killed = Instant::now();
+    cluster.add_node();
+    let got = receiver.wait_for(10, Duration::from_secs(20)).await;
+    let ids: HashSet<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
+    let redelivered: HashSet<&str> = got[5..].iter().map(|d| d.id.as_str()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.outbox().await.get("delivered") != Some(&5) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("killed node's 5 claimed webhooks delivered by another node {:?} after the kill", killed.elapsed());
+    assert_eq!(redelivered, ids, "the same events, same webhook-ids");
+    assert_eq!(cluster.outbox().await.get("delivered"), Some(&5));
 }

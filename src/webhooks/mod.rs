@@ -80,12 +80,21 @@ pub async fn attempt(
     let mut response = match request.send().await {
         Ok(r) => r,
         Err(e) => {
-            let text = format!("{e:#}");
-            let source = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
-            if source.contains("refused addresses") || text.contains("refused addresses") {
-                return Outcome::Fail(format!("target refused: {source}"));
+            // The resolver's refusal arrives wrapped in connect errors; look through the chain.
+            let mut chain = Vec::new();
+            let mut source: Option<&dyn std::error::Error> = Some(&e);
+            while let Some(err) = source {
+                chain.push(err.to_string());
+                source = err.source();
             }
-            return Outcome::Retry(if e.is_timeout() { "timeout".into() } else { format!("request failed: {source}") });
+            if let Some(refusal) = chain.iter().find(|m| m.contains(target::REFUSED)) {
+                return Outcome::Fail(format!("target refused: {refusal}"));
+            }
+            return Outcome::Retry(if e.is_timeout() {
+                "timeout".into()
+            } else {
+                format!("request failed: {}", chain.join(": "))
+            });
         }
     };
     // Read (and drop) at most max_response_bytes of the body, so the connection can be reused.

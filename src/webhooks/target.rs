@@ -90,6 +90,9 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, TargetE
     Ok(parsed)
 }
 
+/// Marks a resolver refusal in error messages.
+pub const REFUSED: &str = "resolves only to refused addresses";
+
 /// Resolves names and drops refused addresses; a name with only refused addresses fails.
 struct CheckedResolver;
 
@@ -101,7 +104,7 @@ impl Resolve for CheckedResolver {
             let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| !is_refused(a.ip())).collect();
             if allowed.is_empty() {
                 let first = found.first().map(|a| a.ip().to_string()).unwrap_or_default();
-                return Err(format!("{host} resolves only to refused addresses ({first})").into());
+                return Err(format!("{host} {REFUSED} ({first}): private or special, not allowed for this app").into());
             }
             let addrs: Addrs = Box::new(allowed.into_iter());
             Ok(addrs)

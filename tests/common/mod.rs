@@ -591,3 +591,145 @@ impl TestServer {
         Spawned::start(config(&self.database_url, &self.extra)).expect("second node starts")
     }
 }
+
+/// A real HTTP server the node's webhooks and before-send hook call, recording what arrives.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub state: std::sync::Arc<std::sync::Mutex<ReceiverState>>,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub body: String,
+    pub at: std::time::Instant,
+}
+
+#[derive(Default)]
+pub struct ReceiverState {
+    pub deliveries: Vec<Delivery>,
+    pub hook_calls: Vec<Value>,
+    /// Answer 503 to the first N attempts of each event id.
+    pub fail_first: usize,
+    /// Answer every webhook with this status instead.
+    pub status: Option<u16>,
+    /// Wait this long before answering a webhook.
+    pub delay_ms: u64,
+    /// What the before-send hook answers, after `hook_delay_ms`.
+    pub hook_answer: Value,
+    pub hook_delay_ms: u64,
+    /// Where /redirect sends callers.
+    pub redirect_to: String,
+    attempts: std::collections::HashMap<String, usize>,
+}
+
+impl Receiver {
+    pub fn start() -> Self {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ReceiverState {
+            hook_answer: json!({"action": "allow"}),
+            ..ReceiverState::default()
+        }));
+        let shared = state.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let data = web::Data::new(shared);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .route(
+                            "/hooks",
+                            web::post().to(|req: HttpRequest, body: web::Bytes, s: web::Data<std::sync::Arc<std::sync::Mutex<ReceiverState>>>| async move {
+                                let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                                let id = header("webhook-id");
+                                let (status, delay) = {
+                                    let mut st = s.lock().unwrap();
+                                    st.deliveries.push(Delivery {
+                                        id: id.clone(),
+                                        timestamp: header("webhook-timestamp"),
+                                        signature: header("webhook-signature"),
+                                        body: String::from_utf8_lossy(&body).to_string(),
+                                        at: std::time::Instant::now(),
+                                    });
+                                    let seen = st.attempts.entry(id).or_insert(0);
+                                    *seen += 1;
+                                    let status = if *seen <= st.fail_first { 503 } else { st.status.unwrap_or(200) };
+                                    (status, st.delay_ms)
+                                };
+                                if delay > 0 {
+                                    actix_rt::time::sleep(Duration::from_millis(delay)).await;
+                                }
+                                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+                            }),
+                        )
+                        .route(
+                            "/before-send",
+                            web::post().to(|body: web::Json<Value>, s: web::Data<std::sync::Arc<std::sync::Mutex<ReceiverState>>>| async move {
+                                let (answer, delay) = {
+                                    let mut st = s.lock().unwrap();
+                                    st.hook_calls.push(body.into_inner());
+                                    (st.hook_answer.clone(), st.hook_delay_ms)
+                                };
+                                if delay > 0 {
+                                    actix_rt::time::sleep(Duration::from_millis(delay)).await;
+                                }
+                                HttpResponse::Ok().json(answer)
+                            }),
+                        )
+                        .route(
+                            "/redirect",
+                            web::post().to(|s: web::Data<std::sync::Arc<std::sync::Mutex<ReceiverState>>>| async move {
+                                let to = s.lock().unwrap().redirect_to.clone();
+                                HttpResponse::Found().insert_header(("location", to)).finish()
+                            }),
+                        )
+                })
+                .workers(1)
+                .disable_signals()
+                .bind("127.0.0.1:0")
+                .expect("receiver binds");
+                let addr = server.addrs()[0];
+                let server = server.run();
+                let _ = tx.send((addr, server.handle()));
+                let _ = server.await;
+            })
+        });
+        let (addr, handle) = rx.recv().expect("receiver starts");
+        Receiver { addr, state, handle, thread: Some(thread) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state.lock().unwrap().deliveries.clone()
+    }
+
+    /// Waits until `n` deliveries arrived (or `within` passes); returns what arrived.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Delivery> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let got = self.deliveries();
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        let _ = std::thread::spawn(move || actix_rt::System::new().block_on(handle.stop(false))).join();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
