@@ -255,7 +255,12 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             meta: req.meta.map(|m| m.get().to_string()),
             created_at: appended.created_at,
         };
-        let envelope = Envelope::Message { conv: stored.conversation_id.clone(), seq: stored.seq, origin };
+        let envelope = Envelope::Message {
+            conv: stored.conversation_id.clone(),
+            seq: stored.seq,
+            origin,
+            at: crate::domain::now_millis(),
+        };
         let payload = encode(&envelope, &push_frame(&stored));
         for subject in subjects_for(node, who, &conversation, kind) {
             node.publish(subject, payload.clone()).await;

@@ -221,6 +221,19 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `DATABASE_URL_FILE` and `NATS_URL_FILE`: the secret read from a file (e.g. a mounted
+/// Kubernetes Secret), so it never sits in the environment.
+fn secret_files() -> anyhow::Result<serde_json::Value> {
+    let mut layer = serde_json::Map::new();
+    for (var, section) in [("DATABASE_URL_FILE", "database"), ("NATS_URL_FILE", "nats")] {
+        if let Ok(path) = std::env::var(var) {
+            let url = std::fs::read_to_string(&path).with_context(|| format!("{var}: cannot read {path}"))?;
+            layer.insert(section.into(), serde_json::json!({ "url": url.trim() }));
+        }
+    }
+    Ok(serde_json::Value::Object(layer))
+}
+
 /// Command-line overrides, the last layer.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -255,6 +268,7 @@ impl Config {
         figment = figment
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
             .merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats.url".into()))
+            .merge(Serialized::defaults(secret_files()?))
             .merge(Env::prefixed("NATTER_").filter(|k| !k.as_str().eq_ignore_ascii_case("env")).split("__"))
             .merge(Serialized::defaults(overrides));
         Self::from_figment(figment)

@@ -355,7 +355,11 @@ impl Handler<BusDelivery> for Router {
         };
         let mut slow = Vec::new();
         match (envelope, control_app) {
-            (Envelope::Message { conv, seq, origin }, None) => {
+            (Envelope::Message { conv, seq, origin, at }, None) => {
+                if at > 0 {
+                    let took = (crate::domain::now_millis() - at).max(0) as f64 / 1000.0;
+                    metrics::histogram!("natter_delivery_duration_seconds").record(took);
+                }
                 let own = origin.filter(|o| o.node == self.node_id).map(|o| o.session);
                 let conv: Arc<str> = Arc::from(conv);
                 for id in recipients {

@@ -88,9 +88,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .app_data(web::PayloadConfig::new(max_body))
             .wrap(crate::http::json_errors())
             .wrap_fn(|req, srv| {
-                let fut = srv.call(req);
+                // A request id per HTTP request: the caller's X-Request-Id, or a new one.
+                let request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| v.len() <= 64)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+                let span =
+                    tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.path());
+                let fut = tracing::Instrument::instrument(srv.call(req), span);
                 async move {
-                    let res = fut.await?;
+                    let mut res = fut.await?;
+                    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+                        res.headers_mut()
+                            .insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+                    }
                     let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
                     let status = res.status().as_u16().to_string();
                     metrics::counter!("natter_http_requests_total", "route" => route, "status" => status).increment(1);

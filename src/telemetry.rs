@@ -34,10 +34,23 @@ pub fn render_metrics() -> String {
     PROMETHEUS.get().map(PrometheusHandle::render).unwrap_or_default()
 }
 
-/// Drops expired histogram samples; called on a timer.
+/// Drops expired histogram samples and samples the process's memory and CPU; on a timer.
 pub fn metrics_upkeep() {
     if let Some(handle) = PROMETHEUS.get() {
         handle.run_upkeep();
+    }
+    // Linux: resident pages in /proc/self/statm, user+system ticks in /proc/self/stat.
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+        && let Some(pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok())
+    {
+        metrics::gauge!("natter_process_resident_memory_bytes").set(pages * 4096.0);
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+        && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
+    {
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+        metrics::gauge!("natter_process_cpu_seconds_total").set(ticks / 100.0);
     }
 }
 

@@ -74,6 +74,9 @@ pub enum Envelope {
         seq: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         origin: Option<Origin>,
+        /// When it was published (unix ms), for `natter_delivery_duration_seconds`.
+        #[serde(default)]
+        at: i64,
     },
     /// An ephemeral event (typing, read) for the subject's sessions.
     Event {
@@ -120,8 +123,12 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip_with_their_frame() {
-        let envelope =
-            Envelope::Message { conv: "dm_1_2".into(), seq: 7, origin: Some(Origin { node: "n1".into(), session: 3 }) };
+        let envelope = Envelope::Message {
+            conv: "dm_1_2".into(),
+            seq: 7,
+            origin: Some(Origin { node: "n1".into(), session: 3 }),
+            at: 1,
+        };
         let frame = br#"{"type":"message","data":{"content":"a\nb"}}"#;
         let bytes = encode(&envelope, frame);
         let (back, body) = decode(&bytes).unwrap();

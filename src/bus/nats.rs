@@ -43,12 +43,7 @@ impl NatsBus {
 impl Bus for NatsBus {
     fn publish(&self, subject: String, payload: Bytes) -> BoxFuture<'static, anyhow::Result<()>> {
         let client = self.client.clone();
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = client.publish(subject, payload).await.context("nats publish");
-            metrics::histogram!("natter_bus_publish_duration_seconds").record(started.elapsed().as_secs_f64());
-            result
-        })
+        Box::pin(async move { client.publish(subject, payload).await.context("nats publish") })
     }
 
     fn subscribe(&self, subject: &str) {

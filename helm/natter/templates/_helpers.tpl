@@ -1,0 +1,74 @@
+{{- define "natter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "natter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "natter.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "natter.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "natter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "natter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "natter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "natter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "natter.secretName" -}}
+{{- default (include "natter.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{- define "natter.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Environment shared by the server and the migration init container. */}}
+{{- define "natter.env" -}}
+- name: NATTER_ENV
+  value: production
+- name: NATTER_HTTP__BIND
+  value: "0.0.0.0:{{ .Values.service.port }}"
+- name: NATTER_NATS__PREFIX
+  value: {{ .Values.nats.prefix | quote }}
+- name: NATTER_NODE__ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+# Secrets are read from files, never passed as environment values.
+- name: DATABASE_URL_FILE
+  value: /etc/natter/secrets/database-url
+- name: NATS_URL_FILE
+  value: /etc/natter/secrets/nats-url
+{{- if or .Values.signingKey .Values.existingSecretSigningKey }}
+- name: NATTER_AUTH__SIGNING_KEY_FILE
+  value: /etc/natter/secrets/signing-key
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
