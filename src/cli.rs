@@ -42,11 +42,24 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// Token signing keys kept in the store.
+    Keys {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Inspect and repair webhook deliveries.
     Webhooks {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Add a new signing key; nodes sign with it within a minute, old keys keep verifying.
+    Rotate,
+    /// Key ids and when they were created (never the secrets).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +155,23 @@ pub fn run() -> anyhow::Result<()> {
             }
             Some(Command::App { command }) => app_command(&config, command).await,
             Some(Command::Webhooks { command }) => webhook_command(&config, command).await,
+            Some(Command::Keys { command }) => {
+                if config.configured_signing_key()?.is_some() {
+                    anyhow::bail!("auth.signing_key(_file) is set: rotate by changing the configured key instead");
+                }
+                let store = crate::server::prepare_store(&config).await?;
+                match command {
+                    KeyCommand::Rotate => println!("new signing key {}", store.rotate_signing_key().await?),
+                    KeyCommand::List => {
+                        store.signing_keys().await?;
+                        for (kid, created) in store.signing_key_ids().await? {
+                            println!("{kid}\tcreated_at={created}");
+                        }
+                    }
+                }
+                store.close().await;
+                Ok(())
+            }
         }
     })
 }

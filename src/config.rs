@@ -51,6 +51,7 @@ pub struct HttpConfig {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub trusted_proxies: Vec<String>,
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

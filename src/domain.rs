@@ -192,7 +192,13 @@ impl From<&UserId> for Name {
 /// Prefix of direct-conversation ids, reserved so group ids never collide with them.
 pub const DM_PREFIX: &str = "dm_";
 
-/// A password as typed: 8–128 characters. Never printed.
+/// The 3,000 most common passwords (assets/README.md says where they come from).
+fn common_passwords() -> &'static std::collections::HashSet<&'static str> {
+    static LIST: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| include_str!("../assets/common-passwords.txt").lines().map(str::trim).collect())
+}
+
+/// A password as typed: 8–128 characters, not one of the 3,000 most common. Never printed.
 #[derive(Clone, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Password(String);
@@ -203,6 +209,9 @@ impl Password {
         let n = s.chars().count();
         if !(8..=128).contains(&n) {
             return Err(ParseError("password: must be 8-128 characters".into()));
+        }
+        if common_passwords().contains(s.to_lowercase().as_str()) {
+            return Err(ParseError("password: too common; choose one that is harder to guess".into()));
         }
         Ok(Password(s))
     }
@@ -369,7 +378,11 @@ mod tests {
     #[test]
     fn passwords_need_8_to_128_characters_and_never_print() {
         assert!(Password::parse("1234567").is_err());
-        assert!(Password::parse("12345678").is_ok());
+        assert!(Password::parse("x7!kq2zp").is_ok());
+        for common in ["12345678", "password1", "Password1", "iloveyou", "qwertyuiop"] {
+            let err = Password::parse(common).unwrap_err();
+            assert!(err.0.contains("too common"), "{common}: {err}");
+        }
         assert!(Password::parse("x".repeat(128)).is_ok());
         assert!(Password::parse("x".repeat(129)).is_err());
         let p = Password::parse("correct horse").unwrap();

@@ -36,6 +36,7 @@ pub struct NodeInner {
     pub webhook_clients: crate::webhooks::target::Clients,
     pub guest_signups: WindowLimiter,
     draining: AtomicBool,
+    keys_reloaded_at: std::sync::atomic::AtomicI64,
 }
 
 /// A cheap handle on the node, given to every handler and session.
@@ -77,6 +78,7 @@ impl Node {
             webhook_clients: parts.webhook_clients,
             guest_signups: WindowLimiter::new(std::time::Duration::from_secs(3600)),
             draining: AtomicBool::new(false),
+            keys_reloaded_at: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 
@@ -107,6 +109,9 @@ impl Node {
     }
 
     async fn authenticate_inner(&self, token: &str) -> ApiResult<Identity> {
+        if self.tokens.names_unknown_key_of_ours(token) {
+            self.reload_keys().await;
+        }
         if !self.tokens.issued_here(token) {
             return crate::auth::app_tokens::verify(self, token).await;
         }
@@ -130,6 +135,29 @@ impl Node {
             session_id: claims.sid,
             device_id: claims.did,
         })
+    }
+
+    /// Re-reads the signing keys from the store (at most every few seconds), so tokens signed
+    /// with a key rotated in on another node verify here too.
+    pub async fn reload_keys(&self) {
+        if !self.config.auth.signing_key.is_empty() || !self.config.auth.signing_key_file.is_empty() {
+            return;
+        }
+        let now = crate::domain::now_millis();
+        let last = self.keys_reloaded_at.load(Ordering::Relaxed);
+        if now - last < 5_000
+            || self.keys_reloaded_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        match self.store.signing_keys().await {
+            Ok(keys) => {
+                if let Err(e) = self.tokens.replace_keys(keys) {
+                    tracing::warn!(error = %e, "reloading signing keys failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading signing keys failed"),
+        }
     }
 
     /// Publishes after a commit. A failure is logged, not returned: the change is durable and

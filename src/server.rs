@@ -87,6 +87,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .wrap(crate::http::json_errors())
+            .wrap(crate::http::security_headers())
+            .wrap_fn(crate::http::cors)
             .wrap_fn(|req, srv| {
                 // A request id per HTTP request: the caller's X-Request-Id, or a new one.
                 let request_id = req
@@ -120,11 +122,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .with_context(|| format!("cannot listen on http.bind {}", config.http.bind))?;
     let addr = builder.addrs().first().copied().context("no listening address")?;
     let server = builder.run();
-    actix_rt::spawn(async {
+    let keeper = node.clone();
+    actix_rt::spawn(async move {
         let mut tick = actix_rt::time::interval(Duration::from_secs(5));
+        let mut ticks = 0u64;
         loop {
             tick.tick().await;
             crate::telemetry::metrics_upkeep();
+            ticks += 1;
+            // Every minute: adopt signing keys rotated in elsewhere.
+            if ticks.is_multiple_of(12) {
+                keeper.reload_keys().await;
+            }
         }
     });
     tracing::info!(%addr, node = %node.id, "natter listening");

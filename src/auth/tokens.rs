@@ -35,8 +35,24 @@ pub const LEEWAY_SECS: u64 = 30;
 
 pub struct TokenService {
     issuer: String,
+    keys: std::sync::RwLock<KeySet>,
+}
+
+struct KeySet {
+    /// The newest key signs; every key verifies.
     current: String,
     keys: HashMap<String, (EncodingKey, DecodingKey)>,
+}
+
+impl KeySet {
+    fn new(keys: Vec<(String, Vec<u8>)>) -> anyhow::Result<Self> {
+        let current = keys.last().map(|(kid, _)| kid.clone()).ok_or_else(|| anyhow::anyhow!("no signing key"))?;
+        let keys = keys
+            .into_iter()
+            .map(|(kid, secret)| (kid, (EncodingKey::from_secret(&secret), DecodingKey::from_secret(&secret))))
+            .collect();
+        Ok(Self { current, keys })
+    }
 }
 
 /// What to put in a new access token.
@@ -52,12 +68,27 @@ pub struct NewToken<'a> {
 impl TokenService {
     /// `keys` oldest first; the last one signs, all of them verify.
     pub fn new(issuer: &str, keys: Vec<(String, Vec<u8>)>) -> anyhow::Result<Self> {
-        let current = keys.last().map(|(kid, _)| kid.clone()).ok_or_else(|| anyhow::anyhow!("no signing key"))?;
-        let keys = keys
-            .into_iter()
-            .map(|(kid, secret)| (kid, (EncodingKey::from_secret(&secret), DecodingKey::from_secret(&secret))))
-            .collect();
-        Ok(Self { issuer: issuer.to_string(), current, keys })
+        Ok(Self { issuer: issuer.to_string(), keys: std::sync::RwLock::new(KeySet::new(keys)?) })
+    }
+
+    /// Adopts the store's key list (after `natter keys rotate` on any node).
+    pub fn replace_keys(&self, keys: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+        let set = KeySet::new(keys)?;
+        if let Ok(mut current) = self.keys.write() {
+            *current = set;
+        }
+        Ok(())
+    }
+
+    pub fn signing_kid(&self) -> String {
+        self.keys.read().map(|k| k.current.clone()).unwrap_or_default()
+    }
+
+    /// True when a token claims our issuer but names a key this node does not hold yet.
+    pub fn names_unknown_key_of_ours(&self, token: &str) -> bool {
+        let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid);
+        let ours = super::app_tokens::peek_issuer(token).is_some_and(|iss| iss == self.issuer);
+        ours && kid.is_some_and(|kid| self.keys.read().is_ok_and(|k| !k.keys.contains_key(&kid)))
     }
 
     /// Signs a token; returns it with its expiry in unix milliseconds.
@@ -77,9 +108,10 @@ impl TokenService {
             did: new.device_id.map(str::to_string),
             ver: new.version,
         };
+        let keys = self.keys.read().map_err(|_| ApiError::internal("key set poisoned"))?;
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(self.current.clone());
-        let (key, _) = self.keys.get(&self.current).ok_or_else(|| ApiError::internal("signing key missing"))?;
+        header.kid = Some(keys.current.clone());
+        let (key, _) = keys.keys.get(&keys.current).ok_or_else(|| ApiError::internal("signing key missing"))?;
         let token = jsonwebtoken::encode(&header, &claims, key).map_err(ApiError::internal)?;
         Ok((token, exp * 1000))
     }
@@ -87,8 +119,10 @@ impl TokenService {
     /// Whether a token claims to come from this deployment (our issuer and one of our key ids);
     /// anything else is an app-signed token, verified with the app's keys.
     pub fn issued_here(&self, token: &str) -> bool {
-        let ours_kid =
-            jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).is_some_and(|kid| self.keys.contains_key(&kid));
+        let ours_kid = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.kid)
+            .is_some_and(|kid| self.keys.read().is_ok_and(|k| k.keys.contains_key(&kid)));
         ours_kid && super::app_tokens::peek_issuer(token).is_some_and(|iss| iss == self.issuer)
     }
 
@@ -100,7 +134,8 @@ impl TokenService {
             return Err(invalid("token algorithm not accepted"));
         }
         let kid = header.kid.ok_or_else(|| invalid("token names no key"))?;
-        let (_, key) = self.keys.get(&kid).ok_or_else(|| invalid("token signed by an unknown key"))?;
+        let keys = self.keys.read().map_err(|_| ApiError::internal("key set poisoned"))?;
+        let (_, key) = keys.keys.get(&kid).ok_or_else(|| invalid("token signed by an unknown key"))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;

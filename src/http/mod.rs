@@ -18,6 +18,8 @@ use actix_web::{
 use futures_util::future::LocalBoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 
+use actix_web::ResponseError as _;
+
 use crate::{
     auth::Identity,
     error::{ApiError, ApiResult, ErrorCode},
@@ -97,6 +99,71 @@ fn render_json_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
     let (req, _) = res.into_parts();
     let body = HttpResponse::build(status).json(ApiError::new(code, message).body());
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, body).map_into_right_body()))
+}
+
+/// Headers every response carries: the API serves JSON only, never to be framed or sniffed.
+pub fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"))
+        .add(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+        .add(("Cross-Origin-Resource-Policy", "same-site"))
+}
+
+fn allowed_origin(req: &actix_web::dev::ServiceRequest) -> Option<header::HeaderValue> {
+    let origin = req.headers().get(header::ORIGIN)?;
+    let node = req.app_data::<web::Data<Node>>()?;
+    let list = &node.config.http.cors_origins;
+    let ok = list.iter().any(|o| o == "*" || origin.to_str().is_ok_and(|v| v == o));
+    ok.then(|| origin.clone())
+}
+
+/// CORS: allowed origins get their preflights answered and their responses marked; others get
+/// no CORS headers, so browsers keep them out.
+pub fn cors<S, B>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error>> + use<S, B>
+where
+    S: actix_web::dev::Service<actix_web::dev::ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let origin = allowed_origin(&req);
+    let preflight =
+        req.method() == actix_web::http::Method::OPTIONS && req.headers().contains_key("access-control-request-method");
+    let response = if preflight {
+        let mut reply = match &origin {
+            Some(o) => HttpResponse::NoContent()
+                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone()))
+                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, PATCH, DELETE"))
+                .insert_header((
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "authorization, content-type, x-app-id, x-request-id",
+                ))
+                .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+                .finish(),
+            None => ApiError::new(ErrorCode::Forbidden, "origin not allowed").error_response(),
+        };
+        reply.headers_mut().insert(header::VARY, header::HeaderValue::from_static("Origin"));
+        Err(req.into_response(reply).map_into_right_body())
+    } else {
+        Ok(srv.call(req))
+    };
+    async move {
+        match response {
+            Err(done) => Ok(done),
+            Ok(call) => {
+                let mut res = call.await?.map_into_left_body();
+                if let Some(o) = origin {
+                    res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+                    res.headers_mut().insert(header::VARY, header::HeaderValue::from_static("Origin"));
+                }
+                Ok(res)
+            }
+        }
+    }
 }
 
 /// `{"data": …}` with a status.

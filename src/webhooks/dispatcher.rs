@@ -1,9 +1,15 @@
 //! The webhook dispatcher: one actor per node that claims due outbox rows and delivers them.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
-use futures_util::future::join_all;
 
 use super::{Outcome, attempt, backoff, target::Clients};
 use crate::{
@@ -17,12 +23,22 @@ pub struct Dispatcher {
     store: Store,
     clients: Clients,
     config: Arc<WebhooksConfig>,
-    busy: bool,
+    /// Deliveries under way. Each runs as its own task, so one slow endpoint never holds up the
+    /// others; new events are claimed only while there is room.
+    in_flight: Arc<AtomicUsize>,
+    claiming: bool,
 }
 
 impl Dispatcher {
     pub fn new(node_id: &str, store: Store, clients: Clients, config: WebhooksConfig) -> Self {
-        Self { node_id: Arc::from(node_id), store, clients, config: Arc::new(config), busy: false }
+        Self {
+            node_id: Arc::from(node_id),
+            store,
+            clients,
+            config: Arc::new(config),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            claiming: false,
+        }
     }
 }
 
@@ -31,15 +47,22 @@ impl Actor for Dispatcher {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(std::time::Duration::from_millis(self.config.poll_ms), |act, ctx| {
-            if act.busy {
+            let room = act.config.batch.saturating_sub(act.in_flight.load(Ordering::Relaxed));
+            if act.claiming || room == 0 {
                 return;
             }
-            act.busy = true;
-            let (node, store, clients, config) =
-                (act.node_id.clone(), act.store.clone(), act.clients.clone(), act.config.clone());
-            // Detached, so a stopping actor never drops a batch mid-transaction.
-            let batch = actix_rt::spawn(async move { run_batch(&node, &store, &clients, &config).await });
-            ctx.spawn(batch.into_actor(act).map(|_, act, _| act.busy = false));
+            act.claiming = true;
+            let (node, store, clients, config, in_flight) = (
+                act.node_id.clone(),
+                act.store.clone(),
+                act.clients.clone(),
+                act.config.clone(),
+                act.in_flight.clone(),
+            );
+            // Detached, so a stopping actor never drops a claim mid-transaction.
+            let claim =
+                actix_rt::spawn(async move { claim_and_start(&node, store, clients, config, in_flight, room).await });
+            ctx.spawn(claim.into_actor(act).map(|_, act, _| act.claiming = false));
         });
         let store = self.store.clone();
         ctx.run_interval(std::time::Duration::from_secs(5), move |_, _| {
@@ -55,32 +78,40 @@ impl Actor for Dispatcher {
     }
 }
 
-async fn run_batch(node: &str, store: &Store, clients: &Clients, config: &WebhooksConfig) {
+/// Claims up to `room` due events and starts a delivery task for each.
+async fn claim_and_start(
+    node: &str,
+    store: Store,
+    clients: Clients,
+    config: Arc<WebhooksConfig>,
+    in_flight: Arc<AtomicUsize>,
+    room: usize,
+) {
     let now = crate::domain::now_millis();
-    let rows = match store.claim_webhooks(node, now, config.claim_ms as i64, config.batch as i64).await {
+    let rows = match store.claim_webhooks(node, now, config.claim_ms as i64, room as i64).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(error = %e, "claiming webhook events failed");
             return;
         }
     };
-    if rows.is_empty() {
-        return;
-    }
-    let mut apps: HashMap<String, Option<AppRecord>> = HashMap::new();
-    for row in &rows {
+    let mut apps: HashMap<String, Option<Arc<AppRecord>>> = HashMap::new();
+    for row in rows {
         if !apps.contains_key(&row.app_id) {
             let app = match AppId::parse(row.app_id.clone()) {
-                Ok(id) => store.app(&id).await.ok().flatten(),
+                Ok(id) => store.app(&id).await.ok().flatten().map(Arc::new),
                 Err(_) => None,
             };
             apps.insert(row.app_id.clone(), app);
         }
+        let app = apps.get(&row.app_id).cloned().flatten();
+        let (store, clients, config, in_flight) = (store.clone(), clients.clone(), config.clone(), in_flight.clone());
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        actix_rt::spawn(async move {
+            deliver(&store, &clients, &config, &row, app.as_deref()).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
-    join_all(
-        rows.iter().map(|row| deliver(store, clients, config, row, apps.get(&row.app_id).and_then(Option::as_ref))),
-    )
-    .await;
 }
 
 async fn deliver(store: &Store, clients: &Clients, config: &WebhooksConfig, row: &OutboxRow, app: Option<&AppRecord>) {

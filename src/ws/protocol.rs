@@ -273,7 +273,7 @@ mod tests {
     fn every_action_parses() {
         let frames = [
             r#"{"type":"action","action":"login","data":{"token":"t"}}"#,
-            r#"{"type":"action","action":"register","data":{"email":"a@b.co","password":"12345678","first_name":"A","last_name":"B"}}"#,
+            r#"{"type":"action","action":"register","data":{"email":"a@b.co","password":"x7!kq2zp-long","first_name":"A","last_name":"B"}}"#,
             r#"{"type":"action","action":"ping"}"#,
             r#"{"type":"action","action":"query","data":{"id":"bob"}}"#,
             r#"{"type":"action","action":"sync","data":{"conversations":{"dm_1_2":3}}}"#,
@@ -331,6 +331,111 @@ mod tests {
     fn errors_keep_the_frame_id() {
         let err = parse(r#"{"type":"action","action":"fly","id":"abc"}"#).unwrap_err();
         assert_eq!(err.id.unwrap().get(), "\"abc\"");
+    }
+
+    /// The reply a server sends for a frame that failed to parse, checked against the protocol.
+    fn assert_documented_error_reply(text: &str) {
+        if let Err(e) = parse(text) {
+            let reply: serde_json::Value =
+                serde_json::from_str(&error_reply(e.id.as_deref(), &e.error)).expect("reply is JSON");
+            assert_eq!(reply["type"], "reply");
+            let code = reply["error"].as_str().expect("error code");
+            let documented = ErrorCode::ALL.iter().find(|c| c.as_str() == code).expect("documented code");
+            assert_eq!(reply["code"], documented.status());
+            assert!(reply["msg"].is_string());
+        }
+    }
+
+    #[test]
+    fn the_checked_in_corpus_parses_without_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/frames");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("corpus") {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("frame");
+            assert_documented_error_reply(&text);
+            n += 1;
+        }
+        assert!(n >= 20, "corpus has {n} frames");
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            ".{0,12}".prop_map(serde_json::Value::from),
+            prop::sample::select(vec!["bob", "dm_1_2", "g1", "c-1", ""]).prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "recipient",
+                        "group",
+                        "content",
+                        "client_msg_id",
+                        "conversation",
+                        "seq",
+                        "token",
+                        "email",
+                        "password",
+                        "members",
+                        "subscribe",
+                        "cursor",
+                        "limit",
+                        "kind",
+                        "meta",
+                        "x",
+                    ]),
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+
+    fn frame() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let structured = (
+            prop::sample::select(vec!["action", "message", "reply", "event", ""]),
+            prop::sample::select(vec![
+                "login",
+                "register",
+                "ping",
+                "query",
+                "sync",
+                "read",
+                "typing",
+                "presence",
+                "history",
+                "conversations",
+                "group.create",
+                "group.list",
+                "group.show",
+                "group.add",
+                "group.remove",
+                "group.leave",
+                "nope",
+            ]),
+            json_value(),
+            json_value(),
+        )
+            .prop_map(|(t, a, id, data)| {
+                serde_json::json!({"type": t, "action": a, "id": id, "data": data}).to_string()
+            });
+        prop_oneof![3 => structured, 1 => ".*", 1 => "[{}\\[\\]\":,a-z0-9 ]{0,40}"]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 100_000, failure_persistence: None, .. Default::default() })]
+        #[test]
+        fn a_hundred_thousand_random_frames_never_panic_and_get_documented_replies(text in frame()) {
+            assert_documented_error_reply(&text);
+        }
     }
 
     #[test]

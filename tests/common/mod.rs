@@ -268,6 +268,8 @@ pub struct Ws {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pending: VecDeque<Value>,
     next_id: u64,
+    /// A close already read by `pump`.
+    close_code: Option<Option<u16>>,
 }
 
 impl Ws {
@@ -282,7 +284,7 @@ impl Ws {
             .await
             .expect("ws connect timeout")
             .expect("ws connect");
-        Ws { stream, pending: VecDeque::new(), next_id: 1 }
+        Ws { stream, pending: VecDeque::new(), next_id: 1, close_code: None }
     }
 
     /// Connects, or None if the node does not answer (e.g. it was just killed).
@@ -291,7 +293,7 @@ impl Ws {
         request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).ok()?);
         let (stream, _) =
             tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await.ok()?.ok()?;
-        Some(Ws { stream, pending: VecDeque::new(), next_id: 1 })
+        Some(Ws { stream, pending: VecDeque::new(), next_id: 1, close_code: None })
     }
 
     /// Like `pipeline`, but a closed socket or a silent one (`wait`) is an error, not a panic.
@@ -332,7 +334,14 @@ impl Ws {
         loop {
             match tokio::time::timeout(quiet, self.stream.next()).await {
                 Err(_) => return true,
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return false,
+                Ok(None) | Ok(Some(Err(_))) => {
+                    self.close_code = Some(None);
+                    return false;
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.close_code = Some(frame.map(|f| u16::from(f.code)));
+                    return false;
+                }
                 Ok(Some(Ok(Message::Text(t)))) => {
                     if let Ok(v) = serde_json::from_str(&t) {
                         self.pending.push_back(v);
@@ -340,6 +349,15 @@ impl Ws {
                 }
                 Ok(Some(Ok(_))) => {}
             }
+        }
+    }
+
+    /// Sends a frame, reporting failure (the server may already have closed).
+    pub async fn send_frame(&mut self, message: Message) -> Result<(), String> {
+        match tokio::time::timeout(WAIT, self.stream.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("send timed out".into()),
         }
     }
 
@@ -485,6 +503,9 @@ impl Ws {
 
     /// Waits for the server to close the socket; returns the close code.
     pub async fn closed(&mut self) -> Option<u16> {
+        if let Some(code) = self.close_code {
+            return code;
+        }
         loop {
             match self.read(WAIT).await {
                 Ok(_) => continue,
