@@ -182,7 +182,27 @@ pub async fn register(node: &Node, app: &AppRecord, req: RegisterRequest) -> Api
     issue(node, app, &user, req.device_id.as_ref()).await
 }
 
-pub async fn login(node: &Node, app: &AppRecord, req: LoginRequest) -> ApiResult<AuthResponse> {
+/// Counts a login attempt against the client's address and the account; both limits hold
+/// cluster-wide, so spreading attempts over nodes does not help a guesser.
+async fn limit_login(node: &Node, app: &AppRecord, email: &Email, client_ip: &str) -> ApiResult<()> {
+    let by_ip =
+        node.store.hit(&format!("login-ip:{}:{client_ip}", app.id), app.settings.login_attempts_per_ip, 900).await?;
+    let by_account = node
+        .store
+        .hit(&format!("login-account:{}:{email}", app.id), app.settings.login_attempts_per_account, 900)
+        .await?;
+    if let Err(over) = by_ip.and(by_account) {
+        metrics::counter!("natter_auth_failures_total", "reason" => "rate_limited").increment(1);
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many login attempts; retry in {} s", over.retry_after_secs),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn login(node: &Node, app: &AppRecord, req: LoginRequest, client_ip: &str) -> ApiResult<AuthResponse> {
+    limit_login(node, app, &req.email, client_ip).await?;
     let user = node.store.user_by_email(&app.id, &req.email).await?;
     if user.is_none() && app.settings.login_or_register {
         let local = req.email.as_str().split('@').next().unwrap_or("user");
@@ -210,9 +230,12 @@ pub async fn guest(node: &Node, app: &AppRecord, client_ip: &str, req: GuestRequ
     if !app.settings.guest_signup {
         return Err(ApiError::new(ErrorCode::GuestSignupDisabled, "guest sign-up is disabled for this app"));
     }
-    let key = format!("{}|{client_ip}", app.id);
-    if !node.guest_signups.allow(&key, app.settings.guest_signups_per_hour) {
-        return Err(ApiError::new(ErrorCode::RateLimited, "too many guest sign-ups from this address; retry later"));
+    let key = format!("guest:{}:{client_ip}", app.id);
+    if let Err(over) = node.store.hit(&key, app.settings.guest_signups_per_hour, 3600).await? {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many guest sign-ups from this address; retry in {} s", over.retry_after_secs),
+        ));
     }
     let id = UserId::parse(random_id("guest_", 8)).map_err(ApiError::internal)?;
     let first = match req.first_name {

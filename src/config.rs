@@ -94,6 +94,7 @@ pub struct WsConfig {
     pub heartbeat_interval_secs: u64,
     pub client_timeout_secs: u64,
     pub outbound_queue: usize,
+    pub max_connections_per_user: usize,
     pub messages_per_second: u32,
     pub message_burst: u32,
 }
@@ -132,8 +133,12 @@ pub struct AppSettings {
     /// Refresh-token lifetime in seconds; 0 uses `auth.refresh_ttl_secs`.
     pub refresh_ttl: u64,
     pub guest_signup: bool,
-    /// Guest sign-ups allowed per client IP per hour.
+    /// Guest sign-ups allowed per client IP per hour (cluster-wide).
     pub guest_signups_per_hour: u32,
+    /// Login attempts per client IP per 15 minutes (cluster-wide).
+    pub login_attempts_per_ip: u32,
+    /// Login attempts per account per 15 minutes (cluster-wide).
+    pub login_attempts_per_account: u32,
     /// Origins allowed to open WebSockets; empty allows any.
     pub allowed_origins: Vec<String>,
     /// HS256 secret for user tokens the app signs itself; empty disables HS256 app tokens.
@@ -179,6 +184,8 @@ impl Default for AppSettings {
             refresh_ttl: 0,
             guest_signup: true,
             guest_signups_per_hour: 10,
+            login_attempts_per_ip: 50,
+            login_attempts_per_account: 10,
             allowed_origins: Vec::new(),
             user_sig_secret: Secret::default(),
             user_sig_keys: std::collections::BTreeMap::new(),
@@ -324,6 +331,7 @@ impl Config {
             ("ws.client_timeout_secs", self.ws.client_timeout_secs),
             ("ws.auth_timeout_secs", self.ws.auth_timeout_secs),
             ("ws.outbound_queue", self.ws.outbound_queue as u64),
+            ("ws.max_connections_per_user", self.ws.max_connections_per_user as u64),
             ("node.lease_secs", self.node.lease_secs),
             ("webhooks.timeout_ms", self.webhooks.timeout_ms),
             ("webhooks.claim_ms", self.webhooks.claim_ms),

@@ -18,7 +18,6 @@ use crate::{
     domain::{AppId, UserId, UserKey},
     error::{ApiError, ApiResult, ErrorCode},
     presence::Presence,
-    ratelimit::WindowLimiter,
     router::Router,
     store::{Store, apps::AppRecord},
 };
@@ -34,7 +33,6 @@ pub struct NodeInner {
     pub router: Addr<Router>,
     pub presence: Presence,
     pub webhook_clients: crate::webhooks::target::Clients,
-    pub guest_signups: WindowLimiter,
     draining: AtomicBool,
     keys_reloaded_at: std::sync::atomic::AtomicI64,
 }
@@ -76,7 +74,6 @@ impl Node {
             router: parts.router,
             presence: parts.presence,
             webhook_clients: parts.webhook_clients,
-            guest_signups: WindowLimiter::new(std::time::Duration::from_secs(3600)),
             draining: AtomicBool::new(false),
             keys_reloaded_at: std::sync::atomic::AtomicI64::new(0),
         }))

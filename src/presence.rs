@@ -151,9 +151,13 @@ impl Presence {
                     }
                     Err(e) => tracing::warn!(error = %e, "reaping dead nodes failed"),
                 }
-                // The same periodic upkeep forgets server-API nonces past their window.
+                // The same periodic upkeep forgets server-API nonces past their window and rate-limit
+                // counters from long-ended windows.
                 if let Err(e) = store.purge_nonces(now).await {
                     tracing::warn!(error = %e, "purging server-API nonces failed");
+                }
+                if let Err(e) = store.purge_rate_limits(now - 2 * 3600 * 1000).await {
+                    tracing::warn!(error = %e, "purging rate-limit counters failed");
                 }
             }
         });

@@ -1,11 +1,7 @@
-//! Rate limits: a token bucket for one connection's frames and a fixed-window counter per key
-//! (guest sign-ups per client IP).
+//! Rate limits kept by one connection: a token bucket for its frames. Limits that must hold
+//! across the cluster (guest sign-ups, logins) are counted in the store (`store::limits`).
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
 /// A token bucket: `rate` tokens per second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -45,42 +41,10 @@ impl TokenBucket {
     }
 }
 
-/// Counts events per key in fixed windows; memory is bounded by pruning expired windows.
-pub struct WindowLimiter {
-    window: Duration,
-    counts: Mutex<HashMap<String, (Instant, u32)>>,
-}
-
-impl WindowLimiter {
-    pub fn new(window: Duration) -> Self {
-        Self { window, counts: Mutex::new(HashMap::new()) }
-    }
-
-    /// Counts one event for `key`; false when `limit` events already happened in this window.
-    pub fn allow(&self, key: &str, limit: u32) -> bool {
-        let now = Instant::now();
-        let Ok(mut counts) = self.counts.lock() else {
-            return false;
-        };
-        if counts.len() > 100_000 {
-            let window = self.window;
-            counts.retain(|_, (start, _)| now.duration_since(*start) < window);
-        }
-        let entry = counts.entry(key.to_string()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
-        }
-        if entry.1 >= limit {
-            return false;
-        }
-        entry.1 += 1;
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
@@ -91,13 +55,5 @@ mod tests {
         assert!(!b.try_take_at(start));
         assert!(b.try_take_at(start + Duration::from_millis(110)));
         assert!(!b.try_take_at(start + Duration::from_millis(111)));
-    }
-
-    #[test]
-    fn a_window_counts_per_key() {
-        let l = WindowLimiter::new(Duration::from_secs(60));
-        assert!(l.allow("a", 2) && l.allow("a", 2));
-        assert!(!l.allow("a", 2));
-        assert!(l.allow("b", 2));
     }
 }

@@ -47,6 +47,7 @@ pub struct Router {
     bus: Arc<dyn Bus>,
     subjects: Subjects,
     presence: Presence,
+    max_per_user: usize,
     sessions: HashMap<u64, SessionEntry>,
     users: HashMap<Slot, UserEntry>,
     groups: HashMap<(Arc<str>, String), HashSet<i64>>,
@@ -56,12 +57,19 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(node_id: String, bus: Arc<dyn Bus>, subjects: Subjects, presence: Presence) -> Self {
+    pub fn new(
+        node_id: String,
+        bus: Arc<dyn Bus>,
+        subjects: Subjects,
+        presence: Presence,
+        max_per_user: usize,
+    ) -> Self {
         Self {
             node_id,
             bus,
             subjects,
             presence,
+            max_per_user,
             sessions: HashMap::new(),
             users: HashMap::new(),
             groups: HashMap::new(),
@@ -218,6 +226,12 @@ impl Handler<Connect> for Router {
     fn handle(&mut self, msg: Connect, _ctx: &mut Self::Context) {
         let app = self.intern(msg.app.as_str());
         let slot: Slot = (app.clone(), msg.user.0);
+        if self.users.get(&slot).is_some_and(|u| u.sessions.len() >= self.max_per_user) {
+            metrics::counter!("natter_ws_connects_total", "result" => "too_many_connections").increment(1);
+            msg.addr
+                .do_send(Close { code: CloseCode::RateLimited, reason: "too many connections for this user".into() });
+            return;
+        }
         let count = self.apps.entry(app.clone()).or_insert(0);
         *count += 1;
         if *count == 1 {

@@ -255,3 +255,40 @@ async fn a_client_that_stops_answering_pings_is_closed() {
     println!("silent client: closed with {code:?} after {:?}", started.elapsed());
     assert_eq!(code, Some(1000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_attempts_are_limited_per_account_across_nodes() {
+    let server = TestServer::start_on(common::Backend::Postgres, "");
+    server.register("alice@example.com").await;
+    let second = server.second_node();
+    let wrong = json!({"email": "alice@example.com", "password": "not her password"});
+    let mut statuses = Vec::new();
+    for attempt in 0..12 {
+        let addr = if attempt % 2 == 0 { server.addr } else { second.addr };
+        statuses.push(common::post_to(addr, "/v1/auth/login", None, wrong.clone()).await.0);
+    }
+    // Registration does not count; ten attempts are allowed per 15 minutes, spread over two nodes.
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    println!("12 wrong passwords for one account over two nodes: {statuses:?}");
+    assert_eq!(&statuses[..10], &[401; 10]);
+    assert_eq!(limited, 2);
+    let (status, body) = server
+        .post("/v1/auth/login", None, json!({"email": "alice@example.com", "password": "correct horse battery"}))
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "the right password waits too");
+    assert!(body["error"]["message"].as_str().unwrap().contains("retry in"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_may_hold_only_so_many_sockets() {
+    let server = TestServer::start_with("[ws]\nmax_connections_per_user = 2");
+    let alice = server.register("alice@example.com").await;
+    let mut one = server.connect(&alice).await;
+    let mut two = server.connect(&alice).await;
+    one.settle().await;
+    two.settle().await;
+    let mut three = server.connect(&alice).await;
+    assert_eq!(three.closed().await, Some(4003));
+    assert_eq!(one.action("ping", json!({})).await["code"], 200, "the first two stay");
+    println!("connections per user: the third of a limit of 2 closed with 4003");
+}

@@ -20,7 +20,8 @@ pub async fn login(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse
     let node = node(&req)?;
     let input = parse_body(&body)?;
     let app = accounts::app_for(&node, app_header(&req)).await?;
-    Ok(ok(StatusCode::OK, accounts::login(&node, &app, input).await?))
+    let ip = client_ip(&req, &node);
+    Ok(ok(StatusCode::OK, accounts::login(&node, &app, input, &ip).await?))
 }
 
 pub async fn guest(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {

@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod conversations;
 pub mod keys;
+pub mod limits;
 pub mod outbox;
 pub mod presence;
 pub mod users;

@@ -65,6 +65,7 @@ pub async fn connect(
         }
     }
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let session = WsSession::new(id, node.clone(), identity, rejected, app_hint);
+    let ip = crate::http::client_ip(&req, &node);
+    let session = WsSession::new(id, node.clone(), identity, rejected, app_hint, ip);
     ws::WsResponseBuilder::new(session, &req, stream).frame_size(node.config.ws.max_frame_bytes).start()
 }

@@ -84,6 +84,8 @@ pub struct WsSession {
     /// Why a token given at connect was refused: the socket closes with 4501 at once.
     rejected: Option<ApiError>,
     app_hint: Option<crate::domain::AppId>,
+    /// The client's address, for login rate limits.
+    client_ip: String,
     registered: bool,
     last_heard: Instant,
     delivered: HashMap<Arc<str>, i64>,
@@ -107,6 +109,7 @@ impl WsSession {
         identity: Option<(Identity, Vec<String>)>,
         rejected: Option<ApiError>,
         app_hint: Option<crate::domain::AppId>,
+        client_ip: String,
     ) -> Self {
         let ws = &node.config.ws;
         let frames = TokenBucket::new(ws.messages_per_second, ws.message_burst);
@@ -122,6 +125,7 @@ impl WsSession {
             groups,
             rejected,
             app_hint,
+            client_ip,
             registered: false,
             last_heard: Instant::now(),
             delivered: HashMap::new(),
@@ -380,10 +384,11 @@ impl WsSession {
     fn dispatch_anonymous(&mut self, id: Id, action: Action, ctx: &mut ws::WebsocketContext<Self>) {
         let node = self.node.clone();
         let hint = self.app_hint.clone();
+        let ip = self.client_ip.clone();
         let fut = detached(async move {
             match action {
                 Action::Ping => Ok(None),
-                Action::Login(data) => login(&node, hint, data).await.map(Some),
+                Action::Login(data) => login(&node, hint, data, &ip).await.map(Some),
                 Action::Register(req) => {
                     let app = accounts::app_for(&node, hint.as_ref().map(|a| a.as_str())).await?;
                     let auth = accounts::register(&node, &app, req).await?;
@@ -421,6 +426,7 @@ async fn login(
     node: &Node,
     hint: Option<crate::domain::AppId>,
     data: LoginData,
+    ip: &str,
 ) -> ApiResult<(Identity, Vec<String>, serde_json::Value)> {
     let (who, data) = match (data.token, data.email, data.password) {
         (Some(token), None, None) => {
@@ -431,7 +437,7 @@ async fn login(
         (None, Some(email), Some(password)) => {
             let app = accounts::app_for(node, data.app.as_ref().or(hint.as_ref()).map(|a| a.as_str())).await?;
             let auth =
-                accounts::login(node, &app, accounts::LoginRequest { email, password, device_id: data.device_id })
+                accounts::login(node, &app, accounts::LoginRequest { email, password, device_id: data.device_id }, ip)
                     .await?;
             let who = node.authenticate(&auth.access_token).await?;
             (who, serde_json::to_value(&auth).map_err(ApiError::internal)?)
