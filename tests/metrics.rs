@@ -53,6 +53,8 @@ async fn metrics_cover_the_documented_series_and_everything_the_dashboard_querie
     let documented = [
         "natter_ws_connections",
         "natter_ws_connects_total",
+        "natter_ws_frames_received_total",
+        "natter_ws_frames_sent_total",
         "natter_ws_disconnects_total",
         "natter_messages_received_total",
         "natter_messages_delivered_total",

@@ -160,10 +160,12 @@ impl WsSession {
         msg: &str,
         data: Option<&T>,
     ) {
+        metrics::counter!("natter_ws_frames_sent_total").increment(1);
         ctx.text(protocol::reply(id.as_deref(), code, msg, data));
     }
 
     fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, id: &Id, error: &ApiError) {
+        metrics::counter!("natter_ws_frames_sent_total").increment(1);
         ctx.text(protocol::error_reply(id.as_deref(), error));
     }
 
@@ -418,6 +420,7 @@ impl WsSession {
 
     fn write_push(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
         metrics::counter!("natter_messages_delivered_total").increment(1);
+        metrics::counter!("natter_ws_frames_sent_total").increment(1);
         ctx.text(frame);
     }
 }
