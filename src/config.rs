@@ -95,6 +95,7 @@ pub struct WsConfig {
     pub client_timeout_secs: u64,
     pub outbound_queue: usize,
     pub max_connections_per_user: usize,
+    pub outbound_queue_bytes: usize,
     pub messages_per_second: u32,
     pub message_burst: u32,
 }
@@ -332,6 +333,7 @@ impl Config {
             ("ws.auth_timeout_secs", self.ws.auth_timeout_secs),
             ("ws.outbound_queue", self.ws.outbound_queue as u64),
             ("ws.max_connections_per_user", self.ws.max_connections_per_user as u64),
+            ("ws.outbound_queue_bytes", self.ws.outbound_queue_bytes as u64),
             ("node.lease_secs", self.node.lease_secs),
             ("webhooks.timeout_ms", self.webhooks.timeout_ms),
             ("webhooks.claim_ms", self.webhooks.claim_ms),

@@ -34,6 +34,8 @@ struct SessionEntry {
     slot: Slot,
     auth_session: Option<String>,
     watching: HashSet<i64>,
+    /// Bytes handed to the session and not yet written by it (shared with the session).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct UserEntry {
@@ -48,6 +50,7 @@ pub struct Router {
     subjects: Subjects,
     presence: Presence,
     max_per_user: usize,
+    max_queued_bytes: usize,
     sessions: HashMap<u64, SessionEntry>,
     users: HashMap<Slot, UserEntry>,
     groups: HashMap<(Arc<str>, String), HashSet<i64>>,
@@ -63,6 +66,7 @@ impl Router {
         subjects: Subjects,
         presence: Presence,
         max_per_user: usize,
+        max_queued_bytes: usize,
     ) -> Self {
         Self {
             node_id,
@@ -70,6 +74,7 @@ impl Router {
             subjects,
             presence,
             max_per_user,
+            max_queued_bytes,
             sessions: HashMap::new(),
             users: HashMap::new(),
             groups: HashMap::new(),
@@ -167,10 +172,20 @@ impl Router {
     }
 
     /// Hands a push to a session; a full mailbox means the client reads too slowly.
+    /// Hands a push to a session. A full mailbox, or more than `ws.outbound_queue_bytes` not
+    /// yet written, means the client reads too slowly: it is closed (4002) rather than buffered.
     fn push(&mut self, id: u64, push: Push, slow: &mut Vec<u64>) {
+        use std::sync::atomic::Ordering;
         let Some(entry) = self.sessions.get(&id) else { return };
+        let size = push.len();
+        if entry.queued.load(Ordering::Relaxed) + size > self.max_queued_bytes {
+            slow.push(id);
+            return;
+        }
         match entry.addr.try_send(push) {
-            Ok(()) => {}
+            Ok(()) => {
+                entry.queued.fetch_add(size, Ordering::Relaxed);
+            }
             Err(actix::dev::SendError::Full(_)) => slow.push(id),
             Err(actix::dev::SendError::Closed(_)) => slow.push(id),
         }
@@ -218,6 +233,7 @@ pub struct Connect {
     pub user_id: String,
     pub auth_session: Option<String>,
     pub groups: Vec<String>,
+    pub queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Handler<Connect> for Router {
@@ -261,6 +277,7 @@ impl Handler<Connect> for Router {
                 slot: slot.clone(),
                 auth_session: msg.auth_session,
                 watching: HashSet::new(),
+                queued: msg.queued,
             },
         );
         metrics::gauge!("natter_ws_connections").increment(1.0);

@@ -59,8 +59,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     store.renew_lease(&id, lease.as_millis() as i64).await.context("registering the node lease")?;
     let presence = Presence::start(store.clone(), bus.clone(), subjects.clone(), id.clone());
     presence.keep_lease(store.clone(), bus.clone(), subjects.clone(), id.clone(), lease);
-    let router =
-        Router::new(id.clone(), bus.clone(), subjects, presence.clone(), config.ws.max_connections_per_user).start();
+    let router = Router::new(
+        id.clone(),
+        bus.clone(),
+        subjects,
+        presence.clone(),
+        config.ws.max_connections_per_user,
+        config.ws.outbound_queue_bytes,
+    )
+    .start();
     bus.attach(router.clone().recipient());
     let webhook_clients = Clients::new(Duration::from_millis(config.webhooks.timeout_ms))?;
     let node = Node::new(NodeParts {

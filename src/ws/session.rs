@@ -48,6 +48,19 @@ pub enum Push {
     },
 }
 
+impl Push {
+    /// Bytes the push will put on the wire.
+    pub fn len(&self) -> usize {
+        match self {
+            Push::Message { frame, .. } | Push::Event { frame } => frame.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The user's public id changed (server API change-id).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -86,6 +99,8 @@ pub struct WsSession {
     app_hint: Option<crate::domain::AppId>,
     /// The client's address, for login rate limits.
     client_ip: String,
+    /// Bytes the Router handed over that this session has not written yet.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     registered: bool,
     last_heard: Instant,
     delivered: HashMap<Arc<str>, i64>,
@@ -126,6 +141,7 @@ impl WsSession {
             rejected,
             app_hint,
             client_ip,
+            queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             registered: false,
             last_heard: Instant::now(),
             delivered: HashMap::new(),
@@ -186,6 +202,7 @@ impl WsSession {
             user_id: who.id.as_str().to_string(),
             auth_session: who.session_id.clone(),
             groups: std::mem::take(&mut self.groups),
+            queued: self.queued.clone(),
         });
         self.registered = true;
     }
@@ -537,6 +554,11 @@ impl Handler<Push> for WsSession {
     type Result = ();
 
     fn handle(&mut self, push: Push, ctx: &mut Self::Context) {
+        // Written (or dropped as already seen) now: no longer queued for this client.
+        let _ =
+            self.queued.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(push.len()))
+            });
         let (conv, seq, own, frame) = match push {
             Push::Event { frame } => return self.write_push(ctx, frame),
             Push::Message { conv, seq, own, frame } => (conv, seq, own, frame),

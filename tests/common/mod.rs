@@ -287,6 +287,11 @@ impl Ws {
         Ws { stream, pending: VecDeque::new(), next_id: 1, close_code: None }
     }
 
+    /// Wraps a WebSocket the test connected itself (e.g. over a socket with small buffers).
+    pub fn from_stream(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Ws {
+        Ws { stream, pending: VecDeque::new(), next_id: 1, close_code: None }
+    }
+
     /// Connects, or None if the node does not answer (e.g. it was just killed).
     pub async fn try_connect(url: &str, token: &str) -> Option<Ws> {
         let mut request = url.into_client_request().ok()?;
