@@ -15,10 +15,36 @@ use crate::{
     bus::{Bus, Envelope, Subjects, encode},
     chat::event_frame,
     domain::{AppId, UserKey, now_millis},
-    store::{Store, outbox::Hooks},
+    store::{Store, outbox::Hooks, users::UserRecord},
 };
 
 const SHARDS: usize = 8;
+
+/// A user's presence as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct PresenceView {
+    pub user: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<i64>,
+}
+
+/// Cluster-wide presence of these users.
+pub async fn presence_of(store: &Store, app: &AppId, users: &[UserRecord]) -> Result<Vec<PresenceView>, sqlx::Error> {
+    let keys: Vec<UserKey> = users.iter().map(|u| u.key).collect();
+    let online = store.online_users(app, &keys).await?;
+    Ok(users
+        .iter()
+        .map(|u| {
+            let on = online.contains(&u.key);
+            PresenceView {
+                user: u.id.clone(),
+                status: if on { "online" } else { "offline" },
+                last_seen: if on { None } else { u.last_seen_at },
+            }
+        })
+        .collect())
+}
 
 enum Op {
     Report { app: AppId, user: UserKey, id: String, online: bool },

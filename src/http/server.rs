@@ -15,6 +15,7 @@ use crate::{
     error::{ApiError, ApiResult, CloseCode, ErrorCode},
     groups,
     node::Node,
+    presence::presence_of,
     store::{
         apps::AppRecord,
         outbox::Hooks,
@@ -186,35 +187,11 @@ pub async fn revoke_tokens(req: HttpRequest, path: web::Path<String>, body: web:
     Ok(ok(StatusCode::OK, serde_json::json!({ "revoked": true })))
 }
 
-#[derive(Serialize)]
-struct PresenceView {
-    user: String,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_seen: Option<i64>,
-}
-
-async fn presence_of(node: &Node, app: &AppRecord, users: &[UserRecord]) -> ApiResult<Vec<PresenceView>> {
-    let keys: Vec<_> = users.iter().map(|u| u.key).collect();
-    let online = node.store.online_users(&app.id, &keys).await?;
-    Ok(users
-        .iter()
-        .map(|u| {
-            let on = online.contains(&u.key);
-            PresenceView {
-                user: u.id.clone(),
-                status: if on { "online" } else { "offline" },
-                last_seen: if on { None } else { u.last_seen_at },
-            }
-        })
-        .collect())
-}
-
 /// `GET /v1/server/users/{id}/presence`.
 pub async fn user_presence(req: HttpRequest, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let (node, app) = signed(&req, b"").await?;
     let found = user(&node, &app, &user_id(&path)?).await?;
-    let mut views = presence_of(&node, &app, std::slice::from_ref(&found)).await?;
+    let mut views = presence_of(&node.store, &app.id, std::slice::from_ref(&found)).await?;
     Ok(ok(StatusCode::OK, views.pop()))
 }
 
@@ -234,7 +211,7 @@ pub async fn presence_query(req: HttpRequest, body: web::Bytes) -> ApiResult<Htt
     let users = node.store.users_by_ids(&app.id, &input.user_ids).await?;
     let unknown: Vec<&str> =
         input.user_ids.iter().filter(|id| !users.iter().any(|u| u.id == id.as_str())).map(UserId::as_str).collect();
-    let presence = presence_of(&node, &app, &users).await?;
+    let presence = presence_of(&node.store, &app.id, &users).await?;
     Ok(ok(StatusCode::OK, serde_json::json!({ "presence": presence, "unknown": unknown })))
 }
 

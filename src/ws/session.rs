@@ -468,20 +468,12 @@ async fn login(
     Ok((who, groups, data))
 }
 
-#[derive(Serialize)]
-struct PresenceState {
-    user: String,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_seen: Option<i64>,
-}
-
 async fn presence(
     node: &Node,
     who: &Identity,
     session: u64,
     req: protocol::PresenceData,
-) -> ApiResult<Vec<PresenceState>> {
+) -> ApiResult<Vec<crate::presence::PresenceView>> {
     if req.subscribe.len() + req.unsubscribe.len() > 1000 {
         return Err(ApiError::validation("presence: at most 1000 users per request"));
     }
@@ -504,18 +496,7 @@ async fn presence(
     // Watch first, then read the state: a transition in between is both read and pushed, never
     // missed.
     node.router.send(Watch { id: session, users: users.clone(), subscribe: true }).await.map_err(ApiError::internal)?;
-    let online = node.store.online_users(&who.app, &users).await?;
-    Ok(subscribed
-        .iter()
-        .map(|u| {
-            let on = online.contains(&u.key);
-            PresenceState {
-                user: u.id.clone(),
-                status: if on { "online" } else { "offline" },
-                last_seen: if on { None } else { u.last_seen_at },
-            }
-        })
-        .collect())
+    Ok(crate::presence::presence_of(&node.store, &who.app, &subscribed).await?)
 }
 
 impl Actor for WsSession {
