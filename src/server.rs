@@ -231,13 +231,6 @@ impl Spawned {
         Ok(Self { addr, node, handle, thread: Some(thread) })
     }
 
-    /// Drains like SIGTERM does, and waits for the thread to end.
-    pub fn drain(mut self) {
-        let (node, handle) = (self.node.clone(), self.handle.clone());
-        off_thread(async move { drain(&node, &handle).await });
-        self.join();
-    }
-
     /// Stops at once, like a crash would for the clients (no close frames).
     pub fn stop(mut self) {
         self.halt();

@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    domain::AppId,
     error::{ApiError, ApiResult, ErrorCode},
     node::Node,
     store::apps::AppRecord,
@@ -120,11 +119,6 @@ pub async fn verify(node: &Node, req: &actix_web::HttpRequest, body: &[u8]) -> A
         return Err(fail(ErrorCode::NonceReplayed, "Nonce was already used"));
     }
     Ok(app)
-}
-
-/// The app id a verified request speaks for (convenience for handlers).
-pub fn app_id(app: &AppRecord) -> &AppId {
-    &app.id
 }
 
 #[cfg(test)]
