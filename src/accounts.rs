@@ -298,7 +298,7 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
         }
         RefreshUse::Reused { session_id, user_key } => {
             tracing::warn!(session = %session_id, "refresh token reused; session revoked");
-            if let Ok(Some(app)) = session_app(node, &session_id).await {
+            if let Ok(Some(app)) = node.store.session_app(&session_id).await {
                 kick(node, &app, user_key.0, Some(session_id), CloseCode::TokenRevoked).await;
             }
             Err(ApiError::new(ErrorCode::RefreshTokenReused, "refresh token was already used; the session is revoked"))
@@ -307,14 +307,6 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
         RefreshUse::Revoked => Err(ApiError::new(ErrorCode::TokenRevoked, "session has been revoked")),
         RefreshUse::Unknown => Err(invalid()),
     }
-}
-
-async fn session_app(node: &Node, session_id: &str) -> Result<Option<AppId>, sqlx::Error> {
-    let app: Option<String> = sqlx::query_scalar("SELECT app_id FROM auth_sessions WHERE id = $1")
-        .bind(session_id)
-        .fetch_optional(node.store.pool())
-        .await?;
-    Ok(app.and_then(|a| AppId::parse(a).ok()))
 }
 
 /// Ends the caller's device session: its refresh tokens and access tokens stop working and its

@@ -384,6 +384,15 @@ impl Store {
         Ok(RefreshUse::Valid { session_id, app_id, user_key, device_id })
     }
 
+    /// The app a device session belongs to.
+    pub async fn session_app(&self, session_id: &str) -> Result<Option<AppId>, sqlx::Error> {
+        let app: Option<String> = sqlx::query_scalar("SELECT app_id FROM auth_sessions WHERE id = $1")
+            .bind(session_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(app.and_then(|a| AppId::parse(a).ok()))
+    }
+
     pub async fn revoke_session(&self, app: &AppId, session_id: &str) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE auth_sessions SET revoked_at = $1 WHERE app_id = $2 AND id = $3 AND revoked_at IS NULL",

@@ -424,27 +424,7 @@ impl Ws {
 
     /// Sends every frame at once (fresh ids), then gathers their replies in sending order.
     pub async fn pipeline(&mut self, frames: Vec<Value>) -> Vec<Value> {
-        let mut ids = Vec::with_capacity(frames.len());
-        for mut frame in frames {
-            let id = format!("r{}", self.next_id);
-            self.next_id += 1;
-            frame["id"] = json!(id);
-            ids.push(json!(id));
-            self.send_text(&frame.to_string()).await;
-        }
-        let mut replies: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
-        while replies.len() < ids.len() {
-            let v = match self.read(WAIT).await {
-                Ok(v) => v,
-                Err(code) => panic!("socket closed ({code:?}) awaiting pipelined replies"),
-            };
-            if v["type"] == "reply" && ids.contains(&v["id"]) {
-                replies.insert(v["id"].as_str().unwrap_or_default().to_string(), v);
-            } else {
-                self.pending.push_back(v);
-            }
-        }
-        ids.iter().map(|id| replies.remove(id.as_str().unwrap_or_default()).unwrap_or(Value::Null)).collect()
+        self.try_pipeline(frames, WAIT).await.unwrap_or_else(|e| panic!("awaiting pipelined replies: {e}"))
     }
 
     /// Waits until every reply and push already in flight has arrived (a ping round-trip).
