@@ -124,6 +124,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .configure(crate::http::configure)
     })
     .workers(workers)
+    // Replies and pushes are small frames written back to back: without TCP_NODELAY, Nagle holds
+    // the second until the client's delayed ACK (~40 ms on Linux).
+    .on_connect(|conn, _ext| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .disable_signals()
     .shutdown_timeout(5)
     .bind(&config.http.bind)

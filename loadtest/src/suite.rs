@@ -1,0 +1,616 @@
+//! The standard suite: starts the floor and Natter (embedded, and cluster on PostgreSQL + NATS),
+//! runs the scenarios side by side, and writes `loadtest/results/<date>.md` and `.json`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::plan::{Auth, Scenario};
+use crate::procfs::CpuTimes;
+use crate::report::Summary;
+use crate::run::{self, RunArgs};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SuiteArgs {
+    /// The natter binary (default: beside this one, e.g. target/release/natter).
+    #[arg(long)]
+    pub natter_bin: Option<PathBuf>,
+    /// Where the results go.
+    #[arg(long, default_value = "loadtest/results")]
+    pub out_dir: PathBuf,
+    /// PostgreSQL server for cluster mode (a fresh database is created per server set).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    pub postgres: String,
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// Smaller sizes and shorter runs (a smoke test of the suite itself, not a measurement).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only these sections (1-4); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<u8>,
+}
+
+/// A server process the suite started; killed when dropped.
+struct Server {
+    child: Child,
+    ws: String,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A set of servers for one row: their URLs, pids and the app credentials.
+struct Deployment {
+    name: String,
+    servers: Vec<Server>,
+    creds: Option<(String, String)>,
+    database: Option<String>,
+    postgres: String,
+    _dir: Option<TempDir>,
+}
+
+impl Deployment {
+    fn targets(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.ws.clone()).collect()
+    }
+    fn pids(&self) -> Vec<u32> {
+        self.servers.iter().map(Server::pid).collect()
+    }
+    fn auth(&self) -> Auth {
+        if self.creds.is_some() { Auth::ServerApi } else { Auth::Floor }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.servers.clear();
+        if let Some(db) = &self.database {
+            let _ = psql(&self.postgres, "postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn psql(server: &str, db: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .arg(format!("{server}/{db}"))
+        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+struct Env {
+    natter: PathBuf,
+    postgres: String,
+    nats: String,
+}
+
+fn natter_env(cmd: &mut Command, db: &str, nats: &str, prefix: &str) {
+    cmd.env("NATTER_DATABASE__URL", db)
+        .env("NATTER_NATS__URL", nats)
+        .env("NATTER_NATS__PREFIX", prefix)
+        .env("NATTER_HTTP__BIND", "127.0.0.1:0")
+        .env("NATTER_LOG__FORMAT", "json")
+        .env("NATTER_LOG__LEVEL", "warn,natter::server=info")
+        // The harness, not the per-socket abuse limits, is what is being measured.
+        .env("NATTER_WS__MESSAGES_PER_SECOND", "1000000")
+        .env("NATTER_WS__MESSAGE_BURST", "1000000")
+        .env("NATTER_WS__OUTBOUND_QUEUE", "4096")
+        .env("NATTER_DATABASE__MAX_CONNECTIONS", "16")
+        .env_remove("DATABASE_URL")
+        .env_remove("NATS_URL")
+        .env_remove("NATTER_ENV");
+}
+
+fn create_app(env: &Env, db: &str) -> anyhow::Result<(String, String)> {
+    let mut cmd = Command::new(&env.natter);
+    natter_env(&mut cmd, db, "", "x");
+    let out = cmd.args(["app", "create", "--id", "loadtest", "--name", "Load test", "--json"]).output()?;
+    if !out.status.success() {
+        bail!("natter app create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("natter app create --json output")?;
+    Ok((
+        v["api_key"].as_str().context("no api_key")?.to_string(),
+        v["api_secret"].as_str().context("no api_secret")?.to_string(),
+    ))
+}
+
+fn start_natter(env: &Env, db: &str, nats: &str, prefix: &str) -> anyhow::Result<Server> {
+    let mut cmd = Command::new(&env.natter);
+    natter_env(&mut cmd, db, nats, prefix);
+    let mut child = cmd.arg("serve").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting natter")?;
+    let stderr = child.stderr.take().context("natter stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(sender) = &tx
+                && let Ok(v) = serde_json::from_str::<Value>(&line)
+                && let Some(addr) = v["addr"].as_str()
+            {
+                let _ = sender.send(addr.to_string());
+                tx = None;
+            } else if line.contains("\"ERROR\"") {
+                eprintln!("natter: {line}");
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).context("natter did not report its address")?;
+    Ok(Server { child, ws: format!("ws://{addr}/ws") })
+}
+
+fn start_floor() -> anyhow::Result<Server> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["floor", "--bind", "127.0.0.1:0", "--announce"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("floor stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let v: Value = serde_json::from_str(&line).context("floor announcement")?;
+    let addr = v["floor"].as_str().context("floor address")?;
+    Ok(Server { ws: format!("ws://{addr}/ws"), child })
+}
+
+fn unique() -> String {
+    hex::encode(rand::random::<[u8; 4]>())
+}
+
+fn floor() -> anyhow::Result<Deployment> {
+    Ok(Deployment {
+        name: "floor".into(),
+        servers: vec![start_floor()?],
+        creds: None,
+        database: None,
+        postgres: String::new(),
+        _dir: None,
+    })
+}
+
+fn embedded(env: &Env) -> anyhow::Result<Deployment> {
+    let dir = std::env::temp_dir().join(format!("natter-lt-{}", unique()));
+    std::fs::create_dir_all(&dir)?;
+    let db = format!("sqlite://{}/natter.db", dir.display());
+    let creds = create_app(env, &db)?;
+    let server = start_natter(env, &db, "", "natter")?;
+    Ok(Deployment {
+        name: "natter embedded (SQLite)".into(),
+        servers: vec![server],
+        creds: Some(creds),
+        database: None,
+        postgres: String::new(),
+        _dir: Some(TempDir(dir)),
+    })
+}
+
+fn cluster(env: &Env, nodes: usize) -> anyhow::Result<Deployment> {
+    let name = format!("natter_lt_{}", unique());
+    psql(&env.postgres, "postgres", &format!("CREATE DATABASE {name}"))?;
+    let mut d = Deployment {
+        name: format!("natter cluster, {nodes} node{}", if nodes == 1 { "" } else { "s" }),
+        servers: Vec::new(),
+        creds: None,
+        database: Some(name.clone()),
+        postgres: env.postgres.clone(),
+        _dir: None,
+    };
+    let db = format!("{}/{name}", env.postgres);
+    d.creds = Some(create_app(env, &db)?);
+    let prefix = format!("lt{}", unique());
+    for _ in 0..nodes {
+        d.servers.push(start_natter(env, &db, &env.nats, &prefix)?);
+    }
+    Ok(d)
+}
+
+fn base_args(d: &Deployment, scenario: Scenario) -> RunArgs {
+    RunArgs {
+        scenario,
+        targets: d.targets(),
+        auth: d.auth(),
+        app_key: d.creds.as_ref().map(|c| c.0.clone()),
+        app_secret: d.creds.as_ref().map(|c| c.1.clone()),
+        users: 0,
+        pairs: 1,
+        groups: 1,
+        group_size: 2,
+        senders: 1,
+        rate: 0.0,
+        mix: "dm=50,group=50".into(),
+        duration: 5.0,
+        message_bytes: 64,
+        connect_rate: 0.0,
+        connect_concurrency: 64,
+        source_ips: "4".into(),
+        procs: 1,
+        server_pids: d.pids(),
+        thresholds: Vec::new(),
+        out: None,
+        drain: 10.0,
+        run_id: None,
+        quiet: true,
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    section: u8,
+    what: String,
+    summary: Option<Summary>,
+    extra: Value,
+}
+
+struct Results {
+    rows: Vec<Row>,
+    md: String,
+}
+
+impl Results {
+    fn push(&mut self, section: u8, what: &str, summary: Option<Summary>, extra: Value) {
+        self.rows.push(Row { section, what: what.to_string(), summary, extra });
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() { format!("{:.2}×", a / b) } else { "–".into() }
+}
+
+async fn scenario(args: RunArgs, label: &str) -> anyhow::Result<Summary> {
+    eprintln!("── {label}");
+    let s = run::run(&args).await.with_context(|| label.to_string())?;
+    eprint!("{}", s.table());
+    Ok(s)
+}
+
+pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let machine = CpuTimes::now();
+    let natter = match &args.natter_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("natter"),
+    };
+    if !natter.exists() {
+        bail!("{} not found: run `cargo build --release` first (or pass --natter-bin)", natter.display());
+    }
+    let env = Env { natter, postgres: args.postgres.trim_end_matches('/').to_string(), nats: args.nats.clone() };
+    let want = |n: u8| args.only.is_empty() || args.only.contains(&n);
+    let q = args.quick;
+    let mut results = Results { rows: Vec::new(), md: String::new() };
+    let date = today();
+    results.md.push_str(&format!(
+        "# Natter load-test suite, {date}\n\nOne run of `natter-loadtest suite{}` on this machine ({} cores). Every row shows how busy the whole machine was during it (all cores, from /proc/stat): a busy machine means noisy figures. Ratios compare with the floor (a minimal tokio-tungstenite server with no auth and no storage) or with pgbench, measured in the same run.\n\n",
+        if q { " --quick" } else { "" },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    let mut ok = true;
+
+    if want(1) {
+        let n = if q { 1_000 } else { 10_000 };
+        results.md.push_str(&format!("## 1. Idle memory per connection ({n} connections)\n\n| server | connected | RSS before → after (MiB) | KiB per connection | vs floor | connects/s | connect p99 ms | machine busy |\n|---|---|---|---|---|---|---|---|\n"));
+        let mut floor_kib = 0.0;
+        for which in ["floor", "embedded", "cluster-1"] {
+            let d = match which {
+                "floor" => floor()?,
+                "embedded" => embedded(&env)?,
+                _ => cluster(&env, 1)?,
+            };
+            let mut a = base_args(&d, Scenario::Connect);
+            a.users = n;
+            a.duration = 2.0;
+            let s = scenario(a, &format!("1. idle {n}: {}", d.name)).await?;
+            ok &= s.passed;
+            if which == "floor" {
+                floor_kib = s.rss_per_connection_kib;
+            }
+            let f = s.servers.first().cloned().unwrap_or_default();
+            results.md.push_str(&format!(
+                "| {} | {} | {:.1} → {:.1} | {:.2} | {} | {:.0} | {:.1} | {:.0}% |\n",
+                d.name,
+                s.counts.connected,
+                f.rss_baseline_kib as f64 / 1024.0,
+                f.rss_loaded_kib as f64 / 1024.0,
+                s.rss_per_connection_kib,
+                ratio(s.rss_per_connection_kib, floor_kib),
+                s.connect_rate_per_s,
+                s.connect.p99_ms,
+                s.machine_busy_pct
+            ));
+            results.push(1, &format!("idle {n}: {}", d.name), Some(s), Value::Null);
+        }
+        results.md.push('\n');
+    }
+
+    if want(2) {
+        let members = if q { 100 } else { 1_000 };
+        results.md.push_str(&format!("## 2. One group of {members} members, one sender\n\n| server | msg/s | delivered | delivered % | p50 ms | p99 ms | p99 vs floor | server CPU µs/delivery | vs floor | machine busy |\n|---|---|---|---|---|---|---|---|---|---|\n"));
+        let mut floor_fig: std::collections::HashMap<u64, (f64, f64)> = Default::default();
+        for which in ["floor", "embedded", "cluster-1", "cluster-3"] {
+            let d = match which {
+                "floor" => floor()?,
+                "embedded" => embedded(&env)?,
+                "cluster-1" => cluster(&env, 1)?,
+                _ => cluster(&env, 3)?,
+            };
+            for rate in [10.0, 100.0] {
+                let mut a = base_args(&d, Scenario::Group);
+                a.group_size = members;
+                a.rate = rate;
+                a.duration = if q { 3.0 } else { 8.0 };
+                let s = scenario(a, &format!("2. group {members} @ {rate}/s: {}", d.name)).await?;
+                ok &= s.passed;
+                if which == "floor" {
+                    floor_fig.insert(rate as u64, (s.delivery.p99_ms, s.cpu_us_per_delivery));
+                }
+                let (fp99, fcpu) = floor_fig.get(&(rate as u64)).copied().unwrap_or_default();
+                results.md.push_str(&format!(
+                    "| {} | {rate:.0} | {}/{} | {:.2}% | {:.2} | {:.2} | {} | {:.2} | {} | {:.0}% |\n",
+                    d.name,
+                    s.counts.delivered,
+                    s.counts.expected,
+                    s.delivered_pct,
+                    s.delivery.p50_ms,
+                    s.delivery.p99_ms,
+                    ratio(s.delivery.p99_ms, fp99),
+                    s.cpu_us_per_delivery,
+                    ratio(s.cpu_us_per_delivery, fcpu),
+                    s.machine_busy_traffic_pct
+                ));
+                results.push(2, &format!("group {members} @ {rate}/s: {}", d.name), Some(s), Value::Null);
+            }
+        }
+        results.md.push('\n');
+    }
+
+    if want(3) {
+        ok &= dm_throughput(&env, q, &mut results).await?;
+    }
+
+    if want(4) {
+        let n = if q { 4_000 } else { 60_000 };
+        let d = cluster(&env, 4)?;
+        results.md.push_str(&format!("## 4. {n} idle authenticated connections over 4 nodes, then a reconnect storm\n\n| phase | connections | per second | p50 ms | p99 ms | max ms | failed | node RSS growth KiB/conn | machine busy |\n|---|---|---|---|---|---|---|---|---|\n"));
+        let mut a = base_args(&d, Scenario::Reconnect);
+        a.users = n;
+        a.procs = 4;
+        a.source_ips = "16".into();
+        a.connect_concurrency = 128;
+        let s = scenario(a, &format!("4. {n} connections over 4 nodes, reconnect storm")).await?;
+        ok &= s.passed;
+        results.md.push_str(&format!(
+            "| connect | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.0}% |\n",
+            s.counts.connected,
+            s.connect_rate_per_s,
+            s.connect.p50_ms,
+            s.connect.p99_ms,
+            s.connect.max_ms,
+            s.counts.connect_failed,
+            s.rss_per_connection_kib,
+            s.machine_busy_pct
+        ));
+        results.md.push_str(&format!(
+            "| reconnect + sync | {} | {:.0} | {:.2} (sync p50 {:.2}) | {:.2} (sync p99 {:.2}) | {:.2} | – | – | {:.0}% |\n",
+            s.reconnect.count,
+            s.reconnect_rate_per_s,
+            s.reconnect.p50_ms,
+            s.sync.p50_ms,
+            s.reconnect.p99_ms,
+            s.sync.p99_ms,
+            s.reconnect.max_ms,
+            s.machine_busy_traffic_pct
+        ));
+        results.push(4, &format!("{n} connections over 4 nodes"), Some(s), Value::Null);
+        results.md.push('\n');
+    }
+
+    results.md.push_str(&format!(
+        "Suite time {:.0} s; machine busy {:.0}% over the whole suite.\n",
+        started.elapsed().as_secs_f64(),
+        CpuTimes::now().busy_pct_since(&machine)
+    ));
+    std::fs::create_dir_all(&args.out_dir)?;
+    let stem = if q { format!("{date}-quick") } else { date.clone() };
+    let md_path = args.out_dir.join(format!("{stem}.md"));
+    let json_path = args.out_dir.join(format!("{stem}.json"));
+    std::fs::write(&md_path, &results.md)?;
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&results.rows)?)?;
+    println!("{}", results.md);
+    println!("wrote {} and {}", md_path.display(), json_path.display());
+    Ok(ok)
+}
+
+/// Section 3: DM throughput on PostgreSQL to saturation, beside pgbench running the naive
+/// per-message SQL on the same server.
+async fn dm_throughput(env: &Env, q: bool, results: &mut Results) -> anyhow::Result<bool> {
+    let pairs = if q { 20 } else { 100 };
+    let secs = if q { 3.0 } else { 8.0 };
+    results.md.push_str(&format!("## 3. DM throughput on PostgreSQL ({pairs} pairs, one cluster node)\n\n| what | offered msg/s | acked msg/s | vs pgbench | ack p50 ms | ack p99 ms | lost | machine busy |\n|---|---|---|---|---|---|---|---|\n"));
+    let pg = pgbench(env, pairs, secs)?;
+    let d = cluster(env, 1)?;
+    let mut ok = true;
+    // Saturation: offer far more than can be stored; what is acked per second is the maximum.
+    let mut a = base_args(&d, Scenario::Dm);
+    a.pairs = pairs;
+    a.rate = if q { 5_000.0 } else { 20_000.0 };
+    a.duration = secs;
+    a.drain = 30.0;
+    let max = scenario(a, "3. DM saturation").await?;
+    let top = max.acked_per_s;
+    results.md.push_str(&format!(
+        "| pgbench, one transaction per message ({} clients) | – | {:.0} | 1.00× | {:.2} | – | – | {:.0}% |\n",
+        pg.clients, pg.tps, pg.latency_ms, pg.busy
+    ));
+    results.md.push_str(&format!(
+        "| natter, saturated | {:.0} | {top:.0} | {} | {:.2} | {:.2} | {} | {:.0}% |\n",
+        max.sent_per_s,
+        ratio(top, pg.tps),
+        max.ack.p50_ms,
+        max.ack.p99_ms,
+        max.counts.lost,
+        max.machine_busy_traffic_pct
+    ));
+    ok &= max.counts.lost == 0;
+    results.push(
+        3,
+        "DM saturation",
+        Some(max),
+        serde_json::json!({"pgbench_tps": pg.tps, "pgbench_clients": pg.clients}),
+    );
+    let mut a = base_args(&d, Scenario::Dm);
+    a.pairs = pairs;
+    a.rate = (top / 2.0).max(1.0);
+    a.duration = secs;
+    let half = scenario(a, "3. DM at half the maximum").await?;
+    ok &= half.passed;
+    results.md.push_str(&format!(
+        "| natter, 50% of maximum | {:.0} | {:.0} | {} | {:.2} | {:.2} | {} | {:.0}% |\n\n",
+        half.sent_per_s,
+        half.acked_per_s,
+        ratio(half.acked_per_s, pg.tps),
+        half.ack.p50_ms,
+        half.ack.p99_ms,
+        half.counts.lost,
+        half.machine_busy_traffic_pct
+    ));
+    results.push(3, "DM at half the maximum", Some(half), Value::Null);
+    Ok(ok)
+}
+
+struct PgBench {
+    tps: f64,
+    latency_ms: f64,
+    clients: usize,
+    busy: f64,
+}
+
+/// The SQL one DM costs Natter, as one transaction per message (what a naive server does).
+fn pgbench_script() -> &'static str {
+    "\\set pair random(1, :pairs)\n\
+     \\set n random(1, 2000000000)\n\
+     BEGIN;\n\
+     UPDATE conversations SET last_seq = last_seq + 1 WHERE app_id = 'bench' AND id = 'dm_' || :pair RETURNING last_seq AS seq \\gset\n\
+     SELECT id, seq, created_at FROM messages WHERE app_id = 'bench' AND conversation_id = 'dm_' || :pair AND sender_key = :pair AND client_msg_id = 'c' || :client_id || '-' || :n;\n\
+     INSERT INTO messages (app_id, conversation_id, seq, id, sender_key, recipient_key, client_msg_id, kind, content, meta, created_at) \
+     VALUES ('bench', 'dm_' || :pair, :seq, md5(random()::text), :pair, :pair + 1000000, 'c' || :client_id || '-' || :n, NULL, repeat('x', 64), NULL, (extract(epoch from now()) * 1000)::bigint);\n\
+     END;\n"
+}
+
+fn pgbench(env: &Env, pairs: usize, secs: f64) -> anyhow::Result<PgBench> {
+    let name = format!("natter_pgbench_{}", unique());
+    psql(&env.postgres, "postgres", &format!("CREATE DATABASE {name}"))?;
+    let db = format!("{}/{name}", env.postgres);
+    let result = (|| {
+        // The same schema Natter runs on.
+        let out = Command::new(&env.natter)
+            .env("NATTER_DATABASE__URL", &db)
+            .env_remove("DATABASE_URL")
+            .env("NATTER_LOG__LEVEL", "warn")
+            .arg("migrate")
+            .output()?;
+        if !out.status.success() {
+            bail!("natter migrate: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        psql(
+            &env.postgres,
+            &name,
+            &format!(
+                "INSERT INTO conversations (app_id, id, kind, created_by, last_seq, created_at) \
+                 SELECT 'bench', 'dm_' || i, 'direct', i, 0, 0 FROM generate_series(1, {pairs}) i"
+            ),
+        )?;
+        let script = std::env::temp_dir().join(format!("{name}.sql"));
+        std::fs::write(&script, pgbench_script())?;
+        // As many clients as Natter's pool has connections.
+        let clients = 16;
+        let before = CpuTimes::now();
+        let out = Command::new("pgbench")
+            .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T", &format!("{}", secs.ceil() as u64)])
+            .args(["-D", &format!("pairs={pairs}"), "-f"])
+            .arg(&script)
+            .arg(&db)
+            .output()
+            .context("running pgbench")?;
+        let busy = CpuTimes::now().busy_pct_since(&before);
+        let _ = std::fs::remove_file(&script);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            bail!("pgbench: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        }
+        let tps = pick(&text, "tps = ").context("pgbench printed no tps")?;
+        let latency_ms = pick(&text, "latency average = ").unwrap_or(0.0);
+        eprintln!("── 3. pgbench: {tps:.0} tps, latency average {latency_ms:.2} ms ({clients} clients)");
+        Ok(PgBench { tps, latency_ms, clients, busy })
+    })();
+    let _ = psql(&env.postgres, "postgres", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    result
+}
+
+fn pick(text: &str, after: &str) -> Option<f64> {
+    let rest = &text[text.find(after)? + after.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn today() -> String {
+    // Civil date from unix days (Howard Hinnant's algorithm): no date crate for one string.
+    let days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_output_is_read() {
+        let text = "latency average = 1.234 ms\ninitial connection time = 3.1 ms\ntps = 812.5 (without initial connection time)\n";
+        assert_eq!(pick(text, "tps = "), Some(812.5));
+        assert_eq!(pick(text, "latency average = "), Some(1.234));
+        assert_eq!(pick(text, "nothing"), None);
+    }
+
+    #[test]
+    fn today_is_a_date() {
+        let d = today();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"));
+    }
+}
