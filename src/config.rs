@@ -52,6 +52,7 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub trusted_proxies: Vec<String>,
     pub cors_origins: Vec<String>,
+    pub console: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

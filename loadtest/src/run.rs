@@ -29,9 +29,9 @@ pub struct RunArgs {
     /// How users get tokens.
     #[arg(long, value_enum, default_value = "server-api")]
     pub auth: Auth,
-    #[arg(long, env = "NATTER_APP_KEY")]
+    #[arg(long, env = "LOADTEST_APP_KEY")]
     pub app_key: Option<String>,
-    #[arg(long, env = "NATTER_APP_SECRET", hide_env_values = true)]
+    #[arg(long, env = "LOADTEST_APP_SECRET", hide_env_values = true)]
     pub app_secret: Option<String>,
     /// Connections (connect, reconnect).
     #[arg(long, default_value_t = 1000)]

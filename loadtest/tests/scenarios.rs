@@ -104,7 +104,7 @@ fn loadtest(args: &[&str], creds: Option<&(String, String)>, servers: &[&Server]
         cmd.arg("--server-pid").arg(s.child.id().to_string());
     }
     match creds {
-        Some((key, secret)) => cmd.env("NATTER_APP_KEY", key).env("NATTER_APP_SECRET", secret),
+        Some((key, secret)) => cmd.env("LOADTEST_APP_KEY", key).env("LOADTEST_APP_SECRET", secret),
         None => cmd.args(["--auth", "floor"]),
     };
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();

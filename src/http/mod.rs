@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod console;
 pub mod groups;
 pub mod health;
 pub mod server;
@@ -32,6 +33,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::QueryConfig::default().error_handler(|err, _| ApiError::validation(format!("query: {err}")).into()),
     )
     .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::validation(format!("path: {err}")).into()))
+    .route("/", web::get().to(console::index))
+    .route("/console/{file}", web::get().to(console::asset))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))

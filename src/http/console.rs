@@ -1,0 +1,58 @@
+//! The browser console at `/`: static files compiled into the binary (no build step, no CDN),
+//! served with a policy that lets them reach this origin's API and WebSocket and nothing else.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::node::Node;
+
+/// (path under /console/, content type, body)
+const FILES: &[(&str, &str, &str)] = &[
+    ("console.css", "text/css; charset=utf-8", include_str!("../../assets/console/console.css")),
+    ("app.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/app.js")),
+    ("api.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/api.js")),
+    ("socket.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/socket.js")),
+    ("view.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/view.js")),
+];
+
+const INDEX: &str = include_str!("../../assets/console/index.html");
+
+fn enabled(req: &HttpRequest) -> ApiResult<()> {
+    let on = req.app_data::<web::Data<Node>>().is_some_and(|n| n.config.http.console);
+    if on { Ok(()) } else { Err(ApiError::new(ErrorCode::NotFound, "the console is disabled (http.console)")) }
+}
+
+/// The page's own policy: scripts and styles from this origin only, network to this host only.
+fn policy(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    let host = info.host();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' ws://{host} wss://{host}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
+fn respond(req: &HttpRequest, content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        // Revalidated on every load, so a new binary's console is never mixed with an old one.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("Content-Security-Policy", policy(req)))
+        .body(body)
+}
+
+/// `GET /`.
+pub async fn index(req: HttpRequest) -> ApiResult<HttpResponse> {
+    enabled(&req)?;
+    Ok(respond(&req, "text/html; charset=utf-8", INDEX))
+}
+
+/// `GET /console/{file}`.
+pub async fn asset(req: HttpRequest, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    enabled(&req)?;
+    let (_, content_type, body) = FILES
+        .iter()
+        .find(|(name, _, _)| *name == path.as_str())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no console file {}", path.as_str())))?;
+    Ok(respond(&req, content_type, body))
+}

@@ -1,0 +1,243 @@
+// End-to-end test of the browser console in headless Chromium (Debian's /usr/bin/chromium driven
+// by playwright-core, which this script installs into target/e2e itself).
+//
+//   NATTER_BIN=target/debug/natter node tests/e2e/console.mjs
+//
+// Two people sign up, open a DM by email, talk both ways (read markers, typing, presence), a guest
+// joins a group, the server is killed and restarted mid-conversation, and every page must show
+// every message exactly once. Screenshots go to target/e2e-screenshots/.
+
+import { execSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const work = path.join(root, 'target', 'e2e');
+const shots = path.join(root, 'target', 'e2e-screenshots');
+const natterBin = process.env.NATTER_BIN || path.join(root, 'target', 'debug', 'natter');
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const STEP_TIMEOUT = 15000;
+
+function log(...args) {
+  console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...args);
+}
+
+async function playwright() {
+  const entry = path.join(work, 'node_modules', 'playwright-core', 'index.mjs');
+  if (!fs.existsSync(entry)) {
+    log('installing playwright-core into', work);
+    fs.mkdirSync(work, { recursive: true });
+    execSync('npm install --no-audit --no-fund --loglevel=error --prefix . playwright-core@1', { cwd: work, stdio: 'inherit' });
+  }
+  return import(pathToFileURL(entry).href);
+}
+
+/** The caller's environment without anything that would point natter at another store or bus. */
+function ownEnv() {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) {
+    if (k.startsWith('NATTER_') || ['DATABASE_URL', 'NATS_URL', 'DATABASE_URL_FILE', 'NATS_URL_FILE'].includes(k)) delete env[k];
+  }
+  return env;
+}
+
+/** A natter process on SQLite; `port` 0 picks one, a number reuses it (the restart). */
+function startNatter(dir, port) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(natterBin, ['serve'], {
+      env: {
+        ...ownEnv(),
+        NATTER_DATABASE__URL: `sqlite://${dir}/natter.db`,
+        NATTER_HTTP__BIND: `127.0.0.1:${port}`,
+        NATTER_HTTP__WORKERS: '2',
+        NATTER_LOG__FORMAT: 'json',
+        NATTER_LOG__LEVEL: 'warn,natter::server=info',
+        NATTER_NATS__URL: '',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const timer = setTimeout(() => reject(new Error('natter did not start in 30 s')), 30000);
+    const lines = readline.createInterface({ input: child.stderr });
+    lines.on('line', (line) => {
+      try {
+        const v = JSON.parse(line);
+        if (v.addr) {
+          clearTimeout(timer);
+          resolve({ child, addr: v.addr });
+        }
+        if (v.level === 'ERROR') log('natter:', line);
+      } catch {
+        log('natter:', line);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`natter exited with ${code}`)));
+  });
+}
+
+async function main() {
+  if (!fs.existsSync(chromiumPath)) throw new Error(`${chromiumPath} is missing: apt-get install chromium`);
+  if (!fs.existsSync(natterBin)) throw new Error(`${natterBin} is missing: cargo build`);
+  fs.mkdirSync(shots, { recursive: true });
+  const { chromium } = await playwright();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'natter-e2e-'));
+  let server = await startNatter(dir, 0);
+  const base = `http://${server.addr}`;
+  const port = server.addr.split(':').pop();
+  log('natter on', base);
+
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = async (name) => {
+      const ctx = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+      const p = await ctx.newPage();
+      p.setDefaultTimeout(STEP_TIMEOUT);
+      p.on('pageerror', (e) => log(`${name} page error:`, e.message));
+      p.on('console', (m) => m.type() === 'error' && log(`${name} console:`, m.text()));
+      await p.goto(base + '/');
+      return p;
+    };
+    const shot = (p, name) => p.screenshot({ path: path.join(shots, `${name}.png`) });
+    const myId = async (p) => (await p.locator('#me-name').textContent()).match(/\(([^,)]+)/)[1];
+    const messages = (p) => p.locator('[data-testid=message]');
+    const expectOnce = async (p, text) => {
+      const m = messages(p).filter({ hasText: text });
+      await m.first().waitFor();
+      const n = await m.count();
+      if (n !== 1) throw new Error(`"${text}" shown ${n} times`);
+    };
+    const send = async (p, text) => {
+      await p.fill('#text', text);
+      await p.press('#text', 'Enter');
+    };
+    const openConv = (p, name) => p.locator('.conv', { hasText: name }).click();
+
+    log('alice and bob sign up');
+    const alice = await page('alice');
+    const bob = await page('bob');
+    for (const [p, email, name] of [[alice, 'alice@example.com', 'Alice'], [bob, 'bob@example.com', 'Bob']]) {
+      const f = p.locator('#signup-form');
+      await f.getByLabel('Email').fill(email);
+      await f.getByLabel('Password').fill('correct horse battery');
+      await f.getByLabel('First name').fill(name);
+      await f.getByLabel('Last name').fill('Example');
+      await f.getByRole('button', { name: 'Sign up' }).click();
+      await p.locator('#conn[data-state=online]').waitFor();
+    }
+    await shot(alice, '01-signed-up');
+    const bobId = await myId(bob);
+
+    log('alice opens a DM by email and writes');
+    await alice.getByLabel('Message a user').fill('bob@example.com');
+    await alice.getByRole('button', { name: 'Open chat' }).click();
+    await alice.locator('#pane-title', { hasText: 'Bob' }).waitFor();
+    await alice.locator('#pane-title .dot[data-status=online]').waitFor();
+    await send(alice, 'Hi Bob');
+    await alice.locator('[data-testid=message][data-state=sent]', { hasText: 'Hi Bob' }).locator('.state', { hasText: '#1' }).waitFor();
+
+    log('bob sees it with an unread count, reads, replies');
+    await bob.locator('.conv', { hasText: 'Alice' }).locator('.unread', { hasText: '1' }).waitFor();
+    await shot(bob, '02-unread');
+    await openConv(bob, 'Alice');
+    await expectOnce(bob, 'Hi Bob');
+    await alice.locator('[data-testid=message]', { hasText: 'Hi Bob' }).locator('.state', { hasText: 'read by Bob' }).waitFor();
+    await bob.locator('#text').pressSequentially('Hello Ali', { delay: 20 });
+    await alice.locator('#typing', { hasText: 'Bob is typing' }).waitFor();
+    await shot(alice, '03-typing');
+    await bob.locator('#text').pressSequentially('ce', { delay: 20 });
+    await bob.press('#text', 'Enter');
+    await expectOnce(alice, 'Hello Alice');
+
+    log('carol continues as a guest; alice makes a group with bob (by email) and carol (by id)');
+    const carol = await page('carol');
+    await carol.locator('#guest-form').getByLabel('Name (optional)').fill('Carol');
+    await carol.getByRole('button', { name: 'Continue as guest' }).click();
+    await carol.locator('#conn[data-state=online]').waitFor();
+    const carolId = await myId(carol);
+    await alice.getByLabel('New group').fill('Team');
+    await alice.getByLabel('Members').fill(`bob@example.com, ${carolId}`);
+    await alice.getByRole('button', { name: 'Create group' }).click();
+    await alice.locator('#pane-title', { hasText: 'Team' }).waitFor();
+    await send(alice, 'Hello team');
+    await carol.locator('.conv', { hasText: 'Team' }).click();
+    await expectOnce(carol, 'Hello team');
+    await send(carol, 'Hi from Carol');
+    await expectOnce(alice, 'Hi from Carol');
+    await openConv(bob, 'Team');
+    await expectOnce(bob, 'Hi from Carol');
+
+    log('carol keeps her account: same id after the upgrade');
+    await carol.getByRole('button', { name: 'Keep this account…' }).click();
+    const up = carol.locator('#upgrade-form');
+    await up.getByLabel('Email').fill('carol@example.com');
+    await up.getByLabel('Password').fill('another good passphrase');
+    await up.getByLabel('First name').fill('Carol');
+    await up.getByLabel('Last name').fill('Guest');
+    await up.getByRole('button', { name: 'Save' }).click();
+    await carol.locator('#upgrade-open').waitFor({ state: 'hidden' });
+    if ((await myId(carol)) !== carolId) throw new Error('the upgrade changed the user id');
+
+    log('the server is killed mid-conversation; alice writes while it is down');
+    server.child.kill('SIGKILL');
+    await alice.locator('#conn[data-state=offline]').waitFor();
+    await bob.locator('#conn[data-state=offline]').waitFor();
+    await send(alice, 'Sent while down');
+    await alice.locator('[data-testid=message][data-state=waiting]', { hasText: 'Sent while down' }).waitFor();
+    await shot(alice, '04-offline');
+    server = await startNatter(dir, port);
+    log('natter restarted on', server.addr);
+    for (const p of [alice, bob, carol]) await p.locator('#conn[data-state=online]').waitFor({ timeout: 30000 });
+    await alice.locator('[data-testid=message][data-state=sent]', { hasText: 'Sent while down' }).waitFor();
+    for (const p of [bob, carol]) {
+      await expectOnce(p, 'Sent while down');
+      await expectOnce(p, 'Hello team');
+      await expectOnce(p, 'Hi from Carol');
+    }
+    await openConv(bob, 'Alice');
+    await send(bob, 'After the restart');
+    await openConv(alice, 'Bob');
+    await expectOnce(alice, 'After the restart');
+    for (const t of ['Hi Bob', 'Hello Alice']) {
+      await expectOnce(alice, t);
+      await expectOnce(bob, t);
+    }
+    await shot(alice, '05-after-restart');
+    await openConv(alice, 'Team');
+    await expectOnce(alice, 'Sent while down');
+    await shot(alice, 'console');
+
+    log('a wrong password gets a clear error');
+    const dave = await page('dave');
+    const login = dave.locator('#login-form');
+    await login.getByLabel('Email').fill('alice@example.com');
+    await login.getByLabel('Password').fill('not the password');
+    await login.getByRole('button', { name: 'Log in' }).click();
+    await dave.locator('#error', { hasText: 'Wrong email or password' }).waitFor();
+    await shot(dave, '06-error');
+    log(`ok: bob ${bobId}, carol ${carolId}; screenshots in ${shots}`);
+  } catch (e) {
+    for (const [i, c] of browser.contexts().entries()) {
+      for (const p of c.pages()) await p.screenshot({ path: path.join(shots, `failure-${i}.png`) }).catch(() => {});
+    }
+    throw e;
+  } finally {
+    await browser.close();
+    server.child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error('e2e failed:', e);
+    process.exit(1);
+  },
+);
