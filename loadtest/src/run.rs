@@ -529,7 +529,7 @@ async fn coordinate(
     let ack_secs =
         board.sent_done_at.map_or(secs, |t| t.saturating_duration_since(traffic_began).as_secs_f64().max(secs));
     s.acked_per_s = counts.acked as f64 / ack_secs;
-    s.delivered_per_s = live_delivered as f64 / secs;
+    s.delivered_per_s = live_delivered as f64 / ack_secs;
     s.delivered_pct = if counts.expected > 0 { 100.0 * counts.delivered as f64 / counts.expected as f64 } else { 0.0 };
     let rss_growth: i64 = servers.iter().map(|f| f.rss_loaded_kib as i64 - f.rss_baseline_kib as i64).sum();
     if connected_at_load > 0 && !servers.is_empty() {

@@ -31,7 +31,7 @@ pub struct SuiteArgs {
     /// Smaller sizes and shorter runs (a smoke test of the suite itself, not a measurement).
     #[arg(long)]
     pub quick: bool,
-    /// Only these sections (1-4); default all.
+    /// Only these sections (1-5); default all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
 }
@@ -273,6 +273,138 @@ struct Row {
 struct Results {
     rows: Vec<Row>,
     md: String,
+    t: Targets,
+}
+
+/// The figures the performance targets are judged on, gathered as the sections run.
+#[derive(Default)]
+struct Targets {
+    floor_kib: Option<f64>,
+    natter_kib: Option<f64>,
+    floor_p99: Option<f64>,
+    floor_cpu: Option<f64>,
+    one_node: Option<(f64, f64, f64)>,
+    three_nodes_p99: Option<f64>,
+    pgbench_tps: Option<f64>,
+    pg_max: Option<f64>,
+    pg_half_p99: Option<f64>,
+    sqlite_max: Option<f64>,
+    big: Option<(u64, f64, f64)>,
+}
+
+impl Targets {
+    fn table(&self) -> String {
+        let mut out = String::from("## Targets\n\n| # | target | figure | ratio | met |\n|---|---|---|---|---|\n");
+        let mut row = |n: &str, what: &str, figure: String, ratio: Option<f64>, limit: f64, at_most: bool| {
+            let met = match ratio {
+                Some(r) if at_most => {
+                    if r <= limit {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                }
+                Some(r) => {
+                    if r >= limit {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                }
+                None => "not measured",
+            };
+            let r = ratio.map_or("–".to_string(), |r| format!("{r:.2}"));
+            out.push_str(&format!("| {n} | {what} | {figure} | {r} | {met} |\n"));
+        };
+        let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        row(
+            "1",
+            "idle memory per connection ≤ 1.15 × floor",
+            format!("natter {:.2} KiB, floor {:.2} KiB", self.natter_kib.unwrap_or(0.0), self.floor_kib.unwrap_or(0.0)),
+            div(self.natter_kib, self.floor_kib),
+            1.15,
+            true,
+        );
+        let (p99, cpu, pct) = self.one_node.unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+        row(
+            "2a",
+            "1,000-member group at 100 msg/s, cluster 1 node: 100 % delivered",
+            format!("{pct:.2} %"),
+            self.one_node.map(|_| pct / 100.0),
+            1.0,
+            false,
+        );
+        row(
+            "2b",
+            "… p99 ≤ 1.5 × floor",
+            format!("{p99:.2} ms vs floor {:.2} ms", self.floor_p99.unwrap_or(0.0)),
+            div(self.one_node.map(|o| o.0), self.floor_p99),
+            1.5,
+            true,
+        );
+        row(
+            "2c",
+            "… server CPU per delivery ≤ 1.3 × floor",
+            format!("{cpu:.2} µs vs floor {:.2} µs", self.floor_cpu.unwrap_or(0.0)),
+            div(self.one_node.map(|o| o.1), self.floor_cpu),
+            1.3,
+            true,
+        );
+        row(
+            "3",
+            "3 nodes p99 ≤ 1.3 × 1 node",
+            format!("{:.2} ms vs {p99:.2} ms", self.three_nodes_p99.unwrap_or(0.0)),
+            div(self.three_nodes_p99, self.one_node.map(|o| o.0)),
+            1.3,
+            true,
+        );
+        row(
+            "4a",
+            "DM acked msg/s on PostgreSQL ≥ 2 × pgbench (naive SQL)",
+            format!("{:.0}/s vs pgbench {:.0}/s", self.pg_max.unwrap_or(0.0), self.pgbench_tps.unwrap_or(0.0)),
+            div(self.pg_max, self.pgbench_tps),
+            2.0,
+            false,
+        );
+        row(
+            "4b",
+            "DM ack p99 ≤ 20 ms at half the maximum",
+            format!("{:.2} ms", self.pg_half_p99.unwrap_or(0.0)),
+            self.pg_half_p99.map(|p| p / 20.0),
+            1.0,
+            true,
+        );
+        row(
+            "4c",
+            "embedded SQLite ≥ 10,000 acked msg/s",
+            format!("{:.0}/s", self.sqlite_max.unwrap_or(0.0)),
+            self.sqlite_max.map(|m| m / 10_000.0),
+            1.0,
+            false,
+        );
+        let (n, rate, cpu20k) = self.big.unwrap_or((0, f64::NAN, f64::NAN));
+        row(
+            "5a",
+            "100,000 connections over 6 nodes: connect rate ≥ 5,000/s",
+            format!("{n} connected at {rate:.0}/s"),
+            self.big.map(|_| rate / 5_000.0),
+            1.0,
+            false,
+        );
+        row(
+            "5b",
+            "… idle CPU ≤ 10 % of a core per 20,000 connections",
+            format!("{cpu20k:.2} % per 20,000"),
+            self.big.map(|_| cpu20k / 10.0),
+            1.0,
+            true,
+        );
+        out.push_str("\nRatios are figure / (floor, peer or limit); \"met\" compares them with the target.\n\n");
+        out
+    }
 }
 
 impl Results {
@@ -305,7 +437,7 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
     let env = Env { natter, postgres: args.postgres.trim_end_matches('/').to_string(), nats: args.nats.clone() };
     let want = |n: u8| args.only.is_empty() || args.only.contains(&n);
     let q = args.quick;
-    let mut results = Results { rows: Vec::new(), md: String::new() };
+    let mut results = Results { rows: Vec::new(), md: String::new(), t: Targets::default() };
     let date = today();
     results.md.push_str(&format!(
         "# Natter load-test suite, {date}\n\nOne run of `natter-loadtest suite{}` on this machine ({} cores). Every row shows how busy the whole machine was during it (all cores, from /proc/stat): a busy machine means noisy figures. Ratios compare with the floor (a minimal tokio-tungstenite server with no auth and no storage) or with pgbench, measured in the same run.\n\n",
@@ -331,6 +463,10 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
             ok &= s.passed;
             if which == "floor" {
                 floor_kib = s.rss_per_connection_kib;
+                results.t.floor_kib = Some(s.rss_per_connection_kib);
+            }
+            if which == "cluster-1" {
+                results.t.natter_kib = Some(s.rss_per_connection_kib);
             }
             let f = s.servers.first().cloned().unwrap_or_default();
             results.md.push_str(&format!(
@@ -370,6 +506,19 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
                 ok &= s.passed;
                 if which == "floor" {
                     floor_fig.insert(rate as u64, (s.delivery.p99_ms, s.cpu_us_per_delivery));
+                }
+                if rate >= 100.0 {
+                    match which {
+                        "floor" => {
+                            results.t.floor_p99 = Some(s.delivery.p99_ms);
+                            results.t.floor_cpu = Some(s.cpu_us_per_delivery);
+                        }
+                        "cluster-1" => {
+                            results.t.one_node = Some((s.delivery.p99_ms, s.cpu_us_per_delivery, s.delivered_pct))
+                        }
+                        "cluster-3" => results.t.three_nodes_p99 = Some(s.delivery.p99_ms),
+                        _ => {}
+                    }
                 }
                 let (fp99, fcpu) = floor_fig.get(&(rate as u64)).copied().unwrap_or_default();
                 results.md.push_str(&format!(
@@ -432,6 +581,36 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
         results.md.push('\n');
     }
 
+    if want(5) {
+        let n = if q { 6_000 } else { 100_000 };
+        let d = cluster(&env, 6)?;
+        results.md.push_str(&format!("## 5. {n} idle authenticated connections over 6 nodes\n\n| connected | failed | per second | p50 ms | p99 ms | node RSS growth KiB/conn | idle CPU, % of a core per 20,000 | machine busy |\n|---|---|---|---|---|---|---|---|\n"));
+        let mut a = base_args(&d, Scenario::Connect);
+        a.users = n;
+        a.procs = 6;
+        a.source_ips = "16".into();
+        a.connect_concurrency = 128;
+        a.duration = 10.0;
+        let s = scenario(a, &format!("5. {n} connections over 6 nodes")).await?;
+        ok &= s.passed;
+        // The hold phase is the "traffic" phase of a connect run: no messages, only heartbeats.
+        let per_20k = s.server_cpu_pct_of_core * 20_000.0 / (s.counts.connected.max(1) as f64);
+        results.md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}% |\n\n",
+            s.counts.connected,
+            s.counts.connect_failed,
+            s.connect_rate_per_s,
+            s.connect.p50_ms,
+            s.connect.p99_ms,
+            s.rss_per_connection_kib,
+            per_20k,
+            s.machine_busy_pct
+        ));
+        results.t.big = Some((s.counts.connected, s.connect_rate_per_s, per_20k));
+        results.push(5, &format!("{n} connections over 6 nodes"), Some(s), Value::Null);
+    }
+    results.md.push_str(&results.t.table());
+
     results.md.push_str(&format!(
         "Suite time {:.0} s; machine busy {:.0}% over the whole suite.\n",
         started.elapsed().as_secs_f64(),
@@ -466,6 +645,8 @@ async fn dm_throughput(env: &Env, q: bool, results: &mut Results) -> anyhow::Res
     a.drain = 30.0;
     let max = scenario(a, "3. DM saturation").await?;
     let top = max.acked_per_s;
+    results.t.pgbench_tps = Some(pg.tps);
+    results.t.pg_max = Some(top);
     results.md.push_str(&format!(
         "| pgbench, one transaction per message ({} clients) | – | {:.0} | 1.00× | {:.2} | – | – | {:.0}% |\n",
         pg.clients, pg.tps, pg.latency_ms, pg.busy
@@ -502,7 +683,24 @@ async fn dm_throughput(env: &Env, q: bool, results: &mut Results) -> anyhow::Res
         half.counts.lost,
         half.machine_busy_traffic_pct
     ));
+    results.t.pg_half_p99 = Some(half.ack.p99_ms);
     results.push(3, "DM at half the maximum", Some(half), Value::Null);
+    drop(d);
+    // Embedded: the same saturation against SQLite.
+    let e = embedded(env)?;
+    let mut a = base_args(&e, Scenario::Dm);
+    a.pairs = pairs;
+    a.rate = if q { 5_000.0 } else { 15_000.0 };
+    a.duration = if q { 2.0 } else { 4.0 };
+    a.drain = 30.0;
+    let lite = scenario(a, "3. DM saturation, embedded SQLite").await?;
+    ok &= lite.counts.lost == 0;
+    results.md.push_str(&format!(
+        "Embedded SQLite, saturated: offered {:.0} msg/s, acked {:.0} msg/s, ack p99 {:.2} ms, lost {}, machine busy {:.0}%.\n\n",
+        lite.sent_per_s, lite.acked_per_s, lite.ack.p99_ms, lite.counts.lost, lite.machine_busy_traffic_pct
+    ));
+    results.t.sqlite_max = Some(lite.acked_per_s);
+    results.push(3, "DM saturation, embedded SQLite", Some(lite), Value::Null);
     Ok(ok)
 }
 

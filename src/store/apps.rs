@@ -90,13 +90,29 @@ impl Store {
     }
 
     pub async fn app(&self, id: &AppId) -> Result<Option<AppRecord>, AppError> {
+        if let Ok(cache) = self.apps.read()
+            && let Some((at, record)) = cache.get(id.as_str())
+            && at.elapsed() < super::APP_CACHE_TTL
+        {
+            return Ok(Some(record.clone()));
+        }
         let started = Instant::now();
         let row = sqlx::query("SELECT id, api_key, api_secret, settings, created_at FROM apps WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(self.pool())
             .await?;
         observe("app_get", started);
-        row.as_ref().map(row_to_app).transpose()
+        let record = row.as_ref().map(row_to_app).transpose()?;
+        if let (Some(r), Ok(mut cache)) = (&record, self.apps.write()) {
+            cache.insert(id.as_str().to_string(), (Instant::now(), r.clone()));
+        }
+        Ok(record)
+    }
+
+    fn forget_app(&self, id: &AppId) {
+        if let Ok(mut cache) = self.apps.write() {
+            cache.remove(id.as_str());
+        }
     }
 
     pub async fn apps(&self) -> Result<Vec<AppRecord>, AppError> {
@@ -107,11 +123,15 @@ impl Store {
     }
 
     pub async fn set_app_settings(&self, id: &AppId, settings: &AppSettings) -> Result<(), AppError> {
+        self.forget_app(id);
         let done = sqlx::query("UPDATE apps SET settings = $1 WHERE id = $2")
             .bind(settings_json(settings))
             .bind(id.as_str())
             .execute(self.pool())
             .await?;
+        // Again after the write: a read between the first forget and the update may have
+        // cached the old settings.
+        self.forget_app(id);
         if done.rows_affected() == 0 {
             return Err(AppError::NotFound(id.to_string()));
         }
@@ -120,6 +140,7 @@ impl Store {
 
     /// Replaces the server-API secret; the old one stops working at once.
     pub async fn rotate_app_secret(&self, id: &AppId) -> Result<crate::config::Secret, AppError> {
+        self.forget_app(id);
         let secret = crate::config::Secret::new(crate::domain::random_id("", 32));
         let done = sqlx::query("UPDATE apps SET api_secret = $1 WHERE id = $2")
             .bind(secret.expose())

@@ -136,6 +136,15 @@ pub enum AppendError {
     Db(#[from] sqlx::Error),
 }
 
+/// A conversation a user is in, as a new session starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Active {
+    pub id: String,
+    pub group: bool,
+    /// Its last seq when the session started.
+    pub head: i64,
+}
+
 /// A member newly written by a group change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
@@ -159,121 +168,33 @@ pub enum GroupWriteError {
 }
 
 impl Store {
+    /// Appends a message: the conversation's next seq, or the original answer for a known
+    /// `client_msg_id`. Concurrent appends share a transaction (see `batch`); this returns once
+    /// the message is committed.
     pub async fn append_message(&self, new: NewMessage<'_>) -> Result<Appended, AppendError> {
         let started = Instant::now();
-        let app = new.app.as_str();
-        let conv = new.conversation.as_str();
-        let mut tx = self.begin_write().await?;
-        // The bump comes first: it takes the row lock that orders every append to this
-        // conversation, so the duplicate check below sees any concurrent resend's commit.
-        let bump = "UPDATE conversations SET last_seq = last_seq + 1 WHERE app_id = $1 AND id = $2 RETURNING last_seq";
-        let mut seq: Option<i64> = sqlx::query_scalar(bump).bind(app).bind(conv).fetch_optional(&mut **tx).await?;
-        if seq.is_none() {
-            let (ConversationKind::Direct, Some(recipient)) = (new.kind, new.recipient) else {
-                return Err(AppendError::NotFound);
-            };
-            let now = crate::domain::now_millis();
-            sqlx::query(
-                "INSERT INTO conversations (app_id, id, kind, created_by, last_seq, created_at) \
-                 VALUES ($1, $2, 'direct', $3, 0, $4) ON CONFLICT (app_id, id) DO NOTHING",
-            )
-            .bind(app)
-            .bind(conv)
-            .bind(new.sender.0)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            for user in [new.sender, recipient] {
-                sqlx::query(
-                    "INSERT INTO members (app_id, conversation_id, user_key, role, joined_seq, joined_at) \
-                     VALUES ($1, $2, $3, 'member', 0, $4) ON CONFLICT (app_id, conversation_id, user_key) DO NOTHING",
-                )
-                .bind(app)
-                .bind(conv)
-                .bind(user.0)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-            }
-            seq = sqlx::query_scalar(bump).bind(app).bind(conv).fetch_optional(&mut **tx).await?;
-        }
-        let seq = seq.ok_or(AppendError::NotFound)?;
-        if new.kind == ConversationKind::Group && new.sender != SYSTEM_SENDER {
-            let member: Option<i64> = sqlx::query_scalar(
-                "SELECT joined_seq FROM members WHERE app_id = $1 AND conversation_id = $2 AND user_key = $3 AND left_seq IS NULL",
-            )
-            .bind(app)
-            .bind(conv)
-            .bind(new.sender.0)
-            .fetch_optional(&mut **tx)
-            .await?;
-            if member.is_none() {
-                return Err(AppendError::NotAMember);
-            }
-        }
-        let existing = sqlx::query(
-            "SELECT id, seq, created_at FROM messages WHERE app_id = $1 AND conversation_id = $2 AND sender_key = $3 AND client_msg_id = $4",
-        )
-        .bind(app)
-        .bind(conv)
-        .bind(new.sender.0)
-        .bind(new.client_msg_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = existing {
-            // Dropping the transaction rolls the bump back: no gap.
-            observe("message_append_duplicate", started);
-            return Ok(Appended {
-                id: row.try_get("id")?,
-                seq: row.try_get("seq")?,
-                created_at: row.try_get("created_at")?,
-                created: false,
-            });
-        }
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let created_at = crate::domain::now_millis();
-        let inserted = sqlx::query(
-            "INSERT INTO messages (app_id, conversation_id, seq, id, sender_key, recipient_key, client_msg_id, kind, content, meta, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(app)
-        .bind(conv)
-        .bind(seq)
-        .bind(&id)
-        .bind(new.sender.0)
-        .bind(new.recipient.map(|k| k.0))
-        .bind(new.client_msg_id)
-        .bind(new.message_kind.map(str::to_string))
-        .bind(new.content)
-        .bind(new.meta.map(str::to_string))
-        .bind(created_at)
-        .execute(&mut **tx)
-        .await;
-        if let Err(e) = inserted {
-            if is_unique_violation(&e) {
-                tracing::warn!("duplicate message insert raced past the row lock");
-            }
-            return Err(e.into());
-        }
-        if new.hooks.wants("message.sent") {
-            let event = StoredMessage {
-                id: id.clone(),
-                conversation_id: conv.to_string(),
-                conversation_kind: new.kind,
-                seq,
-                sender: new.sender_id.map(str::to_string),
-                recipient: new.recipient_id.map(str::to_string),
+        let answer = self
+            .append_batched(super::batch::Job {
+                app: new.app.as_str().to_string(),
+                conversation: new.conversation.as_str().to_string(),
+                kind: new.kind,
+                sender: new.sender,
+                recipient: new.recipient,
                 client_msg_id: new.client_msg_id.to_string(),
-                kind: new.message_kind.map(str::to_string),
+                message_kind: new.message_kind.map(str::to_string),
                 content: new.content.to_string(),
                 meta: new.meta.map(str::to_string),
-                created_at,
-            };
-            super::outbox::enqueue(&mut tx, app, "message.sent", &event).await?;
-        }
-        tx.commit().await?;
-        observe("message_append", started);
-        Ok(Appended { id, seq, created_at, created: true })
+                sender_id: new.sender_id.map(str::to_string),
+                recipient_id: new.recipient_id.map(str::to_string),
+                hook: new.hooks.wants("message.sent"),
+            })
+            .await;
+        let op = match &answer {
+            Ok(a) if !a.created => "message_append_duplicate",
+            _ => "message_append",
+        };
+        observe(op, started);
+        answer
     }
 
     /// Every conversation the user belongs or belonged to, ordered by id.
@@ -382,19 +303,28 @@ impl Store {
         Ok(stored)
     }
 
-    /// Ids of the groups the user is an active member of.
-    pub async fn active_groups(&self, app: &AppId, user: UserKey) -> Result<Vec<String>, sqlx::Error> {
+    /// The conversations the user is an active member of, with their last seq now: a new
+    /// session subscribes to the groups, and counts pushes from those seqs on (a commit batch
+    /// publishes its messages in any order, so the first push a session sees need not be the
+    /// next one).
+    pub async fn active_conversations(&self, app: &AppId, user: UserKey) -> Result<Vec<Active>, sqlx::Error> {
         let started = Instant::now();
-        let ids = sqlx::query_scalar(
-            "SELECT m.conversation_id FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
-             WHERE m.app_id = $1 AND m.user_key = $2 AND m.left_seq IS NULL AND c.kind = 'group'",
+        let rows = sqlx::query(
+            "SELECT m.conversation_id, c.kind, c.last_seq FROM members m \
+             JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
+             WHERE m.app_id = $1 AND m.user_key = $2 AND m.left_seq IS NULL",
         )
         .bind(app.as_str())
         .bind(user.0)
         .fetch_all(self.pool())
         .await?;
-        observe("active_groups", started);
-        Ok(ids)
+        observe("active_conversations", started);
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(Active { id: r.try_get("conversation_id")?, group: kind == "group", head: r.try_get("last_seq")? })
+            })
+            .collect()
     }
 
     /// Creates a group with its owner and first members in one transaction.

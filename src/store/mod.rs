@@ -4,6 +4,7 @@
 //! both); only the migrations differ. Every query names its app. Timestamps are unix milliseconds.
 
 pub mod apps;
+mod batch;
 pub mod conversations;
 pub mod keys;
 pub mod limits;
@@ -35,7 +36,17 @@ pub struct Store {
     /// SQLite has one writer at a time; queueing writers here instead of in SQLite's busy loop
     /// keeps latency flat under concurrent sends. PostgreSQL needs no gate.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Secret (credentials): never logged. The appender opens its own connections with it.
+    url: Arc<String>,
+    /// The group-commit writer of messages, started by the first append.
+    appender: Arc<std::sync::OnceLock<batch::Appender>>,
+    /// Apps by id, read on every send: kept for `APP_CACHE_TTL`, dropped at once by this
+    /// process's own changes (another process's `natter app set` applies within the TTL).
+    apps: Arc<std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, apps::AppRecord)>>>,
 }
+
+/// How long a node trusts its copy of an app's settings.
+pub const APP_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A write transaction; on SQLite it also holds the write gate until it ends.
 pub struct WriteTx {
@@ -72,26 +83,12 @@ impl Store {
         } else {
             (Dialect::Postgres, raw.to_string())
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // WAL lets readers run beside the writer; NORMAL sync is durable across
-                        // process crashes (the WAL is fsynced at checkpoints).
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    }
-                    Ok(())
-                })
-            })
+        let pool = pool_options(dialect, config.max_connections)
             .connect(&url)
             .await
             .with_context(|| format!("cannot open the {dialect:?} database"))?;
         let write_gate = (dialect == Dialect::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Store { pool, dialect, write_gate })
+        Ok(Store { pool, dialect, write_gate, url: Arc::new(url), appender: Arc::default(), apps: Arc::default() })
     }
 
     /// Applies pending migrations. On PostgreSQL sqlx holds an advisory lock meanwhile, so nodes
@@ -116,15 +113,7 @@ impl Store {
     /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE` behind the write gate, so the
     /// transaction never has to upgrade a read lock and fail with SQLITE_BUSY).
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        let gate = match &self.write_gate {
-            Some(gate) => Some(gate.clone().lock_owned().await),
-            None => None,
-        };
-        let tx = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
-        };
-        Ok(WriteTx { tx, _gate: gate })
+        begin_write_on(&self.pool, self.dialect, self.write_gate.as_ref()).await
     }
 
     /// Liveness of the database for `/readyz`.
@@ -135,6 +124,40 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A write transaction on `pool`, behind the SQLite write gate when there is one.
+async fn begin_write_on(
+    pool: &AnyPool,
+    dialect: Dialect,
+    write_gate: Option<&Arc<tokio::sync::Mutex<()>>>,
+) -> Result<WriteTx, sqlx::Error> {
+    let gate = match write_gate {
+        Some(gate) => Some(gate.clone().lock_owned().await),
+        None => None,
+    };
+    let tx = match dialect {
+        Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Dialect::Postgres => pool.begin().await?,
+    };
+    Ok(WriteTx { tx, _gate: gate })
+}
+
+/// Pool settings shared by the main pool and the appender's.
+fn pool_options(dialect: Dialect, max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(max_connections).after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            if dialect == Dialect::Sqlite {
+                // WAL lets readers run beside the writer; NORMAL sync is durable across
+                // process crashes (the WAL is fsynced at checkpoints).
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Records how long a named query took (`natter_db_query_duration_seconds{op}`).

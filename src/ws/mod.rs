@@ -50,7 +50,7 @@ pub async fn connect(
         None => (None, None),
         Some(token) => match node.authenticate(&token).await {
             Ok(who) => {
-                let groups = node.store.active_groups(&who.app, who.user).await.map_err(ApiError::from)?;
+                let groups = node.store.active_conversations(&who.app, who.user).await.map_err(ApiError::from)?;
                 (Some((who, groups)), None)
             }
             Err(e) => (None, Some(e)),

@@ -29,7 +29,7 @@ use crate::{
     node::Node,
     ratelimit::TokenBucket,
     router::{Connect, Disconnect, Watch},
-    store::conversations::StoredMessage,
+    store::conversations::{Active, StoredMessage},
 };
 
 /// What the Router hands a session.
@@ -92,8 +92,9 @@ pub struct WsSession {
     id: u64,
     node: Node,
     identity: Option<Identity>,
-    /// Groups loaded at authentication, handed to the Router at registration.
-    groups: Vec<String>,
+    /// Conversations loaded at authentication: the groups are handed to the Router at
+    /// registration, and every head becomes the delivered baseline.
+    groups: Vec<Active>,
     /// Why a token given at connect was refused: the socket closes with 4501 at once.
     rejected: Option<ApiError>,
     app_hint: Option<crate::domain::AppId>,
@@ -121,7 +122,7 @@ impl WsSession {
     pub fn new(
         id: u64,
         node: Node,
-        identity: Option<(Identity, Vec<String>)>,
+        identity: Option<(Identity, Vec<Active>)>,
         rejected: Option<ApiError>,
         app_hint: Option<crate::domain::AppId>,
         client_ip: String,
@@ -193,6 +194,17 @@ impl WsSession {
     }
 
     fn register(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.identity.is_none() {
+            return;
+        }
+        // Heads read before subscribing: a push for a later seq that arrives first is a gap to
+        // repair, not the start of the conversation.
+        for c in std::mem::take(&mut self.groups) {
+            self.note_delivered(&c.id, c.head);
+            if c.group {
+                self.groups.push(c);
+            }
+        }
         let Some(who) = &self.identity else { return };
         self.node.router.do_send(Connect {
             id: self.id,
@@ -201,7 +213,7 @@ impl WsSession {
             user: who.user,
             user_id: who.id.as_str().to_string(),
             auth_session: who.session_id.clone(),
-            groups: std::mem::take(&mut self.groups),
+            groups: std::mem::take(&mut self.groups).into_iter().filter(|c| c.group).map(|c| c.id).collect(),
             queued: self.queued.clone(),
         });
         self.registered = true;
@@ -412,7 +424,7 @@ impl WsSession {
                     let app = accounts::app_for(&node, hint.as_ref().map(|a| a.as_str())).await?;
                     let auth = accounts::register(&node, &app, req).await?;
                     let who = node.authenticate(&auth.access_token).await?;
-                    let groups = node.store.active_groups(&who.app, who.user).await?;
+                    let groups = node.store.active_conversations(&who.app, who.user).await?;
                     let data = serde_json::to_value(&auth).map_err(ApiError::internal)?;
                     Ok(Some((who, groups, data)))
                 }
@@ -421,7 +433,7 @@ impl WsSession {
         });
         // `wait` holds back the socket's next frames until the login settles.
         ctx.wait(fut.into_actor(self).map(
-            move |res: ApiResult<Option<(Identity, Vec<String>, serde_json::Value)>>, act, ctx| match res {
+            move |res: ApiResult<Option<(Identity, Vec<Active>, serde_json::Value)>>, act, ctx| match res {
                 Ok(None) => act.send_reply(ctx, &id, 200, "pong", None::<&()>),
                 Ok(Some((who, groups, data))) => {
                     act.identity = Some(who);
@@ -447,7 +459,7 @@ async fn login(
     hint: Option<crate::domain::AppId>,
     data: LoginData,
     ip: &str,
-) -> ApiResult<(Identity, Vec<String>, serde_json::Value)> {
+) -> ApiResult<(Identity, Vec<Active>, serde_json::Value)> {
     let (who, data) = match (data.token, data.email, data.password) {
         (Some(token), None, None) => {
             let who = node.authenticate(&token).await?;
@@ -464,7 +476,7 @@ async fn login(
         }
         _ => return Err(ApiError::validation("data: give either token, or email and password")),
     };
-    let groups = node.store.active_groups(&who.app, who.user).await?;
+    let groups = node.store.active_conversations(&who.app, who.user).await?;
     Ok((who, groups, data))
 }
 
@@ -544,10 +556,12 @@ impl Handler<Push> for WsSession {
             Push::Event { frame } => return self.write_push(ctx, frame),
             Push::Message { conv, seq, own, frame } => (conv, seq, own, frame),
         };
-        let last = self.delivered.get(&conv).copied();
+        // A conversation without a baseline began after this session did (a new DM, a group
+        // joined since): it starts at 0, and gap repair reads only what the member may see.
+        let last = self.delivered.get(&conv).copied().unwrap_or(0);
         match last {
-            Some(last) if seq <= last => {}
-            Some(last) if seq > last + 1 => {
+            last if seq <= last => {}
+            last if seq > last + 1 => {
                 let (Some(who), node) = (self.identity.clone(), self.node.clone()) else {
                     return;
                 };

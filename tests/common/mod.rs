@@ -470,9 +470,15 @@ impl Ws {
     /// Collects `n` pushed messages.
     pub async fn messages(&mut self, n: usize) -> Vec<Value> {
         let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            out.push(self.next_message().await);
-        }
+        // One bound for the whole wait: server pings would otherwise keep a per-frame timeout
+        // from ever firing while a lost push is awaited.
+        let collected = tokio::time::timeout(WAIT * 4, async {
+            while out.len() < n {
+                out.push(self.next_message().await);
+            }
+        })
+        .await;
+        assert!(collected.is_ok(), "only {} of {n} pushed messages arrived", out.len());
         out
     }
 
