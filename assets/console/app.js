@@ -322,7 +322,7 @@ function subscribePresence() {
     for (const m of c.members) if (m !== me()) ids.add(m);
   }
   if (typeof state.current === 'object' && state.current?.draft) ids.add(state.current.draft);
-  const list = [...ids].filter((id) => !state.presence.has(id) || state.everOnline);
+  const list = [...ids];
   if (list.length === 0 || !state.socket?.ready) return;
   state.socket
     .action('presence', { subscribe: list })

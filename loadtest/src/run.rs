@@ -383,10 +383,10 @@ async fn coordinate(
     thresholds: &[Threshold],
 ) -> anyhow::Result<Summary> {
     let exe = std::env::current_exe().context("locating natter-loadtest")?;
-    let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, anyhow::Result<Event>)>();
+    let (events_tx, events) = mpsc::unbounded_channel::<(usize, anyhow::Result<Event>)>();
     let mut workers = Vec::new();
     let machine_start = CpuTimes::now();
-    let mut watch = ServerWatch::start(&args.server_pids);
+    let watch = ServerWatch::start(&args.server_pids);
     for i in 0..args.procs {
         let mut child = tokio::process::Command::new(&exe)
             .arg("worker")
@@ -428,7 +428,7 @@ async fn coordinate(
     }
     drop(events_tx);
     let n = args.procs;
-    let mut board = Board {
+    let board = Board {
         latest: vec![Counts::default(); n],
         window: Hists::new()?,
         ready: 0,
@@ -442,37 +442,39 @@ async fn coordinate(
         final_counts: vec![Counts::default(); n],
     };
     let began = Instant::now();
-    let mut display = Display { progress, began, last: Counts::default(), last_at: began };
     let users = plan.users.len();
-    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut live = Live {
+        events,
+        board,
+        every: tokio::time::interval(Duration::from_secs(1)),
+        display: Display { progress, began, last: Counts::default(), last_at: began },
+        watch,
+        users,
+    };
 
     // Phase 1: every worker connects its share.
-    wait_until(&mut events, &mut board, &mut every, &mut display, &mut watch, "connect", users, |b| b.ready == n)
-        .await?;
+    live.wait_until("connect", |b| b.ready == n).await?;
     let connect_elapsed = began.elapsed().as_secs_f64();
     // Let the servers settle before reading their memory.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    watch.loaded();
-    let connected_at_load = board.counts().connected;
+    live.watch.loaded();
+    let connected_at_load = live.board.counts().connected;
 
     // Phase 2: traffic from the same instant in every worker.
     let traffic_machine = CpuTimes::now();
-    watch.traffic_started();
+    live.watch.traffic_started();
     let at_unix_ms = unix_micros() / 1000 + 300;
     order(&mut workers, &Order::Go { at_unix_ms }).await?;
     let traffic_began = Instant::now() + Duration::from_millis(300);
     let messaging = matches!(plan.scenario, Scenario::Dm | Scenario::Group | Scenario::Mixed);
     if messaging {
-        wait_until(&mut events, &mut board, &mut every, &mut display, &mut watch, "traffic", users, |b| {
-            b.sent_done == n
-        })
-        .await?;
+        live.wait_until("traffic", |b| b.sent_done == n).await?;
         // Drain: until every expected delivery arrived, nothing arrives for 2 s, or --drain.
         let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
-        let mut last_delivered = board.counts().delivered;
+        let mut last_delivered = live.board.counts().delivered;
         let mut quiet_since = Instant::now();
         while Instant::now() < drain_deadline {
-            let c = board.counts();
+            let c = live.board.counts();
             if c.delivered >= c.expected || quiet_since.elapsed() > Duration::from_secs(2) {
                 break;
             }
@@ -480,27 +482,26 @@ async fn coordinate(
                 last_delivered = c.delivered;
                 quiet_since = Instant::now();
             }
-            next_event(&mut events, &mut board, &mut every, &mut display, &mut watch, "drain", users).await?;
+            live.next("drain").await?;
         }
     }
     if !messaging {
-        wait_until(&mut events, &mut board, &mut every, &mut display, &mut watch, "hold", users, |b| b.finals == n)
-            .await?;
+        live.wait_until("hold", |b| b.finals == n).await?;
     }
     let traffic_elapsed = Instant::now().saturating_duration_since(traffic_began).as_secs_f64();
-    watch.traffic_ended();
+    live.watch.traffic_ended();
     let traffic_busy = CpuTimes::now().busy_pct_since(&traffic_machine);
-    let live_delivered = board.counts().delivered;
+    let live_delivered = live.board.counts().delivered;
     if messaging {
         let convs: Vec<(usize, String, u64)> =
-            board.acked_seqs.iter().map(|(k, (id, seq))| (*k, id.clone(), *seq)).collect();
+            live.board.acked_seqs.iter().map(|(k, (id, seq))| (*k, id.clone(), *seq)).collect();
         order(&mut workers, &Order::Check { convs }).await?;
     }
-    wait_until(&mut events, &mut board, &mut every, &mut display, &mut watch, "check", users, |b| b.finals == n)
-        .await?;
+    live.wait_until("check", |b| b.finals == n).await?;
     for w in &mut workers {
         let _ = tokio::time::timeout(Duration::from_secs(10), w.child.wait()).await;
     }
+    let Live { board, display, watch, .. } = live;
     display.progress.finish();
 
     let mut counts = Counts::default();
@@ -550,43 +551,39 @@ async fn coordinate(
     Ok(s)
 }
 
-async fn next_event(
-    events: &mut mpsc::UnboundedReceiver<(usize, anyhow::Result<Event>)>,
-    board: &mut Board,
-    every: &mut tokio::time::Interval,
-    display: &mut Display,
-    watch: &mut ServerWatch,
-    phase: &str,
+/// The coordinator's view while workers run: their events, the merged board, and the
+/// once-a-second progress line and server sampling.
+struct Live {
+    events: mpsc::UnboundedReceiver<(usize, anyhow::Result<Event>)>,
+    board: Board,
+    every: tokio::time::Interval,
+    display: Display,
+    watch: ServerWatch,
     users: usize,
-) -> anyhow::Result<()> {
-    tokio::select! {
-        e = events.recv() => match e {
-            Some((i, Ok(event))) => board.apply(i, event),
-            // A worker exits once it has reported its final figures.
-            Some((i, Err(_))) if board.finished.get(i).copied().unwrap_or(false) => Ok(()),
-            Some((_, Err(e))) => Err(e),
-            None => bail!("every worker exited"),
-        },
-        _ = every.tick() => {
-            watch.tick();
-            display.line(phase, board, users)
-        }
-    }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn wait_until(
-    events: &mut mpsc::UnboundedReceiver<(usize, anyhow::Result<Event>)>,
-    board: &mut Board,
-    every: &mut tokio::time::Interval,
-    display: &mut Display,
-    watch: &mut ServerWatch,
-    phase: &str,
-    users: usize,
-    done: impl Fn(&Board) -> bool,
-) -> anyhow::Result<()> {
-    while !done(board) {
-        next_event(events, board, every, display, watch, phase, users).await?;
+impl Live {
+    /// Takes the next worker event, or draws the progress line when a second has passed.
+    async fn next(&mut self, phase: &str) -> anyhow::Result<()> {
+        tokio::select! {
+            e = self.events.recv() => match e {
+                Some((i, Ok(event))) => self.board.apply(i, event),
+                // A worker exits once it has reported its final figures.
+                Some((i, Err(_))) if self.board.finished.get(i).copied().unwrap_or(false) => Ok(()),
+                Some((_, Err(e))) => Err(e),
+                None => bail!("every worker exited"),
+            },
+            _ = self.every.tick() => {
+                self.watch.tick();
+                self.display.line(phase, &mut self.board, self.users)
+            }
+        }
     }
-    Ok(())
+
+    async fn wait_until(&mut self, phase: &str, done: impl Fn(&Board) -> bool) -> anyhow::Result<()> {
+        while !done(&self.board) {
+            self.next(phase).await?;
+        }
+        Ok(())
+    }
 }

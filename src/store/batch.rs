@@ -39,6 +39,13 @@ pub struct Job {
     pub hook: bool,
 }
 
+impl Job {
+    /// How the batch's maps name this message's conversation.
+    fn conversation_key(&self) -> (String, String) {
+        (self.app.clone(), self.conversation.clone())
+    }
+}
+
 type Answer = Result<Appended, AppendError>;
 type Queued = (Job, oneshot::Sender<Answer>);
 
@@ -186,9 +193,8 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
     let mut seqs = lock_conversations(&mut tx, writer.dialect, jobs).await?;
     // Direct conversations are created by their first message, in key order: two nodes
     // creating the same two conversations in opposite orders would deadlock.
-    let mut missing: Vec<usize> = (0..jobs.len())
-        .filter(|i| !seqs.contains_key(&(jobs[*i].app.clone(), jobs[*i].conversation.clone())))
-        .collect();
+    let mut missing: Vec<usize> =
+        (0..jobs.len()).filter(|i| !seqs.contains_key(&jobs[*i].conversation_key())).collect();
     missing.sort_by(|a, b| (&jobs[*a].app, &jobs[*a].conversation).cmp(&(&jobs[*b].app, &jobs[*b].conversation)));
     missing.dedup_by(|a, b| (&jobs[*a].app, &jobs[*a].conversation) == (&jobs[*b].app, &jobs[*b].conversation));
     let mut created_any = false;
@@ -206,7 +212,7 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
         seqs = lock_conversations(&mut tx, writer.dialect, jobs).await?;
     }
     for (i, j) in jobs.iter().enumerate() {
-        if answers[i].is_none() && !seqs.contains_key(&(j.app.clone(), j.conversation.clone())) {
+        if answers[i].is_none() && !seqs.contains_key(&j.conversation_key()) {
             answers[i] = Some(Err(AppendError::NotFound));
         }
     }
@@ -235,7 +241,7 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
             answers[i] = Some(Ok(Appended { created: false, ..found.clone() }));
             continue;
         }
-        let Some(last) = seqs.get_mut(&(j.app.clone(), j.conversation.clone())) else { continue };
+        let Some(last) = seqs.get_mut(&j.conversation_key()) else { continue };
         *last += 1;
         let id = uuid::Uuid::now_v7().simple().to_string();
         let appended = Appended { id: id.clone(), seq: *last, created_at: now, created: true };
@@ -464,7 +470,7 @@ async fn bump_conversations(
         let j = &jobs[*i];
         let entry = by_app.entry(j.app.as_str()).or_default();
         if !entry.iter().any(|(c, _)| *c == j.conversation) {
-            let last = seqs.get(&(j.app.clone(), j.conversation.clone())).copied().unwrap_or(0);
+            let last = seqs.get(&j.conversation_key()).copied().unwrap_or(0);
             entry.push((j.conversation.as_str(), last));
         }
     }

@@ -50,8 +50,9 @@ pub async fn connect(
         None => (None, None),
         Some(token) => match node.authenticate(&token).await {
             Ok(who) => {
-                let groups = node.store.active_conversations(&who.app, who.user).await.map_err(ApiError::from)?;
-                (Some((who, groups)), None)
+                let conversations =
+                    node.store.active_conversations(&who.app, who.user).await.map_err(ApiError::from)?;
+                (Some((who, conversations)), None)
             }
             Err(e) => (None, Some(e)),
         },

@@ -94,7 +94,7 @@ pub struct WsSession {
     identity: Option<Identity>,
     /// Conversations loaded at authentication: the groups are handed to the Router at
     /// registration, and every head becomes the delivered baseline.
-    groups: Vec<Active>,
+    conversations: Vec<Active>,
     /// Why a token given at connect was refused: the socket closes with 4501 at once.
     rejected: Option<ApiError>,
     app_hint: Option<crate::domain::AppId>,
@@ -130,15 +130,15 @@ impl WsSession {
         let ws = &node.config.ws;
         let frames = TokenBucket::new(ws.messages_per_second, ws.message_burst);
         let typing = TokenBucket::new(node.config.chat.typing_per_second, node.config.chat.typing_per_second);
-        let (identity, groups) = match identity {
-            Some((i, g)) => (Some(i), g),
+        let (identity, conversations) = match identity {
+            Some((i, c)) => (Some(i), c),
             None => (None, Vec::new()),
         };
         Self {
             id,
             node,
             identity,
-            groups,
+            conversations,
             rejected,
             app_hint,
             client_ip,
@@ -199,10 +199,11 @@ impl WsSession {
         }
         // Heads read before subscribing: a push for a later seq that arrives first is a gap to
         // repair, not the start of the conversation.
-        for c in std::mem::take(&mut self.groups) {
+        let mut groups = Vec::new();
+        for c in std::mem::take(&mut self.conversations) {
             self.note_delivered(&c.id, c.head);
             if c.group {
-                self.groups.push(c);
+                groups.push(c.id);
             }
         }
         let Some(who) = &self.identity else { return };
@@ -213,7 +214,7 @@ impl WsSession {
             user: who.user,
             user_id: who.id.as_str().to_string(),
             auth_session: who.session_id.clone(),
-            groups: std::mem::take(&mut self.groups).into_iter().filter(|c| c.group).map(|c| c.id).collect(),
+            groups,
             queued: self.queued.clone(),
         });
         self.registered = true;
@@ -424,9 +425,9 @@ impl WsSession {
                     let app = accounts::app_for(&node, hint.as_ref().map(|a| a.as_str())).await?;
                     let auth = accounts::register(&node, &app, req).await?;
                     let who = node.authenticate(&auth.access_token).await?;
-                    let groups = node.store.active_conversations(&who.app, who.user).await?;
+                    let conversations = node.store.active_conversations(&who.app, who.user).await?;
                     let data = serde_json::to_value(&auth).map_err(ApiError::internal)?;
-                    Ok(Some((who, groups, data)))
+                    Ok(Some((who, conversations, data)))
                 }
                 _ => Err(ApiError::new(ErrorCode::Unauthorized, "log in first")),
             }
@@ -435,9 +436,9 @@ impl WsSession {
         ctx.wait(fut.into_actor(self).map(
             move |res: ApiResult<Option<(Identity, Vec<Active>, serde_json::Value)>>, act, ctx| match res {
                 Ok(None) => act.send_reply(ctx, &id, 200, "pong", None::<&()>),
-                Ok(Some((who, groups, data))) => {
+                Ok(Some((who, conversations, data))) => {
                     act.identity = Some(who);
-                    act.groups = groups;
+                    act.conversations = conversations;
                     act.register(ctx);
                     metrics::counter!("natter_ws_connects_total", "result" => "ok").increment(1);
                     act.send_reply(ctx, &id, 200, "ok", Some(&data));
@@ -476,8 +477,8 @@ async fn login(
         }
         _ => return Err(ApiError::validation("data: give either token, or email and password")),
     };
-    let groups = node.store.active_conversations(&who.app, who.user).await?;
-    Ok((who, groups, data))
+    let conversations = node.store.active_conversations(&who.app, who.user).await?;
+    Ok((who, conversations, data))
 }
 
 async fn presence(
