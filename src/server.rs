@@ -3,7 +3,10 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use actix::Actor;
-use actix_web::{App, HttpServer, dev::Service as _, web};
+use actix_codec::Framed;
+use actix_http::{HttpService, Request, h1};
+use actix_service::{fn_service, map_config};
+use actix_web::{App, dev::AppConfig, dev::Service as _, web};
 use anyhow::Context as _;
 
 use crate::{
@@ -90,7 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         config.http.workers
     };
-    let builder = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(max_body))
@@ -122,21 +125,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 }
             })
             .configure(crate::http::configure)
-    })
-    .workers(workers)
-    // Replies and pushes are small frames written back to back: without TCP_NODELAY, Nagle holds
-    // the second until the client's delayed ACK (~40 ms on Linux).
-    .on_connect(|conn, _ext| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-        }
-    })
-    .disable_signals()
-    .shutdown_timeout(5)
-    .bind(&config.http.bind)
-    .with_context(|| format!("cannot listen on http.bind {}", config.http.bind))?;
-    let addr = builder.addrs().first().copied().context("no listening address")?;
-    let server = builder.run();
+    };
+    let listener =
+        listen(&config.http.bind).with_context(|| format!("cannot listen on http.bind {}", config.http.bind))?;
+    let addr = listener.local_addr().context("no listening address")?;
+    let upgrades = node.clone();
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen("natter", listener, move || {
+            let node = upgrades.clone();
+            HttpService::build()
+                // Replies and pushes are small frames written back to back: without TCP_NODELAY,
+                // Nagle holds the second until the client's delayed ACK (~40 ms on Linux).
+                .tcp_nodelay(true)
+                .local_addr(addr)
+                // WebSocket upgrades leave the HTTP stack here, connection and all (see `ws`).
+                .upgrade(fn_service(move |(req, framed): (Request, Framed<actix_rt::net::TcpStream, h1::Codec>)| {
+                    crate::ws::upgrade(node.clone(), req, framed)
+                }))
+                .finish(map_config(app(), |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run();
     let keeper = node.clone();
     actix_rt::spawn(async move {
         let mut tick = actix_rt::time::interval(Duration::from_secs(5));
@@ -153,6 +165,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     tracing::info!(%addr, node = %node.id, "natter listening");
     Ok(Running { addr, node, server })
+}
+
+/// A listening socket with a backlog deep enough for reconnect storms (the kernel caps it at
+/// `net.core.somaxconn`).
+fn listen(bind: &str) -> anyhow::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = bind.to_socket_addrs()?.next().context("the address resolves to nothing")?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }
 
 /// Readiness off, then sessions closed with 4001 in batches, then the server stops.

@@ -38,7 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
-    .route("/ws", web::get().to(crate::ws::connect))
+    .route(crate::ws::PATH, web::get().to(crate::ws::not_upgraded))
     .service(
         web::scope("/v1")
             .route("/auth/register", web::post().to(auth::register))
@@ -191,8 +191,8 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 }
 
 /// The bearer token of a request, if any.
-pub fn bearer_token(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer_token(headers: &header::HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
 }
@@ -210,7 +210,7 @@ impl FromRequest for Authed {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let node = node(req);
-        let token = bearer_token(req);
+        let token = bearer_token(req.headers());
         Box::pin(async move {
             let node = node?;
             let token = token.ok_or_else(|| {
@@ -224,9 +224,15 @@ impl FromRequest for Authed {
 
 /// The client's IP: the peer, or the first `X-Forwarded-For` hop when the peer is a trusted proxy.
 pub fn client_ip(req: &HttpRequest, node: &Node) -> String {
-    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    peer_ip(req.peer_addr(), req.headers(), node)
+}
+
+/// The client's address: the peer's, or the first `X-Forwarded-For` hop when the peer is a
+/// trusted proxy.
+pub fn peer_ip(peer: Option<std::net::SocketAddr>, headers: &header::HeaderMap, node: &Node) -> String {
+    let peer = peer.map(|a| a.ip().to_string()).unwrap_or_default();
     if node.config.http.trusted_proxies.contains(&peer)
-        && let Some(forwarded) = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok())
+        && let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
         && let Some(first) = forwarded.split(',').next()
     {
         return first.trim().to_string();

@@ -1,57 +1,89 @@
-//! The WebSocket endpoint (`GET /ws`), its frames and its per-connection session actor.
+//! The WebSocket endpoint (`GET /ws`): the handshake, the protocol frames, the transport under
+//! each connection and the per-connection session actor.
+//!
+//! Upgrade requests never reach actix-web's router: the HTTP/1 dispatcher hands them, with the
+//! connection, to [`upgrade`], and lets go of its own buffers. The session actor then owns the
+//! socket through [`socket`].
 
 pub mod protocol;
 pub mod session;
+pub mod socket;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    io::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+};
 
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use actix_web_actors::ws;
+use actix::{Actor, AsyncContext};
+use actix_codec::Framed;
+use actix_http::{HttpMessage as _, Request, StatusCode, h1};
+use actix_web::{HttpResponse, ResponseError};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
+    auth::Identity,
     domain::AppId,
     error::{ApiError, ErrorCode},
-    http::bearer_token,
+    http::{bearer_token, peer_ip},
     node::Node,
+    store::conversations::Active,
 };
 use session::WsSession;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-fn query_param(req: &HttpRequest, name: &str) -> Option<String> {
-    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.get(name).cloned())
+/// The path clients connect to.
+pub const PATH: &str = "/ws";
+
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
-/// Upgrades to a WebSocket. A token (header or `?token=`) is checked first; a bad one still
-/// upgrades and is closed with 4501 so browsers, which cannot read a refused handshake, learn why.
-pub async fn connect(
-    req: HttpRequest,
-    stream: web::Payload,
-    node: web::Data<Node>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let node = node.get_ref().clone();
-    if node.is_draining() {
-        return Ok(ApiError::new(ErrorCode::Unavailable, "node is draining; connect to another").error_response());
+/// What a handshake settled before the socket opens.
+struct Accepted {
+    identity: Option<(Identity, Vec<Active>)>,
+    /// A token given at connect that was refused: the socket opens and closes with 4501, so
+    /// browsers, which cannot read a refused handshake, learn why.
+    rejected: Option<ApiError>,
+    app_hint: Option<AppId>,
+    accept_key: [u8; 28],
+}
+
+/// Checks an upgrade request: the handshake headers, the token (header or `?token=`), the app
+/// hint and the app's origin allowlist.
+async fn handshake(node: &Node, req: &Request) -> Result<Accepted, ApiError> {
+    if req.path() != PATH {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no WebSocket endpoint here; connect to {PATH}")));
     }
-    let token = bearer_token(&req).or_else(|| query_param(&req, "token"));
+    actix_http::ws::verify_handshake(req.head())
+        .map_err(|e| ApiError::validation(format!("websocket handshake: {e}")))?;
+    let accept_key = req
+        .headers()
+        .get(actix_http::header::SEC_WEBSOCKET_KEY)
+        .map(|key| actix_http::ws::hash_key(key.as_bytes()))
+        .ok_or_else(|| ApiError::validation("websocket handshake: Sec-WebSocket-Key is missing"))?;
+    if node.is_draining() {
+        return Err(ApiError::new(ErrorCode::Unavailable, "node is draining; connect to another"));
+    }
+    let token = bearer_token(req.headers()).or_else(|| query_param(req, "token"));
     let app_hint = req
         .headers()
         .get("x-app-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-        .or_else(|| query_param(&req, "app"));
-    let app_hint = match app_hint.map(AppId::parse).transpose() {
-        Ok(hint) => hint,
-        Err(e) => return Ok(ApiError::validation(e.0).error_response()),
-    };
+        .or_else(|| query_param(req, "app"))
+        .map(AppId::parse)
+        .transpose()
+        .map_err(|e| ApiError::validation(e.0))?;
     let (identity, rejected) = match token {
         None => (None, None),
         Some(token) => match node.authenticate(&token).await {
             Ok(who) => {
-                let conversations =
-                    node.store.active_conversations(&who.app, who.user).await.map_err(ApiError::from)?;
+                let conversations = node.store.active_conversations(&who.app, who.user).await?;
                 (Some((who, conversations)), None)
             }
             Err(e) => (None, Some(e)),
@@ -62,11 +94,79 @@ pub async fn connect(
         let record = node.app(&app).await?;
         let allowed = &record.settings.allowed_origins;
         if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
-            return Ok(ApiError::new(ErrorCode::Forbidden, "origin not allowed for this app").error_response());
+            return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed for this app"));
         }
     }
+    Ok(Accepted { identity, rejected, app_hint, accept_key })
+}
+
+/// Serves one upgrade request handed over by the HTTP/1 dispatcher: answers 101 and starts a
+/// session actor on the socket, or answers the error and closes.
+pub async fn upgrade(node: Node, req: Request, framed: Framed<TcpStream, h1::Codec>) -> Result<(), actix_web::Error> {
+    if let Err(e) = accept(node, req, framed).await {
+        // The client went away mid-handshake: nothing left to answer.
+        tracing::debug!(error = %e, "websocket handshake write failed");
+    }
+    Ok(())
+}
+
+async fn accept(node: Node, req: Request, framed: Framed<TcpStream, h1::Codec>) -> std::io::Result<()> {
+    let parts = framed.into_parts();
+    let mut io = parts.io;
+    // The dispatcher's read buffer is 8 KiB of capacity; keep only bytes that followed the
+    // request (rarely any), not the buffer.
+    let read_buf = bytes::BytesMut::from(&parts.read_buf[..]);
+    drop(parts.read_buf);
+    let accepted = handshake(&node, &req).await;
+    let status = match &accepted {
+        Ok(_) => 101,
+        Err(e) => e.code.status(),
+    };
+    metrics::counter!("natter_http_requests_total", "route" => PATH, "status" => status.to_string()).increment(1);
+    let accepted = match accepted {
+        Ok(a) => a,
+        Err(e) => {
+            io.write_all(&error_response(&e)).await?;
+            return io.shutdown().await;
+        }
+    };
+    let mut head = Vec::with_capacity(160);
+    head.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
+    );
+    head.extend_from_slice(&accepted.accept_key);
+    head.extend_from_slice(b"\r\n\r\n");
+    io.write_all(&head).await?;
+
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let ip = crate::http::client_ip(&req, &node);
-    let session = WsSession::new(id, node.clone(), identity, rejected, app_hint, ip);
-    ws::WsResponseBuilder::new(session, &req, stream).frame_size(node.config.ws.max_frame_bytes).start()
+    let ip = peer_ip(req.peer_addr(), req.headers(), &node);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (socket, incoming) = socket::split(io, read_buf, node.config.ws.max_frame_bytes, queued.clone());
+    let Accepted { identity, rejected, app_hint, .. } = accepted;
+    WsSession::create(move |ctx| {
+        ctx.add_stream(incoming);
+        WsSession::new(id, node, socket, queued, identity, rejected, app_hint, ip)
+    });
+    Ok(())
+}
+
+/// A refused handshake as a complete HTTP/1.1 response with the usual JSON error body.
+fn error_response(e: &ApiError) -> Vec<u8> {
+    let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&e.body()).unwrap_or_default();
+    let mut out = Vec::with_capacity(160 + body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    out.extend_from_slice(&body);
+    out
+}
+
+/// `GET /ws` without `Upgrade: websocket` (upgrades never reach the router).
+pub async fn not_upgraded() -> HttpResponse {
+    ApiError::validation("websocket handshake: send Upgrade: websocket and Connection: Upgrade").error_response()
 }

@@ -10,14 +10,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Message, StreamHandler, WrapFuture};
-use actix_web_actors::ws;
-use bytes::BytesMut;
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, StreamHandler, WrapFuture};
+use actix_http::ws::{CloseReason, Frame, Item, ProtocolError};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::protocol::{self, Action, ClientFrame, LoginData, Parsed};
+use super::{
+    protocol::{self, Action, ClientFrame, LoginData, Parsed},
+    socket::Socket,
+};
 use crate::{
     accounts,
     auth::Identity,
@@ -91,6 +94,7 @@ fn detached<T: 'static>(
 pub struct WsSession {
     id: u64,
     node: Node,
+    socket: Socket,
     identity: Option<Identity>,
     /// Conversations loaded at authentication: the groups are handed to the Router at
     /// registration, and every head becomes the delivered baseline.
@@ -119,9 +123,12 @@ pub struct WsSession {
 }
 
 impl WsSession {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
         node: Node,
+        socket: Socket,
+        queued: Arc<std::sync::atomic::AtomicUsize>,
         identity: Option<(Identity, Vec<Active>)>,
         rejected: Option<ApiError>,
         app_hint: Option<crate::domain::AppId>,
@@ -137,12 +144,13 @@ impl WsSession {
         Self {
             id,
             node,
+            socket,
             identity,
             conversations,
             rejected,
             app_hint,
             client_ip,
-            queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            queued,
             registered: false,
             last_heard: Instant::now(),
             delivered: HashMap::new(),
@@ -160,40 +168,33 @@ impl WsSession {
         Origin { node: self.node.id.clone(), session: self.id }
     }
 
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: &str) {
         metrics::counter!("natter_ws_disconnects_total", "code" => code.code().to_string()).increment(1);
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(code.code()),
+        self.socket.close(Some(CloseReason {
+            code: actix_http::ws::CloseCode::from(code.code()),
             description: Some(reason.to_string()),
         }));
         ctx.stop();
     }
 
-    fn send_reply<T: Serialize>(
-        &self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        id: &Id,
-        code: u16,
-        msg: &str,
-        data: Option<&T>,
-    ) {
+    fn send_reply<T: Serialize>(&self, id: &Id, code: u16, msg: &str, data: Option<&T>) {
         metrics::counter!("natter_ws_frames_sent_total").increment(1);
-        ctx.text(protocol::reply(id.as_deref(), code, msg, data));
+        self.socket.text(Bytes::from(protocol::reply(id.as_deref(), code, msg, data)));
     }
 
-    fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, id: &Id, error: &ApiError) {
+    fn send_error(&self, id: &Id, error: &ApiError) {
         metrics::counter!("natter_ws_frames_sent_total").increment(1);
-        ctx.text(protocol::error_reply(id.as_deref(), error));
+        self.socket.text(Bytes::from(protocol::error_reply(id.as_deref(), error)));
     }
 
-    fn answer<T: Serialize>(&self, ctx: &mut ws::WebsocketContext<Self>, id: &Id, result: ApiResult<T>) {
+    fn answer<T: Serialize>(&self, id: &Id, result: ApiResult<T>) {
         match result {
-            Ok(data) => self.send_reply(ctx, id, 200, "ok", Some(&data)),
-            Err(e) => self.send_error(ctx, id, &e),
+            Ok(data) => self.send_reply(id, 200, "ok", Some(&data)),
+            Err(e) => self.send_error(id, &e),
         }
     }
 
-    fn register(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn register(&mut self, ctx: &mut Context<Self>) {
         if self.identity.is_none() {
             return;
         }
@@ -220,14 +221,14 @@ impl WsSession {
         self.registered = true;
     }
 
-    fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn heartbeat(&self, ctx: &mut Context<Self>) {
         let interval = Duration::from_secs(self.node.config.ws.heartbeat_interval_secs);
         let timeout = Duration::from_secs(self.node.config.ws.client_timeout_secs);
         ctx.run_interval(interval, move |act, ctx| {
             if act.last_heard.elapsed() > timeout {
                 act.close(ctx, CloseCode::Normal, "idle timeout");
             } else {
-                ctx.ping(b"");
+                act.socket.ping();
             }
         });
     }
@@ -271,11 +272,11 @@ impl WsSession {
             || self.own_seqs.get(m.conversation_id.as_str()).is_some_and(|s| s.contains(&m.seq)))
     }
 
-    fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         metrics::counter!("natter_ws_frames_received_total").increment(1);
         let parsed = match protocol::parse(text) {
             Ok(p) => p,
-            Err(e) => return self.send_error(ctx, &e.id, &e.error),
+            Err(e) => return self.send_error(&e.id, &e.error),
         };
         if !self.frames.try_take() {
             self.refusals += 1;
@@ -285,27 +286,27 @@ impl WsSession {
             }
             let retry = self.frames.retry_after_secs();
             let error = ApiError::new(ErrorCode::RateLimited, format!("slow down; retry in {retry} s"));
-            return self.send_error(ctx, &parsed.id, &error);
+            return self.send_error(&parsed.id, &error);
         }
         self.refusals = 0;
         self.dispatch(parsed, ctx);
     }
 
-    fn dispatch(&mut self, parsed: Parsed, ctx: &mut ws::WebsocketContext<Self>) {
+    fn dispatch(&mut self, parsed: Parsed, ctx: &mut Context<Self>) {
         let Parsed { id, frame } = parsed;
         let Some(who) = self.identity.clone() else {
             return match frame {
                 ClientFrame::Action(action) if action.allowed_before_login() => {
                     self.dispatch_anonymous(id, action, ctx)
                 }
-                _ => self.send_error(ctx, &id, &ApiError::new(ErrorCode::Unauthorized, "log in first")),
+                _ => self.send_error(&id, &ApiError::new(ErrorCode::Unauthorized, "log in first")),
             };
         };
         match frame {
             ClientFrame::Message(req) => {
                 if self.send_queue.len() >= self.node.config.ws.outbound_queue {
                     let error = ApiError::new(ErrorCode::RateLimited, "too many sends awaiting their reply; slow down");
-                    return self.send_error(ctx, &id, &error);
+                    return self.send_error(&id, &error);
                 }
                 self.send_queue.push_back((id, req));
                 self.next_send(who, ctx);
@@ -314,43 +315,43 @@ impl WsSession {
         }
     }
 
-    fn dispatch_action(&mut self, id: Id, who: Identity, action: Action, ctx: &mut ws::WebsocketContext<Self>) {
+    fn dispatch_action(&mut self, id: Id, who: Identity, action: Action, ctx: &mut Context<Self>) {
         let node = self.node.clone();
         match action {
-            Action::Ping => self.send_reply(ctx, &id, 200, "pong", None::<&()>),
+            Action::Ping => self.send_reply(&id, 200, "pong", None::<&()>),
             Action::Login(_) | Action::Register(_) => {
-                self.send_error(ctx, &id, &ApiError::new(ErrorCode::AlreadyAuthenticated, "already logged in"))
+                self.send_error(&id, &ApiError::new(ErrorCode::AlreadyAuthenticated, "already logged in"))
             }
             Action::Query(q) => self.run(ctx, id, async move { accounts::query(&node, &who.app, q).await }),
             Action::Conversations => self.run(ctx, id, async move { chat::conversations(&node, &who).await }),
             Action::History(h) => {
                 let (conv, req) = h.split();
                 let fut = detached(async move { chat::history(&node, &who, &conv, req).await });
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                     if let Ok(messages) = &res {
                         for m in messages {
                             act.note_delivered(&m.conversation_id, m.seq);
                         }
                     }
-                    act.answer(ctx, &id, res.map(|messages| serde_json::json!({ "messages": messages })));
+                    act.answer(&id, res.map(|messages| serde_json::json!({ "messages": messages })));
                 }));
             }
             Action::Sync(req) => {
                 let fut = detached(async move { chat::sync(&node, &who, req).await });
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                     if let Ok(sync) = &res {
                         for m in &sync.messages {
                             act.note_delivered(&m.conversation_id, m.seq);
                         }
                     }
-                    act.answer(ctx, &id, res);
+                    act.answer(&id, res);
                 }));
             }
             Action::Read(req) => self.run(ctx, id, async move { chat::read(&node, &who, req).await }),
             Action::Typing(req) => {
                 if !self.typing.try_take() {
                     let error = ApiError::new(ErrorCode::RateLimited, "typing notices are limited; slow down");
-                    return self.send_error(ctx, &id, &error);
+                    return self.send_error(&id, &error);
                 }
                 let origin = Some(self.origin());
                 self.run(ctx, id, async move { chat::typing(&node, &who, req, origin).await })
@@ -378,7 +379,7 @@ impl WsSession {
     }
 
     /// Starts the next queued send unless one is in flight.
-    fn next_send(&mut self, who: Identity, ctx: &mut ws::WebsocketContext<Self>) {
+    fn next_send(&mut self, who: Identity, ctx: &mut Context<Self>) {
         if self.in_flight.is_some() {
             return;
         }
@@ -396,24 +397,24 @@ impl WsSession {
                 Ok(r) => {
                     act.note_own(&r.conversation, r.seq);
                     let (code, msg) = if r.created { (201, "sent") } else { (200, "already sent") };
-                    act.send_reply(ctx, &id, code, msg, Some(&r));
+                    act.send_reply(&id, code, msg, Some(&r));
                 }
-                Err(e) => act.send_error(ctx, &id, &e),
+                Err(e) => act.send_error(&id, &e),
             }
             act.next_send(next_who, ctx);
         }));
     }
 
     /// Runs a request and replies with its result.
-    fn run<T, F>(&mut self, ctx: &mut ws::WebsocketContext<Self>, id: Id, fut: F)
+    fn run<T, F>(&mut self, ctx: &mut Context<Self>, id: Id, fut: F)
     where
         T: Serialize + 'static,
         F: std::future::Future<Output = ApiResult<T>> + 'static,
     {
-        ctx.spawn(detached(fut).into_actor(self).map(move |res, act, ctx| act.answer(ctx, &id, res)));
+        ctx.spawn(detached(fut).into_actor(self).map(move |res, act, _| act.answer(&id, res)));
     }
 
-    fn dispatch_anonymous(&mut self, id: Id, action: Action, ctx: &mut ws::WebsocketContext<Self>) {
+    fn dispatch_anonymous(&mut self, id: Id, action: Action, ctx: &mut Context<Self>) {
         let node = self.node.clone();
         let hint = self.app_hint.clone();
         let ip = self.client_ip.clone();
@@ -435,23 +436,23 @@ impl WsSession {
         // `wait` holds back the socket's next frames until the login settles.
         ctx.wait(fut.into_actor(self).map(
             move |res: ApiResult<Option<(Identity, Vec<Active>, serde_json::Value)>>, act, ctx| match res {
-                Ok(None) => act.send_reply(ctx, &id, 200, "pong", None::<&()>),
+                Ok(None) => act.send_reply(&id, 200, "pong", None::<&()>),
                 Ok(Some((who, conversations, data))) => {
                     act.identity = Some(who);
                     act.conversations = conversations;
                     act.register(ctx);
                     metrics::counter!("natter_ws_connects_total", "result" => "ok").increment(1);
-                    act.send_reply(ctx, &id, 200, "ok", Some(&data));
+                    act.send_reply(&id, 200, "ok", Some(&data));
                 }
-                Err(e) => act.send_error(ctx, &id, &e),
+                Err(e) => act.send_error(&id, &e),
             },
         ));
     }
 
-    fn write_push(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+    fn write_push(&mut self, frame: ByteString) {
         metrics::counter!("natter_messages_delivered_total").increment(1);
         metrics::counter!("natter_ws_frames_sent_total").increment(1);
-        ctx.text(frame);
+        self.socket.text(frame.into_bytes());
     }
 }
 
@@ -513,7 +514,7 @@ async fn presence(
 }
 
 impl Actor for WsSession {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.node.config.ws.outbound_queue);
@@ -554,7 +555,7 @@ impl Handler<Push> for WsSession {
                 Some(q.saturating_sub(push.len()))
             });
         let (conv, seq, own, frame) = match push {
-            Push::Event { frame } => return self.write_push(ctx, frame),
+            Push::Event { frame } => return self.write_push(frame),
             Push::Message { conv, seq, own, frame } => (conv, seq, own, frame),
         };
         // A conversation without a baseline began after this session did (a new DM, a group
@@ -569,7 +570,7 @@ impl Handler<Push> for WsSession {
                 let conv_key = conv.clone();
                 let fut = detached(async move { chat::gap(&node, &who, &conv_key, last, seq - 1).await });
                 // `wait` pauses this session's mailbox so later pushes stay behind the repair.
-                ctx.wait(fut.into_actor(self).map(move |res: ApiResult<Vec<StoredMessage>>, act, ctx| {
+                ctx.wait(fut.into_actor(self).map(move |res: ApiResult<Vec<StoredMessage>>, act, _| {
                     match res {
                         Ok(missing) => {
                             for m in missing {
@@ -582,7 +583,7 @@ impl Handler<Push> for WsSession {
                                 }
                                 let frame =
                                     ByteString::from(String::from_utf8(chat::push_frame(&m)).unwrap_or_default());
-                                act.write_push(ctx, frame);
+                                act.write_push(frame);
                                 act.note_delivered(&conv, m.seq);
                             }
                         }
@@ -591,14 +592,14 @@ impl Handler<Push> for WsSession {
                         }
                     }
                     if !own {
-                        act.write_push(ctx, frame);
+                        act.write_push(frame);
                     }
                     act.note_delivered(&conv, seq);
                 }));
             }
             _ => {
                 if !own {
-                    self.write_push(ctx, frame);
+                    self.write_push(frame);
                 }
                 self.note_delivered(&conv, seq);
             }
@@ -624,25 +625,28 @@ impl Handler<Close> for WsSession {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(ws::Message::Text(text)) => self.handle_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => {
+            Ok(Frame::Text(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.handle_text(text, ctx),
+                Err(_) => self.send_error(&None, &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8")),
+            },
+            Ok(Frame::Binary(_)) => {
                 let error =
                     ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
-                self.send_error(ctx, &None, &error);
+                self.send_error(&None, &error);
             }
-            Ok(ws::Message::Continuation(item)) => self.continuation(item, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
+            Ok(Frame::Continuation(item)) => self.continuation(item, ctx),
+            Ok(Frame::Ping(payload)) => self.socket.pong(payload),
+            Ok(Frame::Pong(_)) => {}
+            Ok(Frame::Close(reason)) => {
                 metrics::counter!("natter_ws_disconnects_total", "code" => "client").increment(1);
-                ctx.close(reason);
+                self.socket.close(reason);
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => self.close(ctx, CloseCode::FrameTooLarge, "message too large"),
+            Err(ProtocolError::Overflow) => self.close(ctx, CloseCode::FrameTooLarge, "message too large"),
             Err(e) => {
                 tracing::debug!(error = %e, "websocket protocol error");
                 ctx.stop();
@@ -653,23 +657,23 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
 
 impl WsSession {
     /// Assembles fragmented messages, capping their total size like a single frame's.
-    fn continuation(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+    fn continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
         let max = self.node.config.ws.max_frame_bytes;
         let (chunk, last) = match item {
-            actix_http::ws::Item::FirstText(b) => {
+            Item::FirstText(b) => {
                 self.partial = Some((true, BytesMut::new()));
                 (b, false)
             }
-            actix_http::ws::Item::FirstBinary(b) => {
+            Item::FirstBinary(b) => {
                 self.partial = Some((false, BytesMut::new()));
                 (b, false)
             }
-            actix_http::ws::Item::Continue(b) => (b, false),
-            actix_http::ws::Item::Last(b) => (b, true),
+            Item::Continue(b) => (b, false),
+            Item::Last(b) => (b, true),
         };
         let Some((text, buf)) = self.partial.as_mut() else {
             let error = ApiError::new(ErrorCode::InvalidFrame, "continuation without a first frame");
-            return self.send_error(ctx, &None, &error);
+            return self.send_error(&None, &error);
         };
         if buf.len() + chunk.len() > max {
             self.partial = None;
@@ -683,11 +687,11 @@ impl WsSession {
         let Some((_, buf)) = self.partial.take() else { return };
         if !text {
             let error = ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
-            return self.send_error(ctx, &None, &error);
+            return self.send_error(&None, &error);
         }
         match std::str::from_utf8(&buf) {
             Ok(s) => self.handle_text(s, ctx),
-            Err(_) => self.send_error(ctx, &None, &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8")),
+            Err(_) => self.send_error(&None, &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8")),
         }
     }
 }

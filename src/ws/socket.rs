@@ -1,0 +1,358 @@
+//! The WebSocket's bytes on the wire, under the session actor.
+//!
+//! An idle connection here holds no buffer at all. Reads go through a chunk on the stack and keep
+//! only an unfinished frame; writes go straight to the kernel and queue only what it refuses, as
+//! the shared `Bytes` the Router handed over (never copied per recipient). actix-web-actors, used
+//! before, kept the HTTP/1 dispatcher alive under every socket with its read and write buffers,
+//! plus the context's own frame buffer and payload channel: 20.9 KiB per idle connection against
+//! the floor's 8.9 KiB (issue 11, `loadtest/results/`).
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    io::{self, IoSlice},
+    pin::Pin,
+    rc::Rc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+
+use actix_codec::Decoder;
+use actix_http::ws::{CloseReason, Codec, Frame, ProtocolError};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::net::TcpStream;
+
+/// How long a closing socket may take to hand its last bytes (the close frame) to a peer that
+/// reads slowly, and to wait for the peer's own close, before it is dropped anyway.
+const LINGER: Duration = Duration::from_secs(3);
+
+/// Bytes read from the kernel at a time; only a frame left unfinished is kept between reads.
+const CHUNK: usize = 4096;
+
+/// Largest number of queued pieces handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+struct Shared {
+    io: TcpStream,
+    out: RefCell<Out>,
+    /// Bytes handed over for this client and not yet taken by the kernel (the Router's
+    /// slow-consumer check reads it).
+    queued: Arc<AtomicUsize>,
+}
+
+#[derive(Default)]
+struct Out {
+    queue: VecDeque<Bytes>,
+    /// A task is waiting for the socket to become writable.
+    flushing: bool,
+    /// A close frame went out (or the session ended): nothing more is written.
+    closing: Option<Instant>,
+    /// The close frame is queued: after it, half-close and wait for the peer's close.
+    linger: bool,
+    broken: bool,
+}
+
+/// The sending side, owned by the session actor.
+pub struct Socket(Rc<Shared>);
+
+/// The receiving side: client frames as a stream the session actor consumes.
+pub struct Incoming {
+    shared: Rc<Shared>,
+    buf: BytesMut,
+    codec: Codec,
+    max_size: usize,
+    done: bool,
+}
+
+/// Splits an upgraded connection; `read` holds whatever arrived after the handshake request.
+pub fn split(io: TcpStream, read: BytesMut, max_size: usize, queued: Arc<AtomicUsize>) -> (Socket, Incoming) {
+    let shared = Rc::new(Shared { io, out: RefCell::new(Out::default()), queued });
+    let incoming =
+        Incoming { shared: shared.clone(), buf: read, codec: Codec::new().max_size(max_size), max_size, done: false };
+    (Socket(shared), incoming)
+}
+
+/// A server frame's header (servers never mask): at most 10 bytes.
+fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | opcode;
+    if len < 126 {
+        h[1] = len as u8;
+        (h, 2)
+    } else if let Ok(short) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&short.to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
+impl Socket {
+    pub fn text(&self, payload: Bytes) {
+        self.frame(OP_TEXT, payload);
+    }
+
+    pub fn ping(&self) {
+        self.frame(OP_PING, Bytes::new());
+    }
+
+    pub fn pong(&self, payload: Bytes) {
+        self.frame(OP_PONG, payload);
+    }
+
+    /// Sends a close frame; nothing is written after it. The connection ends once the peer
+    /// answers it or `LINGER` passes.
+    pub fn close(&self, reason: Option<CloseReason>) {
+        let mut payload = Vec::new();
+        if let Some(r) = reason {
+            payload.extend_from_slice(&u16::from(r.code).to_be_bytes());
+            if let Some(d) = r.description {
+                // Control frames carry at most 125 bytes; cut the reason on a char boundary.
+                let mut end = d.len().min(123);
+                while !d.is_char_boundary(end) {
+                    end -= 1;
+                }
+                payload.extend_from_slice(&d.as_bytes()[..end]);
+            }
+        }
+        self.frame(OP_CLOSE, Bytes::from(payload));
+        let mut out = self.0.out.borrow_mut();
+        out.closing.get_or_insert_with(Instant::now);
+        out.linger = true;
+        if !out.flushing && !out.broken {
+            out.flushing = true;
+            actix_rt::spawn(drive(self.0.clone()));
+        }
+    }
+
+    /// Whether writing failed (the peer is gone; the read side will end the session).
+    pub fn is_broken(&self) -> bool {
+        self.0.out.borrow().broken
+    }
+
+    fn frame(&self, opcode: u8, payload: Bytes) {
+        let (head, n) = header(opcode, payload.len());
+        let shared = &self.0;
+        let mut out = shared.out.borrow_mut();
+        if out.closing.is_some() || out.broken {
+            return;
+        }
+        let total = n + payload.len();
+        let mut written = 0;
+        if out.queue.is_empty() {
+            match shared.io.try_write_vectored(&[IoSlice::new(&head[..n]), IoSlice::new(&payload)]) {
+                Ok(w) if w == total => return,
+                Ok(w) => written = w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    out.broken = true;
+                    return;
+                }
+            }
+        }
+        if written < n {
+            out.queue.push_back(Bytes::copy_from_slice(&head[written..n]));
+            out.queue.push_back(payload);
+        } else {
+            out.queue.push_back(payload.slice(written - n..));
+        }
+        shared.queued.fetch_add(total - written, Ordering::Relaxed);
+        if !out.flushing {
+            out.flushing = true;
+            actix_rt::spawn(drive(shared.clone()));
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // The session ended: whatever is still queued gets `LINGER` to reach the peer.
+        self.0.out.borrow_mut().closing.get_or_insert_with(Instant::now);
+    }
+}
+
+/// Writes what the kernel takes from the queue; `Ok(true)` once it is empty.
+fn write_queued(shared: &Shared, out: &mut Out) -> io::Result<bool> {
+    while !out.queue.is_empty() {
+        let slices: Vec<IoSlice<'_>> = out.queue.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
+        let mut written = match shared.io.try_write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(w) => w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let _ = shared.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(written)));
+        while written > 0 {
+            let Some(front) = out.queue.front_mut() else { break };
+            if front.len() <= written {
+                written -= front.len();
+                out.queue.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Flushes the queue whenever the socket can take more; after a close frame, half-closes and
+/// waits (bounded) for the peer to close, so unread client bytes never turn our close frame into
+/// a reset the client sees instead of it.
+async fn drive(shared: Rc<Shared>) {
+    loop {
+        let done = {
+            let mut out = shared.out.borrow_mut();
+            match write_queued(&shared, &mut out) {
+                Ok(done) => done,
+                Err(_) => {
+                    out.broken = true;
+                    true
+                }
+            }
+        };
+        if done {
+            break;
+        }
+        let deadline = shared.out.borrow().closing.map(|at| at + LINGER);
+        let ready = match deadline {
+            Some(at) => tokio::time::timeout_at(at.into(), shared.io.writable())
+                .await
+                .unwrap_or(Err(io::ErrorKind::TimedOut.into())),
+            None => shared.io.writable().await,
+        };
+        if ready.is_err() {
+            shared.out.borrow_mut().broken = true;
+            break;
+        }
+    }
+    let (linger, broken, since) = {
+        let mut out = shared.out.borrow_mut();
+        out.flushing = false;
+        let remaining = out.queue.iter().map(Bytes::len).sum::<usize>();
+        if remaining > 0 {
+            out.queue.clear();
+            let _ =
+                shared.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(remaining)));
+        }
+        (out.linger, out.broken, out.closing)
+    };
+    if linger && !broken {
+        let deadline = since.unwrap_or_else(Instant::now) + LINGER;
+        let _ = socket2::SockRef::from(&shared.io).shutdown(std::net::Shutdown::Write);
+        let _ = tokio::time::timeout_at(deadline.into(), drain(&shared.io)).await;
+    }
+}
+
+/// Reads and discards until the peer closes.
+async fn drain(io: &TcpStream) {
+    let mut chunk = [0u8; 512];
+    loop {
+        if io.readable().await.is_err() {
+            return;
+        }
+        match io.try_read(&mut chunk) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The payload length a frame's header announces, once enough of it has arrived.
+fn announced_len(buf: &[u8]) -> Option<u64> {
+    let b1 = *buf.get(1)? & 0x7F;
+    match b1 {
+        126 => buf.get(2..4).map(|b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
+        127 => buf.get(2..10).map(|b| u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
+        n => Some(u64::from(n)),
+    }
+}
+
+impl Incoming {
+    fn fail(&mut self, e: ProtocolError) -> Poll<Option<Result<Frame, ProtocolError>>> {
+        self.done = true;
+        self.buf = BytesMut::new();
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for Incoming {
+    type Item = Result<Frame, ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if !this.buf.is_empty() {
+                // Refuse an oversized frame from its header, before buffering its payload.
+                if announced_len(&this.buf).is_some_and(|n| n > this.max_size as u64) {
+                    return this.fail(ProtocolError::Overflow);
+                }
+                match this.codec.decode(&mut this.buf) {
+                    Ok(Some(frame)) => {
+                        if this.buf.is_empty() {
+                            // Idle sockets hold no read buffer.
+                            this.buf = BytesMut::new();
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return this.fail(e),
+                }
+            }
+            if let Err(e) = ready!(this.shared.io.poll_read_ready(cx)) {
+                return this.fail(ProtocolError::Io(e));
+            }
+            let mut chunk = [0u8; CHUNK];
+            match this.shared.io.try_read(&mut chunk) {
+                Ok(0) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Ok(n) => this.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return this.fail(ProtocolError::Io(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        assert_eq!(&header(OP_TEXT, 5).0[..2], &[0x81, 5]);
+        let (h, n) = header(OP_TEXT, 300);
+        assert_eq!(&h[..n], &[0x81, 126, 1, 44]);
+        let (h, n) = header(OP_TEXT, 70_000);
+        assert_eq!(&h[..n], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    #[test]
+    fn announced_length_is_read_from_every_header_form() {
+        assert_eq!(announced_len(&[0x81]), None);
+        assert_eq!(announced_len(&[0x81, 0x85]), Some(5));
+        assert_eq!(announced_len(&[0x81, 0xFE, 1]), None);
+        assert_eq!(announced_len(&[0x81, 0xFE, 1, 44]), Some(300));
+        assert_eq!(announced_len(&[0x81, 0xFF, 0, 0, 0, 0, 0, 1, 0x11, 0x70]), Some(70_000));
+    }
+}
