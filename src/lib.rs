@@ -13,13 +13,15 @@
 //! - [`accounts`]: hosted accounts: register, login, guests, upgrade, refresh, logout.
 //! - [`chat`]: sending, history, sync, read markers and typing, shared by WebSocket and REST.
 //! - [`groups`]: group creation and membership, with the events they push.
-//! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations,
-//!   and the envelope every payload travels in.
+//! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations
+//!   (publishing on async-nats, subscriptions on a lean protocol connection of our own), and the
+//!   envelope every payload travels in.
 //! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.
 //! - [`router`]: the node-local Router actor: which sessions belong to which users and groups.
 //! - [`webhooks`]: the outbox dispatcher actor (signed, retried deliveries), safe targets, and
 //!   the before-send hook.
-//! - [`ws`]: the WebSocket endpoint, protocol frames and the per-connection session actor.
+//! - [`ws`]: the WebSocket endpoint: the handshake (an HTTP/1 upgrade that leaves actix-http),
+//!   protocol frames, the lean socket transport and the per-connection session actor.
 //! - [`http`]: the REST API (client and health endpoints) and JSON error rendering.
 //! - [`ratelimit`]: token buckets and windows for the limits each app and connection has.
 //! - [`node`]: everything one running node shares (store, bus, router, keys, config).

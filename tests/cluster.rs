@@ -585,13 +585,16 @@ async fn a_nats_restart_under_traffic_loses_nothing_and_delivery_resumes() {
     // New traffic flows live again; the first push fills the gap from the store.
     let resumed = Instant::now();
     let mut reply = Value::Null;
+    let mut live = false;
     for attempt in 0..50 {
         reply = a.send_dm(&bob.id, "after", &format!("after-{attempt}")).await;
         if b.pump(Duration::from_millis(200)).await && b.try_pending().is_some() {
+            live = true;
             break;
         }
     }
     assert_eq!(reply["code"], 201);
+    assert!(live, "no live push reached the other node within 50 sends after the restart");
     let mut got: Vec<i64> = Vec::new();
     let sync = b.action("sync", json!({"conversations": {reply["data"]["conversation"].as_str().unwrap(): 50}})).await;
     got.extend(sync["data"]["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()));

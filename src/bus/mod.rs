@@ -6,6 +6,7 @@
 
 pub mod local;
 pub mod nats;
+pub mod subscriber;
 
 use actix::{Message, Recipient};
 use bytes::{BufMut, Bytes, BytesMut};

@@ -1,5 +1,7 @@
-//! The NATS bus of a cluster node (async-nats). The client reconnects by itself and re-subscribes
-//! what it had; deliveries missed meanwhile are repaired by sessions (gap repair, `sync`).
+//! The NATS bus of a cluster node: publishing on async-nats, subscriptions on the lean
+//! [`Subscriber`] connection (async-nats subscriptions where it cannot serve the URL). Both
+//! reconnect by themselves and re-subscribe what they had; deliveries missed meanwhile are
+//! repaired by sessions (gap repair, `sync`).
 
 use std::{
     collections::HashMap,
@@ -12,10 +14,14 @@ use bytes::Bytes;
 use futures_util::{StreamExt, future::BoxFuture};
 use tokio::task::JoinHandle;
 
-use super::{Bus, BusDelivery};
+use super::{
+    Bus, BusDelivery,
+    subscriber::{Subscriber, Target},
+};
 
 pub struct NatsBus {
     client: async_nats::Client,
+    subscriber: Option<Subscriber>,
     subscriptions: Mutex<HashMap<String, JoinHandle<()>>>,
     sink: std::sync::Arc<OnceLock<Recipient<BusDelivery>>>,
 }
@@ -36,7 +42,18 @@ impl NatsBus {
             .connect(url)
             .await
             .context("connecting to NATS (nats.url)")?;
-        Ok(Self { client, subscriptions: Mutex::new(HashMap::new()), sink: Default::default() })
+        let sink: std::sync::Arc<OnceLock<Recipient<BusDelivery>>> = Default::default();
+        let subscriber = match Target::from_url(url, format!("natter-{node_id}-sub"))? {
+            Some(target) => match Subscriber::start(target, sink.clone()).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lean NATS subscriber unavailable; subscribing through async-nats");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Self { client, subscriber, subscriptions: Mutex::new(HashMap::new()), sink })
     }
 }
 
@@ -47,6 +64,9 @@ impl Bus for NatsBus {
     }
 
     fn subscribe(&self, subject: &str) {
+        if let Some(s) = &self.subscriber {
+            return s.subscribe(subject);
+        }
         let Ok(mut subs) = self.subscriptions.lock() else {
             return;
         };
@@ -74,6 +94,9 @@ impl Bus for NatsBus {
     }
 
     fn unsubscribe(&self, subject: &str) {
+        if let Some(s) = &self.subscriber {
+            return s.unsubscribe(subject);
+        }
         // Aborting the task drops the subscriber, which unsubscribes from the server.
         if let Ok(mut subs) = self.subscriptions.lock()
             && let Some(task) = subs.remove(subject)
@@ -88,5 +111,6 @@ impl Bus for NatsBus {
 
     fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+            && self.subscriber.as_ref().is_none_or(Subscriber::is_connected)
     }
 }

@@ -1,0 +1,412 @@
+//! The subscribing half of the NATS bus: one connection of its own speaking the NATS client
+//! protocol (`SUB`, `UNSUB`, `MSG`, `PING`/`PONG`), handing every message to the Router.
+//!
+//! Why not async-nats here: it gives every subscription its own channel, whose first block holds
+//! 32 messages (~6 KiB), and we drained each with a task; a node holds one subscription per
+//! connected user, so that was ~8 KiB per connection (issue 11's heaptrack and suite figures).
+//! Here a subscription is one map entry. Publishing stays on async-nats. URLs this connection
+//! cannot serve (TLS, WebSocket) keep async-nats subscriptions instead (see `nats.rs`).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use actix::Recipient;
+use anyhow::{Context as _, bail};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+};
+
+use super::BusDelivery;
+
+/// Client pings: a connection that answers none of two in a row is dead.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// Longest protocol line accepted (the server's own default limit is 4 KiB).
+const MAX_LINE: usize = 64 * 1024;
+
+enum Command {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// Where to connect and how to log in.
+#[derive(Clone)]
+pub struct Target {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    pass: Option<String>,
+    name: String,
+}
+
+impl Target {
+    /// `None` for URLs this connection does not speak (TLS, WebSocket).
+    pub fn from_url(url: &str, name: String) -> anyhow::Result<Option<Self>> {
+        let addr: async_nats::ServerAddr = url.parse().context("nats.url")?;
+        if addr.scheme() != "nats" {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            host: addr.host().to_string(),
+            port: addr.port(),
+            user: addr.username().map(str::to_string),
+            pass: addr.password().map(str::to_string),
+            name,
+        }))
+    }
+
+    fn connect_line(&self) -> String {
+        let mut info = serde_json::json!({
+            "verbose": false, "pedantic": false, "lang": "rust", "version": env!("CARGO_PKG_VERSION"),
+            "protocol": 1, "name": self.name, "headers": true, "no_responders": false,
+        });
+        // `nats://token@host` carries a token; `nats://user:pass@host` a user and password.
+        match (&self.user, &self.pass) {
+            (Some(user), Some(pass)) => {
+                info["user"] = user.as_str().into();
+                info["pass"] = pass.as_str().into();
+            }
+            (Some(token), None) => info["auth_token"] = token.as_str().into(),
+            _ => {}
+        }
+        format!("CONNECT {info}\r\nPING\r\n")
+    }
+}
+
+/// The subscription connection as the bus sees it.
+pub struct Subscriber {
+    commands: mpsc::UnboundedSender<Command>,
+    connected: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    /// Connects once (so a refusal such as TLS required or bad credentials surfaces here), then
+    /// keeps the connection up, resubscribing everything after each reconnect.
+    pub async fn start(target: Target, sink: Arc<OnceLock<Recipient<BusDelivery>>>) -> anyhow::Result<Self> {
+        let conn = Conn::open(&target).await?;
+        let (commands, rx) = mpsc::unbounded_channel();
+        let connected = Arc::new(AtomicBool::new(true));
+        tokio::spawn(run(conn, target, rx, sink, connected.clone()));
+        Ok(Self { commands, connected })
+    }
+
+    pub fn subscribe(&self, subject: &str) {
+        let _ = self.commands.send(Command::Subscribe(subject.to_string()));
+    }
+
+    pub fn unsubscribe(&self, subject: &str) {
+        let _ = self.commands.send(Command::Unsubscribe(subject.to_string()));
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    async fn open(target: &Target) -> anyhow::Result<Self> {
+        let io = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((target.host.as_str(), target.port)))
+            .await
+            .context("connecting to NATS timed out")?
+            .with_context(|| format!("connecting to NATS at {}:{}", target.host, target.port))?;
+        let _ = io.set_nodelay(true);
+        let mut conn = Conn { io, buf: BytesMut::with_capacity(64 * 1024) };
+        let handshake = async {
+            match conn.next_op().await? {
+                Op::Info(info) => {
+                    if info.contains("\"tls_required\":true") {
+                        bail!("the NATS server requires TLS");
+                    }
+                }
+                _ => bail!("NATS did not start with INFO"),
+            }
+            conn.io.write_all(target.connect_line().as_bytes()).await?;
+            loop {
+                match conn.next_op().await? {
+                    Op::Pong => return Ok(()),
+                    Op::Err(e) => bail!("NATS refused the connection: {e}"),
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), handshake).await.context("NATS handshake timed out")??;
+        Ok(conn)
+    }
+
+    async fn next_op(&mut self) -> anyhow::Result<Op> {
+        loop {
+            if let Some(op) = parse(&mut self.buf)? {
+                return Ok(op);
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                bail!("NATS closed the connection");
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Op {
+    Info(String),
+    Msg { subject: String, payload: Bytes },
+    Ping,
+    Pong,
+    Ok,
+    Err(String),
+}
+
+/// Takes one complete protocol operation off the front of `buf`, if it holds one.
+fn parse(buf: &mut BytesMut) -> anyhow::Result<Option<Op>> {
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        if buf.len() > MAX_LINE {
+            bail!("NATS protocol line too long");
+        }
+        return Ok(None);
+    };
+    let line = std::str::from_utf8(&buf[..end]).context("NATS protocol line is not UTF-8")?;
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let op = match verb.to_ascii_uppercase().as_str() {
+        "MSG" | "HMSG" => {
+            // MSG <subject> <sid> [reply] <size> / HMSG <subject> <sid> [reply] <header size> <size>
+            let parts: Vec<&str> = rest.split_ascii_whitespace().collect();
+            let headers = verb.eq_ignore_ascii_case("HMSG");
+            let (subject, sizes) = match (headers, parts.len()) {
+                (false, 3 | 4) => (parts[0], &parts[parts.len() - 1..]),
+                (true, 4 | 5) => (parts[0], &parts[parts.len() - 2..]),
+                _ => bail!("malformed NATS message line: {line}"),
+            };
+            let sizes: Vec<usize> =
+                sizes.iter().map(|s| s.parse()).collect::<Result<_, _>>().context("NATS message size")?;
+            let (header_len, total) = if headers { (sizes[0], sizes[1]) } else { (0, sizes[0]) };
+            if header_len > total {
+                bail!("malformed NATS message line: {line}");
+            }
+            if buf.len() < end + 2 + total + 2 {
+                return Ok(None);
+            }
+            let subject = subject.to_string();
+            buf.advance(end + 2);
+            let mut payload = buf.split_to(total).freeze();
+            payload.advance(header_len);
+            buf.advance(2);
+            return Ok(Some(Op::Msg { subject, payload }));
+        }
+        "INFO" => Op::Info(rest.to_string()),
+        "PING" => Op::Ping,
+        "PONG" => Op::Pong,
+        "+OK" => Op::Ok,
+        "-ERR" => Op::Err(rest.trim().trim_matches('\'').to_string()),
+        _ => bail!("unknown NATS operation: {line}"),
+    };
+    buf.advance(end + 2);
+    Ok(Some(op))
+}
+
+/// Subject → sid, and the next sid to hand out.
+#[derive(Default)]
+struct Subscriptions {
+    sids: HashMap<String, u64>,
+    next: u64,
+}
+
+impl Subscriptions {
+    fn apply(&mut self, command: Command, out: &mut Vec<u8>) {
+        match command {
+            Command::Subscribe(subject) => {
+                if !self.sids.contains_key(&subject) {
+                    self.next += 1;
+                    out.extend_from_slice(format!("SUB {subject} {}\r\n", self.next).as_bytes());
+                    self.sids.insert(subject, self.next);
+                }
+            }
+            Command::Unsubscribe(subject) => {
+                if let Some(sid) = self.sids.remove(&subject) {
+                    out.extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
+                }
+            }
+        }
+    }
+
+    fn resubscribe(&self, out: &mut Vec<u8>) {
+        for (subject, sid) in &self.sids {
+            out.extend_from_slice(format!("SUB {subject} {sid}\r\n").as_bytes());
+        }
+    }
+}
+
+async fn run(
+    first: Conn,
+    target: Target,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    sink: Arc<OnceLock<Recipient<BusDelivery>>>,
+    connected: Arc<AtomicBool>,
+) {
+    let mut subs = Subscriptions::default();
+    let mut conn = Some(first);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match Conn::open(&target).await {
+                Ok(c) => {
+                    tracing::info!("nats subscriptions reconnected");
+                    c
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "nats subscription connection failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(100);
+        let mut out = Vec::new();
+        subs.resubscribe(&mut out);
+        connected.store(true, Ordering::Relaxed);
+        match serve(&mut c, &mut subs, &mut commands, &sink, out).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "nats subscription connection lost; reconnecting"),
+        }
+        connected.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Runs one connection until it fails (`Err`) or the bus is dropped (`Ok`).
+async fn serve(
+    c: &mut Conn,
+    subs: &mut Subscriptions,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    sink: &OnceLock<Recipient<BusDelivery>>,
+    mut out: Vec<u8>,
+) -> anyhow::Result<()> {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut unanswered = 0u32;
+    loop {
+        if !out.is_empty() {
+            c.io.write_all(&out).await?;
+            out.clear();
+        }
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { return Ok(()) };
+                subs.apply(command, &mut out);
+                // Batch whatever else is waiting into the same write.
+                while let Ok(command) = commands.try_recv() {
+                    subs.apply(command, &mut out);
+                }
+            }
+            read = c.io.read_buf(&mut c.buf) => {
+                if read? == 0 {
+                    bail!("NATS closed the connection");
+                }
+                while let Some(op) = parse(&mut c.buf)? {
+                    match op {
+                        Op::Msg { subject, payload } => {
+                            if let Some(sink) = sink.get() {
+                                sink.do_send(BusDelivery { subject, payload });
+                            }
+                        }
+                        Op::Ping => out.extend_from_slice(b"PONG\r\n"),
+                        Op::Pong => unanswered = 0,
+                        Op::Err(e) => tracing::warn!(error = %e, "nats error on the subscription connection"),
+                        Op::Info(_) | Op::Ok => {}
+                    }
+                }
+                if c.buf.capacity() < 4096 {
+                    c.buf.reserve(64 * 1024);
+                }
+            }
+            _ = ping.tick() => {
+                unanswered += 1;
+                if unanswered > 2 {
+                    bail!("NATS stopped answering pings");
+                }
+                out.extend_from_slice(b"PING\r\n");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(input: &[u8]) -> (Vec<Op>, usize) {
+        let mut buf = BytesMut::from(input);
+        let mut ops = Vec::new();
+        while let Some(op) = parse(&mut buf).unwrap() {
+            ops.push(op);
+        }
+        (ops, buf.len())
+    }
+
+    #[test]
+    fn messages_with_and_without_reply_and_headers_are_read_whole() {
+        let input =
+            b"MSG a.b 1 5\r\nhello\r\nMSG a.c 2 _INBOX.x 0\r\n\r\nHMSG a.d 3 12 15\r\nNATS/1.0\r\n\r\nabc\r\nPING\r\n";
+        let (ops, left) = ops(input);
+        assert_eq!(left, 0);
+        assert_eq!(
+            ops,
+            vec![
+                Op::Msg { subject: "a.b".into(), payload: Bytes::from_static(b"hello") },
+                Op::Msg { subject: "a.c".into(), payload: Bytes::new() },
+                Op::Msg { subject: "a.d".into(), payload: Bytes::from_static(b"abc") },
+                Op::Ping,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_split_anywhere_waits_for_the_rest() {
+        let input = b"MSG a.b 1 11\r\nhello world\r\n";
+        for cut in 0..input.len() {
+            let mut buf = BytesMut::from(&input[..cut]);
+            assert_eq!(parse(&mut buf).unwrap(), None, "cut at {cut}");
+            buf.extend_from_slice(&input[cut..]);
+            assert_eq!(
+                parse(&mut buf).unwrap(),
+                Some(Op::Msg { subject: "a.b".into(), payload: Bytes::from_static(b"hello world") })
+            );
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn errors_and_garbage_are_told_apart() {
+        let (ops, _) = ops(b"-ERR 'Authorization Violation'\r\n+OK\r\nPONG\r\n");
+        assert_eq!(ops, vec![Op::Err("Authorization Violation".into()), Op::Ok, Op::Pong]);
+        assert!(parse(&mut BytesMut::from(&b"BOGUS\r\n"[..])).is_err());
+        assert!(parse(&mut BytesMut::from(&b"MSG a 1 x\r\n"[..])).is_err());
+    }
+
+    #[test]
+    fn subscriptions_are_sent_once_and_replayed_after_a_reconnect() {
+        let mut subs = Subscriptions::default();
+        let mut out = Vec::new();
+        subs.apply(Command::Subscribe("a".into()), &mut out);
+        subs.apply(Command::Subscribe("a".into()), &mut out);
+        subs.apply(Command::Subscribe("b".into()), &mut out);
+        subs.apply(Command::Unsubscribe("a".into()), &mut out);
+        subs.apply(Command::Unsubscribe("zzz".into()), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "SUB a 1\r\nSUB b 2\r\nUNSUB 1\r\n");
+        let mut again = Vec::new();
+        subs.resubscribe(&mut again);
+        assert_eq!(String::from_utf8(again).unwrap(), "SUB b 2\r\n");
+    }
+}
