@@ -327,6 +327,11 @@ impl Config {
         if self.nats.prefix.is_empty() || self.nats.prefix.contains(['.', '*', '>', ' ']) {
             anyhow::bail!("nats.prefix: must be non-empty without '.', '*', '>' or spaces");
         }
+        if self.ws.client_timeout_secs <= self.ws.heartbeat_interval_secs {
+            anyhow::bail!(
+                "ws.client_timeout_secs: must be longer than ws.heartbeat_interval_secs, or idle clients are closed before their ping"
+            );
+        }
         let nonzero = [
             ("ws.max_frame_bytes", self.ws.max_frame_bytes as u64),
             ("ws.heartbeat_interval_secs", self.ws.heartbeat_interval_secs),
@@ -411,6 +416,8 @@ mod tests {
         assert!(format!("{err:#}").contains("http.bind"));
         let err = Config::from_toml("[ws]\nmax_frame_bytes = 0").unwrap_err();
         assert!(format!("{err:#}").contains("ws.max_frame_bytes"));
+        let err = Config::from_toml("[ws]\nheartbeat_interval_secs = 30\nclient_timeout_secs = 30").unwrap_err();
+        assert!(format!("{err:#}").contains("ws.client_timeout_secs"), "{err:#}");
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct RunArgs {
     /// Connection attempts in flight per worker process.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Seconds between the last connection and the traffic (or hold) phase: work the servers
+    /// still have queued from the connects (presence writes, subscriptions) lands here, not in
+    /// the traffic figures. Server memory is read at its end.
+    #[arg(long, default_value_t = 1.5)]
+    pub settle: f64,
     /// Loopback source addresses to connect from: a count (`16` = 127.0.0.1..=127.0.0.16) or a
     /// comma-separated list.
     #[arg(long, default_value = "1")]
@@ -456,7 +461,7 @@ async fn coordinate(
     live.wait_until("connect", |b| b.ready == n).await?;
     let connect_elapsed = began.elapsed().as_secs_f64();
     // Let the servers settle before reading their memory.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.settle.max(0.0))).await;
     live.watch.loaded();
     let connected_at_load = live.board.counts().connected;
 

@@ -81,6 +81,19 @@ pub struct Close {
 
 type Id = Option<Box<RawValue>>;
 
+/// Heartbeats are rounded up to multiples of this, counted from one process-wide origin.
+const HEARTBEAT_SLOT: Duration = Duration::from_millis(250);
+
+/// The time from now to the first slot boundary at least `interval` away.
+fn until_slot_after(interval: Duration) -> Duration {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let due = origin.elapsed() + interval;
+    let slot = HEARTBEAT_SLOT.as_nanos();
+    let rounded = due.as_nanos().div_ceil(slot) * slot;
+    interval + Duration::from_nanos((rounded - due.as_nanos()) as u64)
+}
+
 /// Runs request work as its own task. A session pauses its mailbox during gap repair
 /// (`ctx.wait`); work that holds database connections or row locks must keep going meanwhile,
 /// or paused sessions could starve the pool that their own repair needs.
@@ -221,15 +234,22 @@ impl WsSession {
         self.registered = true;
     }
 
+    /// Schedules the next heartbeat. Beats fall on shared slot boundaries, so one timer wake
+    /// serves every session due in that slot instead of one wake per session.
     fn heartbeat(&self, ctx: &mut Context<Self>) {
         let interval = Duration::from_secs(self.node.config.ws.heartbeat_interval_secs);
-        let timeout = Duration::from_secs(self.node.config.ws.client_timeout_secs);
-        ctx.run_interval(interval, move |act, ctx| {
-            if act.last_heard.elapsed() > timeout {
-                act.close(ctx, CloseCode::Normal, "idle timeout");
-            } else {
+        ctx.run_later(until_slot_after(interval), move |act, ctx| {
+            let timeout = Duration::from_secs(act.node.config.ws.client_timeout_secs);
+            let silent = act.last_heard.elapsed();
+            if silent > timeout {
+                return act.close(ctx, CloseCode::Normal, "idle timeout");
+            }
+            // A client heard from within the interval needs no ping to prove it is there, unless
+            // the next beat would otherwise find it past the timeout.
+            if silent >= interval || silent + interval >= timeout {
                 act.socket.ping();
             }
+            act.heartbeat(ctx);
         });
     }
 
@@ -693,5 +713,26 @@ impl WsSession {
             Ok(s) => self.handle_text(s, ctx),
             Err(_) => self.send_error(&None, &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_land_on_shared_slots_no_sooner_than_the_interval() {
+        let interval = Duration::from_secs(25);
+        for _ in 0..50 {
+            let wait = until_slot_after(interval);
+            assert!(wait >= interval && wait <= interval + HEARTBEAT_SLOT, "{wait:?}");
+            std::thread::sleep(Duration::from_millis(7));
+        }
+        // Two sessions starting a few milliseconds apart beat in the same slot.
+        let a = Instant::now() + until_slot_after(interval);
+        std::thread::sleep(Duration::from_millis(3));
+        let b = Instant::now() + until_slot_after(interval);
+        let apart = if a > b { a - b } else { b - a };
+        assert!(apart < Duration::from_millis(2) || apart >= HEARTBEAT_SLOT - Duration::from_millis(5), "{apart:?}");
     }
 }
