@@ -327,7 +327,9 @@ async fn serve(
                         Op::Info(_) | Op::Ok => {}
                     }
                 }
-                if c.buf.capacity() < 4096 {
+                // Room for a full read: a buffer left with a few spare bytes would make every
+                // read a tiny one (tokio grows a full `BytesMut` by just 64 bytes).
+                if c.buf.capacity() - c.buf.len() < 16 * 1024 {
                     c.buf.reserve(64 * 1024);
                 }
             }
