@@ -11,10 +11,7 @@ pub mod socket;
 
 use std::{
     io::Write as _,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use actix::{Actor, AsyncContext};
@@ -116,7 +113,6 @@ async fn accept(node: Node, req: Request, framed: Framed<TcpStream, h1::Codec>) 
     // The dispatcher's read buffer is 8 KiB of capacity; keep only bytes that followed the
     // request (rarely any), not the buffer.
     let read_buf = bytes::BytesMut::from(&parts.read_buf[..]);
-    drop(parts.read_buf);
     let accepted = handshake(&node, &req).await;
     let status = match &accepted {
         Ok(_) => 101,
@@ -140,12 +136,11 @@ async fn accept(node: Node, req: Request, framed: Framed<TcpStream, h1::Codec>) 
 
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let ip = peer_ip(req.peer_addr(), req.headers(), &node);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let (socket, incoming) = socket::split(io, read_buf, node.config.ws.max_frame_bytes, queued.clone());
+    let (socket, incoming) = socket::split(io, read_buf, node.config.ws.max_frame_bytes);
     let Accepted { identity, rejected, app_hint, .. } = accepted;
     WsSession::create(move |ctx| {
         ctx.add_stream(incoming);
-        WsSession::new(id, node, socket, queued, identity, rejected, app_hint, ip)
+        WsSession::new(id, node, socket, identity, rejected, app_hint, ip)
     });
     Ok(())
 }

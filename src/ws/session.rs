@@ -136,12 +136,10 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
         node: Node,
         socket: Socket,
-        queued: Arc<std::sync::atomic::AtomicUsize>,
         identity: Option<(Identity, Vec<Active>)>,
         rejected: Option<ApiError>,
         app_hint: Option<crate::domain::AppId>,
@@ -157,13 +155,13 @@ impl WsSession {
         Self {
             id,
             node,
+            queued: socket.queued(),
             socket,
             identity,
             conversations,
             rejected,
             app_hint,
             client_ip,
-            queued,
             registered: false,
             last_heard: Instant::now(),
             delivered: HashMap::new(),
@@ -570,10 +568,7 @@ impl Handler<Push> for WsSession {
 
     fn handle(&mut self, push: Push, ctx: &mut Self::Context) {
         // Written (or dropped as already seen) now: no longer queued for this client.
-        let _ =
-            self.queued.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |q| {
-                Some(q.saturating_sub(push.len()))
-            });
+        super::socket::release(&self.queued, push.len());
         let (conv, seq, own, frame) = match push {
             Push::Event { frame } => return self.write_push(frame),
             Push::Message { conv, seq, own, frame } => (conv, seq, own, frame),

@@ -75,11 +75,16 @@ pub struct Incoming {
 }
 
 /// Splits an upgraded connection; `read` holds whatever arrived after the handshake request.
-pub fn split(io: TcpStream, read: BytesMut, max_size: usize, queued: Arc<AtomicUsize>) -> (Socket, Incoming) {
-    let shared = Rc::new(Shared { io, out: RefCell::new(Out::default()), queued });
+pub fn split(io: TcpStream, read: BytesMut, max_size: usize) -> (Socket, Incoming) {
+    let shared = Rc::new(Shared { io, out: RefCell::new(Out::default()), queued: Arc::default() });
     let incoming =
         Incoming { shared: shared.clone(), buf: read, codec: Codec::new().max_size(max_size), max_size, done: false };
     (Socket(shared), incoming)
+}
+
+/// Takes `n` bytes off a queued-bytes counter (never below zero).
+pub fn release(queued: &AtomicUsize, n: usize) {
+    let _ = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(n)));
 }
 
 /// A server frame's header (servers never mask): at most 10 bytes.
@@ -101,6 +106,20 @@ fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
 }
 
 impl Socket {
+    /// Bytes handed to this socket and not yet taken by the kernel; the Router adds what it hands
+    /// the session, the session and the writer take off what they are done with.
+    pub fn queued(&self) -> Arc<AtomicUsize> {
+        self.0.queued.clone()
+    }
+
+    /// Starts the task that flushes the queue (and lingers after a close) unless one runs.
+    fn drive(&self, out: &mut Out) {
+        if !out.flushing && !out.broken {
+            out.flushing = true;
+            actix_rt::spawn(drive(self.0.clone()));
+        }
+    }
+
     pub fn text(&self, payload: Bytes) {
         self.frame(OP_TEXT, payload);
     }
@@ -132,15 +151,7 @@ impl Socket {
         let mut out = self.0.out.borrow_mut();
         out.closing.get_or_insert_with(Instant::now);
         out.linger = true;
-        if !out.flushing && !out.broken {
-            out.flushing = true;
-            actix_rt::spawn(drive(self.0.clone()));
-        }
-    }
-
-    /// Whether writing failed (the peer is gone; the read side will end the session).
-    pub fn is_broken(&self) -> bool {
-        self.0.out.borrow().broken
+        self.drive(&mut out);
     }
 
     fn frame(&self, opcode: u8, payload: Bytes) {
@@ -170,10 +181,7 @@ impl Socket {
             out.queue.push_back(payload.slice(written - n..));
         }
         shared.queued.fetch_add(total - written, Ordering::Relaxed);
-        if !out.flushing {
-            out.flushing = true;
-            actix_rt::spawn(drive(shared.clone()));
-        }
+        self.drive(&mut out);
     }
 }
 
@@ -194,7 +202,7 @@ fn write_queued(shared: &Shared, out: &mut Out) -> io::Result<bool> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         };
-        let _ = shared.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(written)));
+        release(&shared.queued, written);
         while written > 0 {
             let Some(front) = out.queue.front_mut() else { break };
             if front.len() <= written {
@@ -245,8 +253,7 @@ async fn drive(shared: Rc<Shared>) {
         let remaining = out.queue.iter().map(Bytes::len).sum::<usize>();
         if remaining > 0 {
             out.queue.clear();
-            let _ =
-                shared.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(remaining)));
+            release(&shared.queued, remaining);
         }
         (out.linger, out.broken, out.closing)
     };
