@@ -6,7 +6,11 @@
 //! subject, where every node's Router hands it to local watchers. A lease keeper renews this
 //! node's lease and reaps nodes that died without a goodbye.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -15,10 +19,15 @@ use crate::{
     bus::{Bus, Envelope, Subjects, encode},
     chat::event_frame,
     domain::{AppId, UserKey, now_millis},
-    store::{Store, outbox::Hooks, users::UserRecord},
+    store::{
+        Store,
+        outbox::Hooks,
+        presence::{Change, MAX_CHANGES},
+        users::UserRecord,
+    },
 };
 
-const SHARDS: usize = 8;
+const SHARDS: usize = 2;
 
 /// A user's presence as the API shows it.
 #[derive(Debug, Serialize)]
@@ -82,6 +91,73 @@ impl Publisher {
     }
 }
 
+/// Applies one shard's reports in batches: whatever queued while the previous batch was being
+/// written goes into the next one (one transaction, a few statements), so a connect storm costs
+/// round trips per batch, not per user. A user's reports stay in order: a user seen twice ends
+/// the batch, and the second report opens the next.
+async fn shard_worker(mut rx: mpsc::UnboundedReceiver<Op>, store: Store, publisher: Arc<Publisher>, node_id: String) {
+    let mut carried: Option<Op> = None;
+    loop {
+        let first = match carried.take() {
+            Some(op) => op,
+            None => match rx.recv().await {
+                Some(op) => op,
+                None => return,
+            },
+        };
+        let mut batch: Vec<(Change, String)> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut flushed = None;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Flush(done) => flushed = Some(done),
+                Op::Report { app, user, id, online } => {
+                    if !seen.insert((app.clone(), user)) {
+                        carried = Some(Op::Report { app, user, id, online });
+                        break;
+                    }
+                    batch.push((Change { app, user, online }, id));
+                    if batch.len() < MAX_CHANGES {
+                        next = rx.try_recv().ok();
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            apply(&store, &publisher, &node_id, batch).await;
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn apply(store: &Store, publisher: &Publisher, node_id: &str, batch: Vec<(Change, String)>) {
+    let now = now_millis();
+    let mut hooks = HashMap::new();
+    for (change, _) in &batch {
+        if !hooks.contains_key(change.app.as_str()) {
+            let h = match store.app(&change.app).await {
+                Ok(Some(record)) => Hooks::of(&record.settings),
+                _ => Hooks::default(),
+            };
+            hooks.insert(change.app.as_str().to_string(), h);
+        }
+    }
+    let (changes, ids): (Vec<Change>, Vec<String>) = batch.into_iter().unzip();
+    match store.apply_presence(node_id, now, &changes, &hooks).await {
+        Ok(transitions) => {
+            for ((change, id), transition) in changes.iter().zip(&ids).zip(transitions) {
+                if transition {
+                    publisher.transition(change.app.as_str(), change.user, id, change.online, now).await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, changes = changes.len(), "presence update failed"),
+    }
+}
+
 impl Presence {
     /// Starts the shard workers on the current runtime.
     pub fn start(store: Store, bus: Arc<dyn Bus>, subjects: Subjects, node_id: String) -> Self {
@@ -89,34 +165,9 @@ impl Presence {
         let mut shards = Vec::with_capacity(SHARDS);
         let mut tasks = Vec::with_capacity(SHARDS + 1);
         for _ in 0..SHARDS {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Op>();
+            let (tx, rx) = mpsc::unbounded_channel::<Op>();
             let (store, publisher, node_id) = (store.clone(), publisher.clone(), node_id.clone());
-            tasks.push(actix_rt::spawn(async move {
-                while let Some(op) = rx.recv().await {
-                    match op {
-                        Op::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                        Op::Report { app, user, id, online } => {
-                            let now = now_millis();
-                            let hooks = match store.app(&app).await {
-                                Ok(Some(record)) => Hooks::of(&record.settings),
-                                _ => Hooks::default(),
-                            };
-                            let result = if online {
-                                store.presence_up(&app, user, &node_id, &hooks).await
-                            } else {
-                                store.presence_down(&app, user, &node_id, now, &hooks).await
-                            };
-                            match result {
-                                Ok(true) => publisher.transition(app.as_str(), user, &id, online, now).await,
-                                Ok(false) => {}
-                                Err(e) => tracing::warn!(error = %e, "presence update failed"),
-                            }
-                        }
-                    }
-                }
-            }));
+            tasks.push(actix_rt::spawn(shard_worker(rx, store, publisher, node_id)));
             shards.push(tx);
         }
         Presence { shards: Arc::new(shards), tasks: Arc::new(std::sync::Mutex::new(tasks)) }

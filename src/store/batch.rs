@@ -181,7 +181,7 @@ async fn write_and_answer(pool: &AnyPool, writer: &Writer, batch: Vec<Queued>) {
     observe("message_append_batch", started);
 }
 
-fn is_retryable(e: &sqlx::Error) -> bool {
+pub(super) fn is_retryable(e: &sqlx::Error) -> bool {
     e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001")
 }
 
