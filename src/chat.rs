@@ -152,15 +152,19 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
     let app = node.app(&who.app).await?;
     let (conversation, kind, recipient) = match (&req.recipient, &req.group) {
         (Some(recipient), None) => {
-            let user = node
+            let key = node
                 .store
-                .user_by_id(&who.app, recipient)
+                .user_key_by_id(&who.app, recipient)
                 .await?
                 .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, format!("no user {recipient}")))?;
-            if user.key == who.user {
+            if key == who.user {
                 return Err(ApiError::validation("recipient: cannot send a direct message to yourself"));
             }
-            (direct_conversation_id(who.user, user.key), ConversationKind::Direct, Some((user.key, user.id)))
+            (
+                direct_conversation_id(who.user, key),
+                ConversationKind::Direct,
+                Some((key, recipient.as_str().to_string())),
+            )
         }
         (None, Some(group)) => (
             ConversationId::parse(group.as_str()).map_err(|e| ApiError::validation(e.0))?,

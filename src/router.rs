@@ -10,7 +10,7 @@ use std::{
     sync::Arc,
 };
 
-use actix::{Actor, Addr, Context, Handler, Message};
+use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use bytestring::ByteString;
 
 use crate::{
@@ -222,7 +222,8 @@ impl Actor for Router {
     }
 }
 
-/// A session authenticated and wants its pushes.
+/// A session authenticated and wants its pushes. Answered once its subscriptions are in force
+/// on the bus.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {
@@ -237,9 +238,16 @@ pub struct Connect {
 }
 
 impl Handler<Connect> for Router {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Connect, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Connect, _ctx: &mut Self::Context) -> Self::Result {
+        self.connect(msg);
+        self.bus.synced()
+    }
+}
+
+impl Router {
+    fn connect(&mut self, msg: Connect) {
         let app = self.intern(msg.app.as_str());
         let slot: Slot = (app.clone(), msg.user.0);
         if self.users.get(&slot).is_some_and(|u| u.sessions.len() >= self.max_per_user) {

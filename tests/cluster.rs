@@ -685,3 +685,20 @@ async fn a_killed_nodes_claimed_webhooks_are_delivered_by_another_node() {
     assert_eq!(redelivered, ids, "the same events, same webhook-ids");
     assert_eq!(cluster.outbox().await.get("delivered"), Some(&5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_once_a_fresh_connection_answers_arrives_live() {
+    let cluster = Cluster::start(2, SHARED_NATS, 15);
+    let alice = cluster.guest(0).await;
+    let mut alice_a = cluster.connect(0, &alice).await;
+    for round in 0..25 {
+        let bob = cluster.guest(1).await;
+        let mut bob_b = cluster.connect(1, &bob).await;
+        // Bob's node has answered him: from here on, pushes to him are live on every node.
+        bob_b.settle().await;
+        assert_eq!(alice_a.send_dm(&bob.id, "hi", &format!("r{round}")).await["code"], 201);
+        let got = tokio::time::timeout(Duration::from_secs(5), bob_b.next_message()).await;
+        assert!(got.is_ok(), "round {round}: the push passed bob's fresh connection by");
+    }
+    println!("25 fresh connections, each sent a DM from another node the moment it answered: all live");
+}

@@ -235,6 +235,9 @@ async fn change_id_keeps_history_and_live_sessions(backend: Backend) {
     b.settle().await;
     let conv = a.send_dm("bob", "before", "1").await["data"]["conversation"].as_str().unwrap().to_string();
     assert_eq!(b.next_message().await["sender"], "alice");
+    // Bob's node now knows "alice" by heart; the change below must make it forget at once.
+    assert_eq!(b.send_dm("alice", "to the old id", "0").await["code"], 201);
+    assert_eq!(a.next_message().await["recipient"], "alice");
 
     let (status, body) = api.call("PATCH", "/v1/server/users/alice/change-id/alice2", None).await;
     assert_eq!(status, 200, "{body}");
@@ -246,11 +249,22 @@ async fn change_id_keeps_history_and_live_sessions(backend: Backend) {
     assert_eq!(b.next_message().await["sender"], "alice2");
     assert_eq!(b.send_dm("alice2", "to the new id", "3").await["code"], 201);
     assert_eq!(a.next_message().await["recipient"], "alice2");
+    let reply = b.send_dm("alice", "to nobody", "4").await;
+    assert_eq!((reply["code"].as_i64(), reply["error"].as_str()), (Some(404), Some("user_not_found")), "{reply}");
     let history = server.history(&alice, &conv).await;
-    assert_eq!(history.len(), 3);
+    assert_eq!(history.len(), 4);
     assert_eq!(history[0]["sender"], "alice2", "old messages show the new id");
-    // The old id is free again.
+    // The old id is free again, and names its new owner, not the renamed user.
     assert_eq!(api.call("POST", "/v1/server/users", Some(json!({"id": "alice"}))).await.0, 201);
+    let newcomer = token_for(&api, "alice").await;
+    let mut n = server.connect(&newcomer).await;
+    n.settle().await;
+    assert_eq!(b.send_dm("alice", "hello newcomer", "5").await["code"], 201);
+    assert_eq!(n.next_message().await["content"], "hello newcomer");
+    a.pump(Duration::from_millis(300)).await;
+    while let Some(frame) = a.try_pending() {
+        assert_ne!(frame["data"]["content"], "hello newcomer", "the renamed user got the newcomer's message");
+    }
 }
 
 async fn revoking_tokens_closes_sockets_and_refuses_old_tokens(backend: Backend) {

@@ -52,4 +52,9 @@ impl Bus for LocalBus {
     fn is_connected(&self) -> bool {
         true
     }
+
+    fn synced(&self) -> BoxFuture<'static, ()> {
+        // Subscriptions here take effect as they are made.
+        Box::pin(std::future::ready(()))
+    }
 }

@@ -31,6 +31,10 @@ pub trait Bus: Send + Sync + 'static {
     fn attach(&self, sink: Recipient<BusDelivery>);
     /// For `/readyz`.
     fn is_connected(&self) -> bool;
+    /// Resolves once every subscription made so far is in force: a message published after it
+    /// reaches them. Sessions wait for it before their first reply, so nothing sent to a client
+    /// that has seen its connection answered can pass it by.
+    fn synced(&self) -> BoxFuture<'static, ()>;
 }
 
 /// Subject names (design §7): `<prefix>.<app>.user.<key>`, `.group.<id>`, `.control`.

@@ -109,6 +109,15 @@ impl Bus for NatsBus {
         let _ = self.sink.set(sink);
     }
 
+    fn synced(&self) -> BoxFuture<'static, ()> {
+        match &self.subscriber {
+            Some(s) => Box::pin(s.synced()),
+            // async-nats subscribes from a task of its own and offers no such round trip:
+            // the fallback keeps the older, weaker promise (sessions repair with `sync`).
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+
     fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
             && self.subscriber.as_ref().is_none_or(Subscriber::is_connected)

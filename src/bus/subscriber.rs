@@ -8,7 +8,7 @@
 //! cannot serve (TLS, WebSocket) keep async-nats subscriptions instead (see `nats.rs`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -22,7 +22,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::mpsc,
+    sync::{mpsc, oneshot},
 };
 
 use super::BusDelivery;
@@ -35,6 +35,8 @@ const MAX_LINE: usize = 64 * 1024;
 enum Command {
     Subscribe(String),
     Unsubscribe(String),
+    /// Answered when the server has processed everything sent before it (a PING's PONG).
+    Sync(oneshot::Sender<()>),
 }
 
 /// Where to connect and how to log in.
@@ -108,6 +110,18 @@ impl Subscriber {
 
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the server has applied every subscription asked for so far (or the
+    /// connection was lost meanwhile: resubscribing is then up to the reconnect).
+    pub fn synced(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.send(Command::Sync(tx)).is_ok();
+        async move {
+            if sent {
+                let _ = rx.await;
+            }
+        }
     }
 }
 
@@ -223,7 +237,8 @@ struct Subscriptions {
 }
 
 impl Subscriptions {
-    fn apply(&mut self, command: Command, out: &mut Vec<u8>) {
+    /// Writes what a command needs; a sync's answer is handed back to wait for the next PONG.
+    fn apply(&mut self, command: Command, out: &mut Vec<u8>) -> Option<oneshot::Sender<()>> {
         match command {
             Command::Subscribe(subject) => {
                 if !self.sids.contains_key(&subject) {
@@ -237,7 +252,9 @@ impl Subscriptions {
                     out.extend_from_slice(format!("UNSUB {sid}\r\n").as_bytes());
                 }
             }
+            Command::Sync(done) => return Some(done),
         }
+        None
     }
 
     fn resubscribe(&self, out: &mut Vec<u8>) {
@@ -296,6 +313,9 @@ async fn serve(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut unanswered = 0u32;
+    // One entry per PING in flight, oldest first: the syncs its PONG answers (none for
+    // keepalives). The server answers PINGs in order, after everything written before them.
+    let mut pings: VecDeque<Vec<oneshot::Sender<()>>> = VecDeque::new();
     loop {
         if !out.is_empty() {
             c.io.write_all(&out).await?;
@@ -304,10 +324,14 @@ async fn serve(
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { return Ok(()) };
-                subs.apply(command, &mut out);
+                let mut syncs: Vec<_> = subs.apply(command, &mut out).into_iter().collect();
                 // Batch whatever else is waiting into the same write.
                 while let Ok(command) = commands.try_recv() {
-                    subs.apply(command, &mut out);
+                    syncs.extend(subs.apply(command, &mut out));
+                }
+                if !syncs.is_empty() {
+                    out.extend_from_slice(b"PING\r\n");
+                    pings.push_back(syncs);
                 }
             }
             read = c.io.read_buf(&mut c.buf) => {
@@ -322,7 +346,12 @@ async fn serve(
                             }
                         }
                         Op::Ping => out.extend_from_slice(b"PONG\r\n"),
-                        Op::Pong => unanswered = 0,
+                        Op::Pong => {
+                            unanswered = 0;
+                            for done in pings.pop_front().unwrap_or_default() {
+                                let _ = done.send(());
+                            }
+                        }
                         Op::Err(e) => tracing::warn!(error = %e, "nats error on the subscription connection"),
                         Op::Info(_) | Op::Ok => {}
                     }
@@ -339,6 +368,7 @@ async fn serve(
                     bail!("NATS stopped answering pings");
                 }
                 out.extend_from_slice(b"PING\r\n");
+                pings.push_back(Vec::new());
             }
         }
     }

@@ -43,9 +43,11 @@ pub struct Store {
     /// Apps by id, read on every send: kept for `APP_CACHE_TTL`, dropped at once by this
     /// process's own changes (another process's `natter app set` applies within the TTL).
     apps: Arc<std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, apps::AppRecord)>>>,
+    /// Users' internal keys by app and public id, read on every direct send.
+    keys: Arc<users::KeyCache>,
 }
 
-/// How long a node trusts its copy of an app's settings.
+/// How long a node trusts its copy of an app's settings (and of a user's key by public id).
 pub const APP_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A write transaction; on SQLite it also holds the write gate until it ends.
@@ -88,7 +90,15 @@ impl Store {
             .await
             .with_context(|| format!("cannot open the {dialect:?} database"))?;
         let write_gate = (dialect == Dialect::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Store { pool, dialect, write_gate, url: Arc::new(url), appender: Arc::default(), apps: Arc::default() })
+        Ok(Store {
+            pool,
+            dialect,
+            write_gate,
+            url: Arc::new(url),
+            appender: Arc::default(),
+            apps: Arc::default(),
+            keys: Arc::default(),
+        })
     }
 
     /// Applies pending migrations. On PostgreSQL sqlx holds an advisory lock meanwhile, so nodes

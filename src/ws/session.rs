@@ -219,7 +219,7 @@ impl WsSession {
             }
         }
         let Some(who) = &self.identity else { return };
-        self.node.router.do_send(Connect {
+        let connected = self.node.router.send(Connect {
             id: self.id,
             addr: ctx.address(),
             app: who.app.clone(),
@@ -229,6 +229,9 @@ impl WsSession {
             groups,
             queued: self.queued.clone(),
         });
+        // Nothing more is read or answered until the Router's subscriptions are in force: a
+        // client that has seen a reply (or sent a ping and got its pong) misses no push after it.
+        ctx.wait(connected.into_actor(self).map(|_, _, _| ()));
         self.registered = true;
     }
 
