@@ -228,6 +228,7 @@ impl Presence {
                     }
                     Err(e) => tracing::warn!(error = %e, "reaping dead nodes failed"),
                 }
+                store.refresh_presence_stats().await;
                 // The same periodic upkeep forgets server-API nonces past their window and rate-limit
                 // counters from long-ended windows.
                 if let Err(e) = store.purge_nonces(now).await {

@@ -45,6 +45,8 @@ pub struct Store {
     apps: Arc<std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, apps::AppRecord)>>>,
     /// Users' internal keys by app and public id, read on every direct send.
     keys: Arc<users::KeyCache>,
+    /// Presence changes this node applied since it last refreshed the table's statistics.
+    presence_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How long a node trusts its copy of an app's settings (and of a user's key by public id).
@@ -98,6 +100,7 @@ impl Store {
             appender: Arc::default(),
             apps: Arc::default(),
             keys: Arc::default(),
+            presence_changes: Arc::default(),
         })
     }
 
