@@ -64,6 +64,11 @@ fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// `($from), ($from+1), …`: a one-column VALUES list of `n` keys.
+fn key_values(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ")
+}
+
 /// Live presence rows (on nodes whose lease holds) per user.
 ///
 /// One correlated count per key, not `user_key IN (…)`: before PostgreSQL has statistics for
@@ -72,11 +77,10 @@ fn placeholders(from: usize, n: usize) -> String {
 /// and growing with the table during a connect storm); the correlated form can only probe the
 /// key (app_id, user_key) per user.
 async fn live_counts(tx: &mut WriteTx, app: &str, keys: &[i64], now: i64) -> Result<HashMap<i64, i64>, sqlx::Error> {
-    let values: Vec<String> = (0..keys.len()).map(|i| format!("(${})", i + 3)).collect();
     let sql = format!(
         "SELECT v.column1, (SELECT COUNT(*) FROM presence p JOIN nodes n ON n.id = p.node_id \
          WHERE p.app_id = $1 AND p.user_key = v.column1 AND n.lease_until > $2) FROM (VALUES {}) v",
-        values.join(", ")
+        key_values(3, keys.len())
     );
     let mut q = sqlx::query_as::<_, (i64, i64)>(&sql).bind(app).bind(now);
     for k in keys {
@@ -331,11 +335,12 @@ impl Store {
         let now = crate::domain::now_millis();
         let mut online = HashSet::new();
         for chunk in users.chunks(200) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            // Probed per user, for the reason `live_counts` gives.
             let sql = format!(
-                "SELECT DISTINCT p.user_key FROM presence p JOIN nodes n ON n.id = p.node_id \
-                 WHERE p.app_id = $1 AND n.lease_until > $2 AND p.user_key IN ({})",
-                placeholders.join(", ")
+                "SELECT v.column1 FROM (VALUES {}) v WHERE EXISTS (SELECT 1 FROM presence p \
+                 JOIN nodes n ON n.id = p.node_id \
+                 WHERE p.app_id = $1 AND p.user_key = v.column1 AND n.lease_until > $2)",
+                key_values(3, chunk.len())
             );
             let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(app.as_str()).bind(now);
             for u in chunk {
