@@ -205,7 +205,8 @@ impl WsSession {
         }
     }
 
-    fn register(&mut self, ctx: &mut Context<Self>) {
+    /// Joins the Router, then runs `then` once its subscriptions are in force.
+    fn register(&mut self, ctx: &mut Context<Self>, then: impl FnOnce(&mut Self) + 'static) {
         if self.identity.is_none() {
             return;
         }
@@ -231,7 +232,7 @@ impl WsSession {
         });
         // Nothing more is read or answered until the Router's subscriptions are in force: a
         // client that has seen a reply (or sent a ping and got its pong) misses no push after it.
-        ctx.wait(connected.into_actor(self).map(|_, _, _| ()));
+        ctx.wait(connected.into_actor(self).map(move |_, act, _| then(act)));
         self.registered = true;
     }
 
@@ -461,9 +462,9 @@ impl WsSession {
                 Ok(Some((who, conversations, data))) => {
                     act.identity = Some(who);
                     act.conversations = conversations;
-                    act.register(ctx);
                     metrics::counter!("natter_ws_connects_total", "result" => "ok").increment(1);
-                    act.send_reply(&id, 200, "ok", Some(&data));
+                    // The login's reply, like any first reply, once the subscriptions are in force.
+                    act.register(ctx, move |act| act.send_reply(&id, 200, "ok", Some(&data)));
                 }
                 Err(e) => act.send_error(&id, &e),
             },
@@ -547,7 +548,7 @@ impl Actor for WsSession {
         self.heartbeat(ctx);
         if self.identity.is_some() {
             metrics::counter!("natter_ws_connects_total", "result" => "ok").increment(1);
-            self.register(ctx);
+            self.register(ctx, |_| {});
         } else {
             let timeout = Duration::from_secs(self.node.config.ws.auth_timeout_secs);
             ctx.run_later(timeout, |act, ctx| {
