@@ -19,7 +19,7 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
     presence::Presence,
     router::Router,
-    store::{Store, apps::AppRecord},
+    store::{Store, apps::AppRecord, conversations::Active},
 };
 
 pub struct NodeInner {
@@ -106,32 +106,59 @@ impl Node {
     }
 
     async fn authenticate_inner(&self, token: &str) -> ApiResult<Identity> {
+        self.authenticate_for(token, false).await.map(|(who, _)| who)
+    }
+
+    /// [`Node::authenticate`] for a WebSocket connection: also the conversations the user is
+    /// in, read in the same statement as the token's subject where the token is ours.
+    pub async fn authenticate_connection(&self, token: &str) -> ApiResult<(Identity, Vec<Active>)> {
+        let result = match self.authenticate_for(token, true).await {
+            Ok((who, Some(conversations))) => Ok((who, conversations)),
+            Ok((who, None)) => match self.store.active_conversations(&who.app, who.user).await {
+                Ok(conversations) => Ok((who, conversations)),
+                Err(e) => Err(ApiError::from(e)),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            metrics::counter!("natter_auth_failures_total", "reason" => e.code.as_str()).increment(1);
+        }
+        result
+    }
+
+    /// The token's identity; with `conversations`, also the user's conversations when the
+    /// token is one of ours (app-signed tokens leave them to the caller).
+    async fn authenticate_for(&self, token: &str, conversations: bool) -> ApiResult<(Identity, Option<Vec<Active>>)> {
         if self.tokens.names_unknown_key_of_ours(token) {
             self.reload_keys().await;
         }
         if !self.tokens.issued_here(token) {
-            return crate::auth::app_tokens::verify(self, token).await;
+            return crate::auth::app_tokens::verify(self, token).await.map(|who| (who, None));
         }
         let claims = self.tokens.verify(token)?;
         let invalid = || ApiError::new(ErrorCode::InvalidToken, "token is invalid");
         let app = AppId::parse(claims.aud.clone()).map_err(|_| invalid())?;
         let key = UserKey(claims.sub.parse().map_err(|_| invalid())?);
-        let (user, session_ok) = self
-            .store
-            .token_subject(&app, key, claims.sid.as_deref())
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "token's user no longer exists"))?;
+        let sid = claims.sid.as_deref();
+        let subject = if conversations {
+            self.store.connect_subject(&app, key, sid).await?.map(|(u, ok, convs)| (u, ok, Some(convs)))
+        } else {
+            self.store.token_subject(&app, key, sid).await?.map(|(u, ok)| (u, ok, None))
+        };
+        let (user, session_ok, convs) =
+            subject.ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "token's user no longer exists"))?;
         if !session_ok || user.token_version != claims.ver {
             return Err(ApiError::new(ErrorCode::TokenRevoked, "token has been revoked"));
         }
-        Ok(Identity {
+        let who = Identity {
             app,
             user: key,
             id: UserId::parse(user.id).map_err(ApiError::internal)?,
             kind: user.kind,
             session_id: claims.sid,
             device_id: claims.did,
-        })
+        };
+        Ok((who, convs))
     }
 
     /// Re-reads the signing keys from the store (at most every few seconds), so tokens signed

@@ -374,6 +374,40 @@ async fn profiles_can_be_read_updated_and_queried(backend: Backend) {
     assert_eq!(reply["data"][0]["id"], alice.id.as_str());
 }
 
+async fn a_connection_hears_the_groups_its_user_is_in_and_a_logged_out_sessions_token_is_refused(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
+    let alice = server.register("alice@example.com").await;
+    let bob = server.register("bob@example.com").await;
+    let (_, other) = server
+        .post("/v1/auth/login", None, json!({"email": "alice@example.com", "password": "correct horse battery"}))
+        .await;
+    let other_token = other["data"]["access_token"].as_str().unwrap().to_string();
+    let (first, second, left) =
+        (server.group(&bob, &[&alice]).await, server.group(&bob, &[&alice]).await, server.group(&bob, &[&alice]).await);
+    let mut ws = server.connect(&alice).await;
+    assert_eq!(ws.action("group.leave", json!({"group": left})).await["code"], 200);
+    drop(ws);
+
+    // The token's user, session and conversations are read together when a socket opens.
+    let mut ws = server.connect(&alice).await;
+    assert_eq!(ws.action("ping", json!({})).await["code"], 200);
+    let mut b = server.connect(&bob).await;
+    for (group, text) in [(&first, "one"), (&left, "gone"), (&second, "two")] {
+        assert_eq!(b.send_group(group, text, text).await["code"], 201);
+    }
+    let heard = ws.messages(2).await;
+    let contents: Vec<&str> = heard.iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, vec!["one", "two"]);
+    ws.assert_silent(Duration::from_millis(300)).await;
+
+    let (status, _) = server.post("/v1/auth/logout", Some(&other_token), json!({})).await;
+    assert_eq!(status, 200);
+    let mut refused = Ws::connect(&server.ws_url(), Some(&other_token)).await;
+    assert_eq!(refused.closed().await, Some(4501), "a logged-out session's token is refused at connect");
+    let mut again = server.connect(&alice).await;
+    assert_eq!(again.action("ping", json!({})).await["code"], 200, "the other session still connects");
+}
+
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let server = TestServer::start();
@@ -393,4 +427,5 @@ on_both_stores!(
     logout_closes_that_devices_sockets_with_4502,
     a_guest_upgrades_keeping_its_id_and_history,
     profiles_can_be_read_updated_and_queried,
+    a_connection_hears_the_groups_its_user_is_in_and_a_logged_out_sessions_token_is_refused,
 );

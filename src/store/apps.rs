@@ -97,10 +97,12 @@ impl Store {
             return Ok(Some(record.clone()));
         }
         let started = Instant::now();
+        let mut conn = self.read().await?;
         let row = sqlx::query("SELECT id, api_key, api_secret, settings, created_at FROM apps WHERE id = $1")
             .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+            .fetch_optional(&mut *conn)
+            .await;
+        let row = conn.finish(row)?;
         observe("app_get", started);
         let record = row.as_ref().map(row_to_app).transpose()?;
         if let (Some(r), Ok(mut cache)) = (&record, self.apps.write()) {

@@ -309,6 +309,7 @@ impl Store {
     /// next one).
     pub async fn active_conversations(&self, app: &AppId, user: UserKey) -> Result<Vec<Active>, sqlx::Error> {
         let started = Instant::now();
+        let mut conn = self.read().await?;
         let rows = sqlx::query(
             "SELECT m.conversation_id, c.kind, c.last_seq FROM members m \
              JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
@@ -316,8 +317,9 @@ impl Store {
         )
         .bind(app.as_str())
         .bind(user.0)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(&mut *conn)
+        .await;
+        let rows = conn.finish(rows)?;
         observe("active_conversations", started);
         rows.iter()
             .map(|r| {

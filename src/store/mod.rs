@@ -6,6 +6,7 @@
 pub mod apps;
 mod batch;
 pub mod conversations;
+mod held;
 pub mod keys;
 pub mod limits;
 pub mod outbox;
@@ -47,6 +48,8 @@ pub struct Store {
     keys: Arc<users::KeyCache>,
     /// Presence changes this node applied since it last refreshed the table's statistics.
     presence_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Connections kept for the hottest reads, past the pool's release ping.
+    held: Arc<held::Held>,
 }
 
 /// How long a node trusts its copy of an app's settings (and of a user's key by public id).
@@ -101,6 +104,7 @@ impl Store {
             apps: Arc::default(),
             keys: Arc::default(),
             presence_changes: Arc::default(),
+            held: Arc::new(held::Held::new(config.max_connections)),
         })
     }
 
@@ -134,7 +138,14 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
+    /// A connection for a hot read (see `store::held`). Run the read on it, then `finish` it with the
+    /// read's result.
+    pub(crate) async fn read(&self) -> Result<held::Read<'_>, sqlx::Error> {
+        self.held.take(&self.pool).await
+    }
+
     pub async fn close(&self) {
+        self.held.close();
         self.pool.close().await;
     }
 }

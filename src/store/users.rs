@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Instant};
 
 use sqlx::{Row, any::AnyRow};
 
-use super::{Store, is_unique_violation, observe};
+use super::{Store, conversations::Active, is_unique_violation, observe};
 use crate::domain::{AppId, AvatarUrl, Email, Name, UserId, UserKey, UserKind};
 
 #[derive(Debug, Clone)]
@@ -165,22 +165,26 @@ impl Store {
 
     pub async fn user_by_key(&self, app: &AppId, key: UserKey) -> Result<Option<UserRecord>, sqlx::Error> {
         let started = Instant::now();
+        let mut conn = self.read().await?;
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND user_key = $2"))
             .bind(app.as_str())
             .bind(key.0)
-            .fetch_optional(self.pool())
-            .await?;
+            .fetch_optional(&mut *conn)
+            .await;
+        let row = conn.finish(row)?;
         observe("user_by_key", started);
         row.as_ref().map(row_to_user).transpose()
     }
 
     pub async fn user_by_id(&self, app: &AppId, id: &UserId) -> Result<Option<UserRecord>, sqlx::Error> {
         let started = Instant::now();
+        let mut conn = self.read().await?;
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND public_id = $2"))
             .bind(app.as_str())
             .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+            .fetch_optional(&mut *conn)
+            .await;
+        let row = conn.finish(row)?;
         observe("user_by_id", started);
         row.as_ref().map(row_to_user).transpose()
     }
@@ -435,17 +439,67 @@ impl Store {
         let session_ok = match session_id {
             None => true,
             Some(sid) => {
-                let revoked: Option<Option<i64>> =
+                let mut conn = self.read().await?;
+                let revoked: Result<Option<Option<i64>>, _> =
                     sqlx::query_scalar("SELECT revoked_at FROM auth_sessions WHERE id = $1 AND user_key = $2")
                         .bind(sid)
                         .bind(key.0)
-                        .fetch_optional(self.pool())
-                        .await?;
+                        .fetch_optional(&mut *conn)
+                        .await;
+                let revoked = conn.finish(revoked)?;
                 matches!(revoked, Some(None))
             }
         };
         observe("token_subject", started);
         Ok(Some((user, session_ok)))
+    }
+
+    /// What a connection needs of its token's subject, in one statement: the user, whether the
+    /// token's session (if any) is unrevoked, and the conversations the user is in (a connect
+    /// storm otherwise pays a round trip, and a wakeup of a database backend, for each).
+    pub async fn connect_subject(
+        &self,
+        app: &AppId,
+        key: UserKey,
+        session_id: Option<&str>,
+    ) -> Result<Option<(UserRecord, bool, Vec<Active>)>, sqlx::Error> {
+        let started = Instant::now();
+        let mut conn = self.read().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT u.*, s.id AS session_found, s.revoked_at AS session_revoked_at, \
+             m.conversation_id AS conv_id, c.kind AS conv_kind, c.last_seq AS conv_head \
+             FROM (SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND user_key = $2) u \
+             LEFT JOIN auth_sessions s ON s.id = $3 AND s.user_key = u.user_key \
+             LEFT JOIN members m ON m.app_id = u.app_id AND m.user_key = u.user_key AND m.left_seq IS NULL \
+             LEFT JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id"
+        ))
+        .bind(app.as_str())
+        .bind(key.0)
+        .bind(session_id)
+        .fetch_all(&mut *conn)
+        .await;
+        let rows = conn.finish(rows)?;
+        observe("connect_subject", started);
+        let Some(first) = rows.first() else { return Ok(None) };
+        let user = row_to_user(first)?;
+        let session_ok = match session_id {
+            None => true,
+            Some(_) => {
+                let found: Option<String> = first.try_get("session_found")?;
+                let revoked_at: Option<i64> = first.try_get("session_revoked_at")?;
+                found.is_some() && revoked_at.is_none()
+            }
+        };
+        let mut conversations = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (Some(id), Some(kind)) =
+                (row.try_get::<Option<String>, _>("conv_id")?, row.try_get::<Option<String>, _>("conv_kind")?)
+            else {
+                continue;
+            };
+            conversations.push(Active { id, group: kind == "group", head: row.try_get("conv_head")? });
+        }
+        Ok(Some((user, session_ok, conversations)))
     }
 }
 

@@ -78,11 +78,10 @@ async fn handshake(node: &Node, req: &Request) -> Result<Accepted, ApiError> {
         .map_err(|e| ApiError::validation(e.0))?;
     let (identity, rejected) = match token {
         None => (None, None),
-        Some(token) => match node.authenticate(&token).await {
-            Ok(who) => {
-                let conversations = node.store.active_conversations(&who.app, who.user).await?;
-                (Some((who, conversations)), None)
-            }
+        Some(token) => match node.authenticate_connection(&token).await {
+            Ok(subject) => (Some(subject), None),
+            // The server's own failure is the handshake's answer, not a verdict on the token.
+            Err(e) if e.code == ErrorCode::Internal => return Err(e),
             Err(e) => (None, Some(e)),
         },
     };

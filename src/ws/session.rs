@@ -447,8 +447,7 @@ impl WsSession {
                 Action::Register(req) => {
                     let app = accounts::app_for(&node, hint.as_ref().map(|a| a.as_str())).await?;
                     let auth = accounts::register(&node, &app, req).await?;
-                    let who = node.authenticate(&auth.access_token).await?;
-                    let conversations = node.store.active_conversations(&who.app, who.user).await?;
+                    let (who, conversations) = node.authenticate_connection(&auth.access_token).await?;
                     let data = serde_json::to_value(&auth).map_err(ApiError::internal)?;
                     Ok(Some((who, conversations, data)))
                 }
@@ -484,24 +483,22 @@ async fn login(
     data: LoginData,
     ip: &str,
 ) -> ApiResult<(Identity, Vec<Active>, serde_json::Value)> {
-    let (who, data) = match (data.token, data.email, data.password) {
+    match (data.token, data.email, data.password) {
         (Some(token), None, None) => {
-            let who = node.authenticate(&token).await?;
+            let (who, conversations) = node.authenticate_connection(&token).await?;
             let user = accounts::me(node, &who).await?;
-            (who, serde_json::json!({ "user": user }))
+            Ok((who, conversations, serde_json::json!({ "user": user })))
         }
         (None, Some(email), Some(password)) => {
             let app = accounts::app_for(node, data.app.as_ref().or(hint.as_ref()).map(|a| a.as_str())).await?;
             let auth =
                 accounts::login(node, &app, accounts::LoginRequest { email, password, device_id: data.device_id }, ip)
                     .await?;
-            let who = node.authenticate(&auth.access_token).await?;
-            (who, serde_json::to_value(&auth).map_err(ApiError::internal)?)
+            let (who, conversations) = node.authenticate_connection(&auth.access_token).await?;
+            Ok((who, conversations, serde_json::to_value(&auth).map_err(ApiError::internal)?))
         }
-        _ => return Err(ApiError::validation("data: give either token, or email and password")),
-    };
-    let conversations = node.store.active_conversations(&who.app, who.user).await?;
-    Ok((who, conversations, data))
+        _ => Err(ApiError::validation("data: give either token, or email and password")),
+    }
 }
 
 async fn presence(
