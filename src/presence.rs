@@ -2,8 +2,9 @@
 //!
 //! The Router reports each user's first and last local session here. Reports are applied to the
 //! store in order per user (sharded by user, so one user's connect can never overtake their
-//! disconnect), and a transition the store confirms is published once on the app's control
-//! subject, where every node's Router hands it to local watchers. A lease keeper renews this
+//! disconnect), and a transition the store confirms is published once on the user's presence
+//! subject, which only nodes with a local watcher of that user subscribe to (a control-subject
+//! broadcast would cost every node every transition in a connect storm). A lease keeper renews this
 //! node's lease and reaps nodes that died without a goodbye.
 
 use std::{
@@ -84,7 +85,7 @@ impl Publisher {
         let status = if online { "online" } else { "offline" };
         let frame = event_frame("presence", &PresenceEvent { user: id, status, last_seen: at });
         let payload = encode(&Envelope::Presence { user: user.0, online }, &frame);
-        if let Err(e) = self.bus.publish(self.subjects.control(app), payload).await {
+        if let Err(e) = self.bus.publish(self.subjects.presence(app, user.0), payload).await {
             tracing::warn!(error = %e, "presence publish failed");
         }
         metrics::counter!("natter_presence_transitions_total", "status" => status).increment(1);

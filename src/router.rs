@@ -27,6 +27,8 @@ enum Target {
     User(Slot),
     Group(Arc<str>, String),
     Control(Arc<str>),
+    /// A user some local session watches: their presence transitions.
+    Presence(Slot),
 }
 
 struct SessionEntry {
@@ -101,6 +103,28 @@ impl Router {
         self.targets.remove(subject);
     }
 
+    /// Adds a watcher; the node subscribes to the user's presence with the first one.
+    fn watch(&mut self, slot: Slot, session: u64) {
+        let set = self.watchers.entry(slot.clone()).or_default();
+        set.insert(session);
+        if set.len() == 1 {
+            let subject = self.subjects.presence(&slot.0, slot.1);
+            self.subscribe(subject, Target::Presence(slot));
+        }
+    }
+
+    /// Removes a watcher; the node unsubscribes with the last one.
+    fn unwatch(&mut self, slot: &Slot, session: u64) {
+        if let Some(set) = self.watchers.get_mut(slot) {
+            set.remove(&session);
+            if set.is_empty() {
+                self.watchers.remove(slot);
+                let subject = self.subjects.presence(&slot.0, slot.1);
+                self.unsubscribe(&subject);
+            }
+        }
+    }
+
     fn join_group(&mut self, app: &Arc<str>, group: &str, user: i64) {
         let key = (app.clone(), group.to_string());
         let members = self.groups.entry(key).or_default();
@@ -135,13 +159,7 @@ impl Router {
     fn remove_session(&mut self, id: u64) {
         let Some(entry) = self.sessions.remove(&id) else { return };
         for watched in &entry.watching {
-            let slot = (entry.slot.0.clone(), *watched);
-            if let Some(set) = self.watchers.get_mut(&slot) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.watchers.remove(&slot);
-                }
-            }
+            self.unwatch(&(entry.slot.0.clone(), *watched), id);
         }
         let slot = entry.slot;
         let now_empty = match self.users.get_mut(&slot) {
@@ -310,6 +328,8 @@ impl Handler<Disconnect> for Router {
 }
 
 /// Starts or stops watching users' presence (transitions arrive as `presence` events).
+/// Answered once the node's subscriptions to those users' presence are in force, so a state
+/// read after it cannot miss a transition.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Watch {
@@ -319,28 +339,27 @@ pub struct Watch {
 }
 
 impl Handler<Watch> for Router {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) {
-        let Some(entry) = self.sessions.get_mut(&msg.id) else {
-            return;
-        };
-        let app = entry.slot.0.clone();
-        for user in &msg.users {
-            let slot = (app.clone(), user.0);
-            if msg.subscribe {
-                entry.watching.insert(user.0);
-                self.watchers.entry(slot).or_default().insert(msg.id);
-            } else {
-                entry.watching.remove(&user.0);
-                if let Some(set) = self.watchers.get_mut(&slot) {
-                    set.remove(&msg.id);
-                    if set.is_empty() {
-                        self.watchers.remove(&slot);
-                    }
+    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(entry) = self.sessions.get_mut(&msg.id) {
+            let app = entry.slot.0.clone();
+            let changed: Vec<i64> = msg
+                .users
+                .iter()
+                .map(|u| u.0)
+                .filter(|u| if msg.subscribe { entry.watching.insert(*u) } else { entry.watching.remove(u) })
+                .collect();
+            for user in changed {
+                let slot = (app.clone(), user);
+                if msg.subscribe {
+                    self.watch(slot, msg.id);
+                } else {
+                    self.unwatch(&slot, msg.id);
                 }
             }
         }
+        self.bus.synced()
     }
 }
 
@@ -391,6 +410,9 @@ impl Handler<BusDelivery> for Router {
             Target::User(slot) => (self.user_sessions(slot), None),
             Target::Group(app, group) => (self.group_sessions(app, group), None),
             Target::Control(app) => (Vec::new(), Some(app.clone())),
+            Target::Presence(slot) => {
+                (self.watchers.get(slot).map(|s| s.iter().copied().collect()).unwrap_or_default(), None)
+            }
         };
         let mut slow = Vec::new();
         match (envelope, control_app) {
@@ -449,6 +471,12 @@ impl Handler<BusDelivery> for Router {
                     entry.addr.do_send(Close { code, reason: "token revoked".into() });
                 }
             }
+            (Envelope::Presence { .. }, None) => {
+                for id in recipients {
+                    self.push(id, Push::Event { frame: frame.clone() }, &mut slow);
+                }
+            }
+            // Nodes of earlier versions announce presence on the control subject.
             (Envelope::Presence { user, .. }, Some(app)) => {
                 let watchers: Vec<u64> =
                     self.watchers.get(&(app.clone(), user)).map(|s| s.iter().copied().collect()).unwrap_or_default();

@@ -316,6 +316,35 @@ async fn presence_spans_nodes_and_a_killed_nodes_users_go_offline_after_its_leas
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watchers_on_one_node_share_a_users_presence_until_the_last_stops_watching() {
+    let cluster = Cluster::start(2, SHARED_NATS, 15);
+    let (carol, w1_user, w2_user) = (cluster.guest(0).await, cluster.guest(0).await, cluster.guest(0).await);
+    let mut w1 = cluster.connect(0, &w1_user).await;
+    let mut w2 = cluster.connect(0, &w2_user).await;
+    for w in [&mut w1, &mut w2] {
+        let reply = w.action("presence", json!({"subscribe": [carol.id]})).await;
+        assert_eq!(reply["data"][0]["status"], "offline");
+    }
+    let phone = cluster.connect(1, &carol).await;
+    for w in [&mut w1, &mut w2] {
+        assert_eq!(w.next_event("presence").await["status"], "online");
+    }
+    // One watcher stops: the node keeps the user's presence subject for the other.
+    assert_eq!(w1.action("presence", json!({"unsubscribe": [carol.id]})).await["code"], 200);
+    drop(phone);
+    let event = w2.next_event("presence").await;
+    assert_eq!((event["user"].as_str(), event["status"].as_str()), (Some(carol.id.as_str()), Some("offline")));
+    w1.assert_silent(Duration::from_millis(500)).await;
+    // Watching again after the subject was dropped and taken anew.
+    assert_eq!(w2.action("presence", json!({"unsubscribe": [carol.id]})).await["code"], 200);
+    let reply = w1.action("presence", json!({"subscribe": [carol.id]})).await;
+    assert_eq!(reply["data"][0]["status"], "offline");
+    let _laptop = cluster.connect(1, &carol).await;
+    assert_eq!(w1.next_event("presence").await["status"], "online");
+    w2.assert_silent(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_with_4001_and_clients_resume_elsewhere_missing_nothing() {
     let mut cluster = Cluster::start(2, SHARED_NATS, 15);
     let sender = cluster.guest(0).await;

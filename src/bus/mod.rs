@@ -37,7 +37,8 @@ pub trait Bus: Send + Sync + 'static {
     fn synced(&self) -> BoxFuture<'static, ()>;
 }
 
-/// Subject names (design §7): `<prefix>.<app>.user.<key>`, `.group.<id>`, `.control`.
+/// Subject names (design §7): `<prefix>.<app>.user.<key>`, `.group.<id>`, `.control`, and
+/// `.presence.<key>` (a user's presence transitions, subscribed where someone watches them).
 /// Users are addressed by internal key: public ids may contain dots and may change.
 #[derive(Debug, Clone)]
 pub struct Subjects {
@@ -55,6 +56,11 @@ impl Subjects {
 
     pub fn group(&self, app: &str, group: &str) -> String {
         format!("{}.{app}.group.{group}", self.prefix)
+    }
+
+    /// A user's presence transitions, for the nodes where someone watches them.
+    pub fn presence(&self, app: &str, user: i64) -> String {
+        format!("{}.{app}.presence.{user}", self.prefix)
     }
 
     pub fn control(&self, app: &str) -> String {
