@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limits;
 pub mod outbox;
 pub mod presence;
+pub mod subjects;
 pub mod users;
 
 use std::{sync::Arc, time::Instant};
@@ -50,6 +51,8 @@ pub struct Store {
     presence_changes: Arc<std::sync::atomic::AtomicU64>,
     /// Connections kept for the hottest reads, past the pool's release ping.
     held: Arc<held::Held>,
+    /// Connections' token subjects, read in batches.
+    subjects: Arc<subjects::Batcher>,
 }
 
 /// How long a node trusts its copy of an app's settings (and of a user's key by public id).
@@ -105,6 +108,7 @@ impl Store {
             keys: Arc::default(),
             presence_changes: Arc::default(),
             held: Arc::new(held::Held::new(config.max_connections)),
+            subjects: Arc::default(),
         })
     }
 

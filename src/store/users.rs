@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Instant};
 
 use sqlx::{Row, any::AnyRow};
 
-use super::{Store, conversations::Active, is_unique_violation, observe};
+use super::{Store, is_unique_violation, observe};
 use crate::domain::{AppId, AvatarUrl, Email, Name, UserId, UserKey, UserKind};
 
 #[derive(Debug, Clone)]
@@ -25,10 +25,10 @@ pub struct UserRecord {
     pub created_at: i64,
 }
 
-const USER_COLUMNS: &str = "user_key, app_id, public_id, email, password_hash, first_name, last_name, \
+pub(super) const USER_COLUMNS: &str = "user_key, app_id, public_id, email, password_hash, first_name, last_name, \
      nickname, avatar_url, kind, token_version, tokens_revoked_at, last_seen_at, created_at";
 
-fn row_to_user(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
+pub(super) fn row_to_user(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
     Ok(UserRecord {
         key: UserKey(row.try_get("user_key")?),
@@ -452,54 +452,6 @@ impl Store {
         };
         observe("token_subject", started);
         Ok(Some((user, session_ok)))
-    }
-
-    /// What a connection needs of its token's subject, in one statement: the user, whether the
-    /// token's session (if any) is unrevoked, and the conversations the user is in (a connect
-    /// storm otherwise pays a round trip, and a wakeup of a database backend, for each).
-    pub async fn connect_subject(
-        &self,
-        app: &AppId,
-        key: UserKey,
-        session_id: Option<&str>,
-    ) -> Result<Option<(UserRecord, bool, Vec<Active>)>, sqlx::Error> {
-        let started = Instant::now();
-        let mut conn = self.read().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT u.*, s.id AS session_found, s.revoked_at AS session_revoked_at, \
-             m.conversation_id AS conv_id, c.kind AS conv_kind, c.last_seq AS conv_head \
-             FROM (SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND user_key = $2) u \
-             LEFT JOIN auth_sessions s ON s.id = $3 AND s.user_key = u.user_key \
-             LEFT JOIN members m ON m.app_id = u.app_id AND m.user_key = u.user_key AND m.left_seq IS NULL \
-             LEFT JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id"
-        ))
-        .bind(app.as_str())
-        .bind(key.0)
-        .bind(session_id)
-        .fetch_all(&mut *conn)
-        .await;
-        let rows = conn.finish(rows)?;
-        observe("connect_subject", started);
-        let Some(first) = rows.first() else { return Ok(None) };
-        let user = row_to_user(first)?;
-        let session_ok = match session_id {
-            None => true,
-            Some(_) => {
-                let found: Option<String> = first.try_get("session_found")?;
-                let revoked_at: Option<i64> = first.try_get("session_revoked_at")?;
-                found.is_some() && revoked_at.is_none()
-            }
-        };
-        let mut conversations = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (Some(id), Some(kind)) =
-                (row.try_get::<Option<String>, _>("conv_id")?, row.try_get::<Option<String>, _>("conv_kind")?)
-            else {
-                continue;
-            };
-            conversations.push(Active { id, group: kind == "group", head: row.try_get("conv_head")? });
-        }
-        Ok(Some((user, session_ok, conversations)))
     }
 }
 

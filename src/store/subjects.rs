@@ -1,0 +1,184 @@
+//! What a new connection reads of its token's subject, batched across connections.
+//!
+//! Every socket that opens needs its user, whether its token's session still stands, and the
+//! conversations it is in. In a connect storm each of those reads spent most of its time waiting
+//! for a database backend to be scheduled, twice per round trip, with the node's connections
+//! all busy waiting. Readers here take whatever queued while their previous statement ran and
+//! answer it with one statement (the same group-commit idea as the message writer), so a storm
+//! costs a round trip per batch, not per connection.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use sqlx::{AnyPool, Row};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{
+    Store,
+    conversations::Active,
+    held::Held,
+    observe,
+    users::{USER_COLUMNS, UserRecord, row_to_user},
+};
+use crate::domain::{AppId, UserKey};
+
+/// The subject of a token as a connection needs it: the user, whether the token's session (if
+/// any) is unrevoked, and the conversations the user is in.
+pub type Subject = (UserRecord, bool, Vec<Active>);
+
+/// Requests answered by one statement at most.
+const MAX_BATCH: usize = 64;
+
+/// Statements are padded to these sizes, so each connection prepares a handful of statements
+/// rather than one per batch size.
+const SIZES: [usize; 4] = [1, 4, 16, MAX_BATCH];
+
+/// Readers per node: one batch is read while the next gathers.
+const READERS: usize = 2;
+
+struct Request {
+    app: AppId,
+    key: UserKey,
+    session: Option<String>,
+    reply: oneshot::Sender<Result<Option<Subject>, sqlx::Error>>,
+}
+
+/// The queue the readers serve; started on first use, and again if its runtime went away.
+#[derive(Default)]
+pub(super) struct Batcher {
+    tx: std::sync::Mutex<Option<mpsc::UnboundedSender<Request>>>,
+}
+
+impl Batcher {
+    fn sender(&self, pool: &AnyPool, held: &Arc<Held>) -> Option<mpsc::UnboundedSender<Request>> {
+        let mut slot = self.tx.lock().ok()?;
+        if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
+            return Some(tx.clone());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..READERS {
+            tokio::spawn(reader(pool.clone(), held.clone(), rx.clone()));
+        }
+        *slot = Some(tx.clone());
+        Some(tx)
+    }
+}
+
+async fn reader(pool: AnyPool, held: Arc<Held>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>) {
+    loop {
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let started = Instant::now();
+        let result = read_batch(&pool, &held, &batch).await;
+        observe("connect_subjects", started);
+        metrics::histogram!("natter_connect_subject_batch_size").record(batch.len() as f64);
+        match result {
+            Ok(mut found) => {
+                for (i, request) in batch.into_iter().enumerate() {
+                    let _ = request.reply.send(Ok(found.remove(&i)));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for request in batch {
+                    let _ = request.reply.send(Err(sqlx::Error::Protocol(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// `(req, app, key, session)` rows for `n` requests, as placeholders from `$1`.
+fn request_rows(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn read_batch(pool: &AnyPool, held: &Held, batch: &[Request]) -> Result<HashMap<usize, Subject>, sqlx::Error> {
+    let size = SIZES.iter().copied().find(|s| *s >= batch.len()).unwrap_or(MAX_BATCH);
+    let user_columns: Vec<String> = USER_COLUMNS.split(',').map(|c| format!("u.{}", c.trim())).collect();
+    // Joined by primary key per request row: no plan here depends on an app's size.
+    let sql = format!(
+        "SELECT v.column1 AS req, {}, s.id AS session_found, s.revoked_at AS session_revoked_at, \
+         m.conversation_id AS conv_id, c.kind AS conv_kind, c.last_seq AS conv_head \
+         FROM (VALUES {}) v \
+         JOIN users u ON u.user_key = v.column3 AND u.app_id = v.column2 \
+         LEFT JOIN auth_sessions s ON s.id = v.column4 AND s.user_key = u.user_key \
+         LEFT JOIN members m ON m.app_id = u.app_id AND m.user_key = u.user_key AND m.left_seq IS NULL \
+         LEFT JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id",
+        user_columns.join(", "),
+        request_rows(size)
+    );
+    let mut query = sqlx::query(&sql);
+    for i in 0..size {
+        // Padding rows name no user (keys are positive), so they match nothing.
+        query = match batch.get(i) {
+            Some(r) => query.bind(i as i64).bind(r.app.as_str()).bind(r.key.0).bind(r.session.as_deref()),
+            None => query.bind(i as i64).bind("").bind(-1_i64).bind(None::<&str>),
+        };
+    }
+    let mut conn = held.take(pool).await?;
+    let rows = query.fetch_all(&mut *conn).await;
+    let rows = conn.finish(rows)?;
+
+    let mut found: HashMap<usize, Subject> = HashMap::with_capacity(batch.len());
+    for row in &rows {
+        let req: i64 = row.try_get("req")?;
+        let Some(request) = usize::try_from(req).ok().and_then(|i| batch.get(i).map(|r| (i, r))) else { continue };
+        let (i, request) = request;
+        let subject = match found.entry(i) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let user = row_to_user(row)?;
+                let session_ok = match request.session {
+                    None => true,
+                    Some(_) => {
+                        let session: Option<String> = row.try_get("session_found")?;
+                        let revoked_at: Option<i64> = row.try_get("session_revoked_at")?;
+                        session.is_some() && revoked_at.is_none()
+                    }
+                };
+                e.insert((user, session_ok, Vec::new()))
+            }
+        };
+        let id: Option<String> = row.try_get("conv_id")?;
+        let kind: Option<String> = row.try_get("conv_kind")?;
+        if let (Some(id), Some(kind)) = (id, kind) {
+            subject.2.push(Active { id, group: kind == "group", head: row.try_get("conv_head")? });
+        }
+    }
+    Ok(found)
+}
+
+impl Store {
+    /// The token subject of a connection (see [`Subject`]), read in a batch with other
+    /// connections' (module docs). `None` when the user does not exist in this app.
+    pub async fn connect_subject(
+        &self,
+        app: &AppId,
+        key: UserKey,
+        session_id: Option<&str>,
+    ) -> Result<Option<Subject>, sqlx::Error> {
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        let request = Request { app: app.clone(), key, session: session_id.map(str::to_string), reply };
+        let stopped = || sqlx::Error::Protocol("the connection reader stopped".into());
+        let tx = self.subjects.sender(&self.pool, &self.held).ok_or_else(stopped)?;
+        tx.send(request).map_err(|_| stopped())?;
+        let result = answer.await.map_err(|_| stopped())?;
+        observe("connect_subject", started);
+        result
+    }
+}
