@@ -7,7 +7,11 @@
 //! answer it with one statement (the same group-commit idea as the message writer), so a storm
 //! costs a round trip per batch, not per connection.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use sqlx::{AnyPool, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -54,10 +58,13 @@ impl Batcher {
         if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
             return Some(tx.clone());
         }
+        // On the runtime of the first connection to ask (the readers' runtime going away closes
+        // the queue, and the next connection starts them anew).
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..READERS {
-            tokio::spawn(reader(pool.clone(), held.clone(), rx.clone()));
+            runtime.spawn(reader(pool.clone(), held.clone(), rx.clone()));
         }
         *slot = Some(tx.clone());
         Some(tx)
@@ -80,7 +87,7 @@ async fn reader(pool: AnyPool, held: Arc<Held>, rx: Arc<Mutex<mpsc::UnboundedRec
         };
         let started = Instant::now();
         let result = read_batch(&pool, &held, &batch).await;
-        observe("connect_subjects", started);
+        observe("connect_subject_batch", started);
         metrics::histogram!("natter_connect_subject_batch_size").record(batch.len() as f64);
         match result {
             Ok(mut found) => {
@@ -106,22 +113,36 @@ fn request_rows(n: usize) -> String {
         .join(", ")
 }
 
+/// The statement for a batch of `n` requests (its padded size and text), built once per size.
+fn statement(n: usize) -> (usize, &'static str) {
+    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        let user_columns: Vec<String> = USER_COLUMNS.split(',').map(|c| format!("u.{}", c.trim())).collect();
+        // Joined by primary key per request row: no plan here depends on an app's size.
+        SIZES
+            .iter()
+            .map(|size| {
+                format!(
+                    "SELECT v.column1 AS req, {}, s.id AS session_found, s.revoked_at AS session_revoked_at, \
+                     m.conversation_id AS conv_id, c.kind AS conv_kind, c.last_seq AS conv_head \
+                     FROM (VALUES {}) v \
+                     JOIN users u ON u.user_key = v.column3 AND u.app_id = v.column2 \
+                     LEFT JOIN auth_sessions s ON s.id = v.column4 AND s.user_key = u.user_key \
+                     LEFT JOIN members m ON m.app_id = u.app_id AND m.user_key = u.user_key AND m.left_seq IS NULL \
+                     LEFT JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id",
+                    user_columns.join(", "),
+                    request_rows(*size)
+                )
+            })
+            .collect()
+    });
+    let slot = SIZES.iter().position(|s| *s >= n).unwrap_or(SIZES.len() - 1);
+    (SIZES[slot], texts.get(slot).map_or("", String::as_str))
+}
+
 async fn read_batch(pool: &AnyPool, held: &Held, batch: &[Request]) -> Result<HashMap<usize, Subject>, sqlx::Error> {
-    let size = SIZES.iter().copied().find(|s| *s >= batch.len()).unwrap_or(MAX_BATCH);
-    let user_columns: Vec<String> = USER_COLUMNS.split(',').map(|c| format!("u.{}", c.trim())).collect();
-    // Joined by primary key per request row: no plan here depends on an app's size.
-    let sql = format!(
-        "SELECT v.column1 AS req, {}, s.id AS session_found, s.revoked_at AS session_revoked_at, \
-         m.conversation_id AS conv_id, c.kind AS conv_kind, c.last_seq AS conv_head \
-         FROM (VALUES {}) v \
-         JOIN users u ON u.user_key = v.column3 AND u.app_id = v.column2 \
-         LEFT JOIN auth_sessions s ON s.id = v.column4 AND s.user_key = u.user_key \
-         LEFT JOIN members m ON m.app_id = u.app_id AND m.user_key = u.user_key AND m.left_seq IS NULL \
-         LEFT JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id",
-        user_columns.join(", "),
-        request_rows(size)
-    );
-    let mut query = sqlx::query(&sql);
+    let (size, sql) = statement(batch.len());
+    let mut query = sqlx::query(sql);
     for i in 0..size {
         // Padding rows name no user (keys are positive), so they match nothing.
         query = match batch.get(i) {
