@@ -143,7 +143,8 @@ impl Store {
     }
 
     /// A connection for a hot read (see `store::held`). Run the read on it, then `finish` it with the
-    /// read's result.
+    /// read's result. Single statements only, never a transaction: a finished connection is
+    /// handed to the next reader as it is.
     pub(crate) async fn read(&self) -> Result<held::Read<'_>, sqlx::Error> {
         self.held.take(&self.pool).await
     }
