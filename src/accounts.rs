@@ -160,7 +160,21 @@ async fn issue(node: &Node, app: &AppRecord, user: &UserRecord, device: Option<&
     Ok(AuthResponse { access_token, refresh_token: refresh, expires_at, user: UserView::of_self(user) })
 }
 
-pub async fn register(node: &Node, app: &AppRecord, req: RegisterRequest) -> ApiResult<AuthResponse> {
+/// Counts a registration against the client's address (cluster-wide), before any hashing.
+async fn limit_registration(node: &Node, app: &AppRecord, client_ip: &str) -> ApiResult<()> {
+    let key = format!("register-ip:{}:{client_ip}", app.id);
+    if let Err(over) = node.store.hit(&key, app.settings.registrations_per_hour, 3600).await? {
+        metrics::counter!("natter_auth_failures_total", "reason" => "registration_rate_limited").increment(1);
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many registrations from this address; retry in {} s", over.retry_after_secs),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn register(node: &Node, app: &AppRecord, req: RegisterRequest, client_ip: &str) -> ApiResult<AuthResponse> {
+    limit_registration(node, app, client_ip).await?;
     let hash = node.passwords.hash(&req.password).await?;
     let id = UserId::parse(random_id("u_", 8)).map_err(ApiError::internal)?;
     let user = node
@@ -214,7 +228,7 @@ pub async fn login(node: &Node, app: &AppRecord, req: LoginRequest, client_ip: &
             last_name: name,
             device_id: req.device_id,
         };
-        return self::register(node, app, register).await;
+        return self::register(node, app, register, client_ip).await;
     }
     // Unknown emails still pay for one argon2 verification, so timing does not reveal them.
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());

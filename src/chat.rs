@@ -14,8 +14,8 @@ use crate::{
     bus::{Envelope, Origin, encode},
     config::HookPolicy,
     domain::{
-        ClientMsgId, ConversationId, ConversationKind, GroupId, UserId, UserKey, direct_conversation_id,
-        direct_participants,
+        ClientMsgId, ConversationId, ConversationKind, GroupId, Meta, UserId, UserKey, check_no_nul,
+        direct_conversation_id, direct_participants,
     },
     error::{ApiError, ApiResult, ErrorCode},
     node::Node,
@@ -29,7 +29,16 @@ use crate::{
 /// How a message looks on the wire (push `data`, history and sync entries).
 impl Serialize for StoredMessage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let meta = self.meta.as_deref().and_then(|m| serde_json::from_str::<&RawValue>(m).ok());
+        // Writes refuse meta that is not valid JSON; a row from before that rule (or altered in the
+        // database) is shown without it and reported, never failing the page it is on.
+        let meta = self.meta.as_deref().and_then(|m| match serde_json::from_str::<&RawValue>(m) {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                metrics::counter!("natter_unrenderable_fields_total", "field" => "meta").increment(1);
+                tracing::warn!(conversation = %self.conversation_id, seq = self.seq, error = %e, "stored meta is not JSON; left out");
+                None
+            }
+        });
         let mut s = serializer.serialize_struct("Message", 11)?;
         s.serialize_field("id", &self.id)?;
         s.serialize_field("conversation", &self.conversation_id)?;
@@ -53,24 +62,30 @@ impl Serialize for StoredMessage {
 }
 
 /// `{"type":"message","data":…}`: the push frame, encoded once per message.
-pub fn push_frame(message: &StoredMessage) -> Vec<u8> {
+pub fn push_frame(message: &StoredMessage) -> ApiResult<Vec<u8>> {
     #[derive(Serialize)]
     struct Push<'a> {
         r#type: &'static str,
         data: &'a StoredMessage,
     }
-    serde_json::to_vec(&Push { r#type: "message", data: message }).unwrap_or_default()
+    serde_json::to_vec(&Push { r#type: "message", data: message }).map_err(ApiError::internal)
 }
 
 /// `{"type":"event","event":…,"data":…}`.
-pub fn event_frame(event: &str, data: &impl Serialize) -> Vec<u8> {
+pub fn event_frame(event: &str, data: &impl Serialize) -> ApiResult<Vec<u8>> {
     #[derive(Serialize)]
     struct Event<'a, T> {
         r#type: &'static str,
         event: &'a str,
         data: &'a T,
     }
-    serde_json::to_vec(&Event { r#type: "event", event, data }).unwrap_or_default()
+    serde_json::to_vec(&Event { r#type: "event", event, data }).map_err(ApiError::internal)
+}
+
+/// A page of messages, as history answers it on REST and WebSocket alike.
+#[derive(Debug, Serialize)]
+pub struct MessagePage {
+    pub messages: Vec<StoredMessage>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +100,7 @@ pub struct SendRequest {
     #[serde(default)]
     pub kind: Option<String>,
     #[serde(default)]
-    pub meta: Option<Box<RawValue>>,
+    pub meta: Option<Meta>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -130,6 +145,7 @@ fn check_content(content: &str, meta_len: usize, max: usize) -> ApiResult<()> {
     if content.is_empty() {
         return Err(ApiError::validation("content: must not be empty"));
     }
+    check_no_nul("content", content).map_err(|e| ApiError::validation(e.0))?;
     if content.len() + meta_len > max {
         return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("content and meta exceed {max} bytes")));
     }
@@ -139,15 +155,10 @@ fn check_content(content: &str, meta_len: usize, max: usize) -> ApiResult<()> {
 pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> ApiResult<SendResult> {
     let started = Instant::now();
     let max = node.config.chat.max_content_bytes;
-    let meta_len = req.meta.as_ref().map_or(0, |m| m.get().len());
+    let meta_len = req.meta.as_ref().map_or(0, |m| m.as_str().len());
     check_content(&req.content, meta_len, max)?;
     if let Some(kind) = &req.kind {
         validate_kind(kind)?;
-    }
-    if let Some(meta) = &req.meta
-        && !meta.get().trim_start().starts_with('{')
-    {
-        return Err(ApiError::validation("meta: must be a JSON object"));
     }
     let app = node.app(&who.app).await?;
     let (conversation, kind, recipient) = match (&req.recipient, &req.group) {
@@ -185,7 +196,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
                     group: req.group.as_ref().map(GroupId::as_str),
                     content: &content,
                     kind: req.kind.as_deref(),
-                    meta: req.meta.as_deref(),
+                    meta: req.meta.as_ref(),
                     client_msg_id: req.client_msg_id.as_str(),
                 };
                 match hook::ask(&node.webhook_clients, &app.settings, &request).await {
@@ -229,7 +240,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             client_msg_id: req.client_msg_id.as_str(),
             message_kind: req.kind.as_deref(),
             content: &content,
-            meta: req.meta.as_ref().map(|m| m.get()),
+            meta: req.meta.as_ref().map(Meta::as_str),
             sender_id: sender_id.as_deref(),
             recipient_id: recipient.as_ref().map(|(_, id)| id.as_str()),
             hooks: &hooks,
@@ -256,7 +267,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             client_msg_id: req.client_msg_id.into_inner(),
             kind: req.kind,
             content,
-            meta: req.meta.map(|m| m.get().to_string()),
+            meta: req.meta.map(Meta::into_inner),
             created_at: appended.created_at,
         };
         let envelope = Envelope::Message {
@@ -265,9 +276,13 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             origin,
             at: crate::domain::now_millis(),
         };
-        let payload = encode(&envelope, &push_frame(&stored));
-        for subject in subjects_for(node, who, &conversation, kind) {
-            node.publish(subject, payload.clone()).await;
+        // Stored is acked: a push that cannot be encoded is reported, and readers get the message
+        // from history and sync.
+        if let Ok(frame) = push_frame(&stored) {
+            let payload = encode(&envelope, &frame);
+            for subject in subjects_for(node, who, &conversation, kind) {
+                node.publish(subject, payload.clone()).await;
+            }
         }
     }
     metrics::histogram!("natter_message_ack_duration_seconds").record(started.elapsed().as_secs_f64());
@@ -495,7 +510,7 @@ pub async fn read(node: &Node, who: &Identity, req: ReadRequest) -> ApiResult<Re
         let frame = event_frame(
             "read",
             &ReadEvent { conversation: req.conversation.as_str(), user: who.id.as_str(), seq: stored },
-        );
+        )?;
         let payload = encode(&Envelope::Event { origin: None }, &frame);
         for subject in subjects_for(node, who, &req.conversation, m.kind) {
             node.publish(subject, payload.clone()).await;
@@ -521,7 +536,7 @@ pub async fn typing(node: &Node, who: &Identity, req: TypingRequest, origin: Opt
         conversation: &'a str,
         user: &'a str,
     }
-    let frame = event_frame("typing", &TypingEvent { conversation: req.conversation.as_str(), user: who.id.as_str() });
+    let frame = event_frame("typing", &TypingEvent { conversation: req.conversation.as_str(), user: who.id.as_str() })?;
     let payload = encode(&Envelope::Event { origin }, &frame);
     for subject in subjects_for(node, who, &req.conversation, m.kind) {
         node.publish(subject, payload.clone()).await;
@@ -560,12 +575,14 @@ mod tests {
 
     #[test]
     fn a_direct_push_names_its_recipient_and_a_group_push_its_group() {
-        let v: serde_json::Value = serde_json::from_slice(&push_frame(&message(ConversationKind::Direct))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&push_frame(&message(ConversationKind::Direct)).unwrap()).unwrap();
         assert_eq!(v["type"], "message");
         assert_eq!(v["data"]["recipient"], "bob");
         assert_eq!(v["data"]["meta"]["x"], 1);
         assert!(v["data"].get("group").is_none());
-        let v: serde_json::Value = serde_json::from_slice(&push_frame(&message(ConversationKind::Group))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&push_frame(&message(ConversationKind::Group)).unwrap()).unwrap();
         assert_eq!(v["data"]["group"], "c1");
         assert!(v["data"].get("recipient").is_none());
     }

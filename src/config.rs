@@ -44,13 +44,26 @@ pub struct WebhooksConfig {
     pub batch: usize,
 }
 
+/// The header trusted proxies write the client's address to. Only the one the proxies set is
+/// read: a header they pass through untouched would be the client's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, ALB, Envoy, Traefik).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=192.0.2.60;proto=https, for="[2001:db8::1]:4711"`.
+    Forwarded,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub bind: String,
     pub workers: usize,
     pub max_body_bytes: usize,
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<crate::domain::IpNet>,
+    pub client_ip_header: ForwardedHeader,
     pub cors_origins: Vec<String>,
     pub console: bool,
 }
@@ -85,6 +98,7 @@ pub struct AuthConfig {
     pub access_ttl_secs: u64,
     pub refresh_ttl_secs: u64,
     pub password_hash_concurrency: usize,
+    pub password_hash_queue: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +151,9 @@ pub struct AppSettings {
     pub guest_signup: bool,
     /// Guest sign-ups allowed per client IP per hour (cluster-wide).
     pub guest_signups_per_hour: u32,
+    /// Registrations (`register`, and `login_or_register` sign-ups) per client IP per hour
+    /// (cluster-wide).
+    pub registrations_per_hour: u32,
     /// Login attempts per client IP per 15 minutes (cluster-wide).
     pub login_attempts_per_ip: u32,
     /// Login attempts per account per 15 minutes (cluster-wide).
@@ -186,6 +203,7 @@ impl Default for AppSettings {
             refresh_ttl: 0,
             guest_signup: true,
             guest_signups_per_hour: 10,
+            registrations_per_hour: 30,
             login_attempts_per_ip: 50,
             login_attempts_per_account: 10,
             allowed_origins: Vec::new(),
@@ -310,11 +328,6 @@ impl Config {
             .bind
             .parse::<std::net::SocketAddr>()
             .with_context(|| format!("http.bind: {:?} is not an address:port", self.http.bind))?;
-        for proxy in &self.http.trusted_proxies {
-            proxy
-                .parse::<std::net::IpAddr>()
-                .with_context(|| format!("http.trusted_proxies: {proxy:?} is not an IP address"))?;
-        }
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             anyhow::bail!("database.url: must start with sqlite:, postgres:// or postgresql://");
@@ -349,6 +362,7 @@ impl Config {
             ("auth.access_ttl_secs", self.auth.access_ttl_secs),
             ("auth.refresh_ttl_secs", self.auth.refresh_ttl_secs),
             ("auth.password_hash_concurrency", self.auth.password_hash_concurrency as u64),
+            ("auth.password_hash_queue", self.auth.password_hash_queue as u64),
             ("chat.max_content_bytes", self.chat.max_content_bytes as u64),
             ("chat.max_group_size", self.chat.max_group_size as u64),
             ("chat.sync_page_size", self.chat.sync_page_size as u64),

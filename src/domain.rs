@@ -5,7 +5,10 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 
 /// Why a value was rejected; the message names the field and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,6 +17,38 @@ pub struct ParseError(pub String);
 
 fn charset_ok(s: &str, extra: &[char]) -> bool {
     s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+}
+
+/// Characters that render as nothing (format characters such as zero-width spaces, joiners and
+/// bidi controls, control characters, and the default-ignorable fillers and variation selectors):
+/// in an identifier they make a second, look-alike account.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c.general_category(), GeneralCategory::Format | GeneralCategory::Control)
+        || matches!(
+            c,
+            '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FFA0}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
+}
+
+/// Bidi embedding, override and isolate controls: they reorder how the text around them is shown.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// U+0000 is refused in every text a client or app gives: PostgreSQL cannot store it in text, and
+/// both stores must accept exactly the same values.
+pub fn check_no_nul(field: &str, s: &str) -> Result<(), ParseError> {
+    if s.contains('\0') { Err(ParseError(format!("{field}: must not contain U+0000 (NUL)"))) } else { Ok(()) }
 }
 
 macro_rules! string_newtype {
@@ -90,8 +125,10 @@ string_newtype!(
 );
 
 string_newtype!(
-    /// A user's public id, unique per app: 1–64 of `[A-Za-z0-9_.@-]`.
+    /// A user's public id, unique per app: 1–64 of `[A-Za-z0-9_.@-]` after NFKC normalisation
+    /// (a fullwidth `ａｌｉｃｅ` is `alice`, not a second user).
     UserId, "user id", |s| {
+        let s: String = if s.is_ascii() { s } else { s.nfkc().collect() };
         if s.is_empty() || s.len() > 64 || !charset_ok(&s, &['_', '.', '@', '-']) {
             Err("must be 1-64 characters of A-Z a-z 0-9 _ . @ -".into())
         } else { Ok(s) }
@@ -120,11 +157,13 @@ string_newtype!(
 );
 
 string_newtype!(
-    /// A normalised (trimmed, lower-cased) email address.
+    /// A normalised email address: NFKC (fullwidth and compatibility forms folded), trimmed and
+    /// lower-cased, with no invisible or format characters (so a look-alike address is refused
+    /// or folded onto the real one, never registered beside it).
     Email, "email", |s| {
-        let s = s.trim().to_ascii_lowercase();
+        let s: String = s.nfkc().collect::<String>().trim().to_lowercase();
         let valid = s.len() <= 254
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !s.chars().any(|c| c.is_whitespace() || is_invisible(c))
             && match s.split_once('@') {
                 Some((local, domain)) => {
                     !local.is_empty()
@@ -137,7 +176,9 @@ string_newtype!(
                 }
                 None => false,
             };
-        if valid { Ok(s) } else { Err("must look like name@example.com".into()) }
+        if s.chars().any(is_invisible) {
+            Err("must not contain invisible or format characters".into())
+        } else if valid { Ok(s) } else { Err("must look like name@example.com".into()) }
     }
 );
 
@@ -160,11 +201,16 @@ string_newtype!(
 );
 
 string_newtype!(
-    /// A person's or group's display name: trimmed, 1–100 characters, no control characters.
+    /// A person's or group's display name: trimmed, 1–100 characters, no control characters or
+    /// bidi overrides, and something visible (joiners inside emoji and scripts stay allowed).
     Name, "name", |s| {
         let s = s.trim().to_string();
         if s.is_empty() || s.chars().count() > 100 || s.chars().any(|c| c.is_control()) {
             Err("must be 1-100 characters without control characters".into())
+        } else if s.chars().any(is_bidi_control) {
+            Err("must not contain bidi override or isolate characters".into())
+        } else if s.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+            Err("must contain a visible character".into())
         } else { Ok(s) }
     }
 );
@@ -189,8 +235,178 @@ impl From<&UserId> for Name {
     }
 }
 
+/// An IP network (`10.0.0.0/8`, `fd00::/8`) or a single address (`192.0.2.7`, a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError(format!("{s:?} is not an IP address or CIDR network (10.0.0.0/8, fd00::/8)"));
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is inside the network (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let bits = |full: u128, width: u32| {
+            let shift = width - u32::from(self.prefix);
+            if shift >= 128 { 0 } else { full >> shift }
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                bits(u128::from(u32::from(net)), 32) == bits(u128::from(u32::from(ip)), 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => bits(u128::from(net), 128) == bits(u128::from(ip), 128),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl TryFrom<String> for IpNet {
+    type Error = ParseError;
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<IpNet> for String {
+    fn from(n: IpNet) -> String {
+        n.to_string()
+    }
+}
+
+impl Serialize for IpNet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        IpNet::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Prefix of direct-conversation ids, reserved so group ids never collide with them.
 pub const DM_PREFIX: &str = "dm_";
+
+/// Deepest nesting `meta` may have (`{}` is 1). Every reader renders `meta` as it was sent, but
+/// apps and their webhook receivers parse it with recursion limits of their own (serde_json's is
+/// 128, and a few hundred levels crashed history before this bound).
+pub const META_MAX_DEPTH: usize = 16;
+
+/// A message's `meta`: a JSON object an app attaches, kept byte for byte as sent. It parses as
+/// JSON everywhere (no lone surrogates, no number out of range), nests at most
+/// [`META_MAX_DEPTH`] levels and holds no U+0000.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Meta(String);
+
+impl Meta {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let bad = |why: &str| ParseError(format!("meta: {why}"));
+        if !text.trim_start().starts_with('{') {
+            return Err(bad("must be a JSON object"));
+        }
+        if json_depth(text) > META_MAX_DEPTH {
+            return Err(bad(&format!("must not nest deeper than {META_MAX_DEPTH} levels")));
+        }
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+        if contains_nul(&value) {
+            return Err(bad("must not contain U+0000 (NUL)"));
+        }
+        Ok(Meta(text.trim().to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Meta({} bytes)", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for Meta {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        Meta::parse(raw.get()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Meta {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&RawValue>(&self.0) {
+            Ok(raw) => raw.serialize(s),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
+    }
+}
+
+/// How deeply arrays and objects nest in a JSON text, counted without recursion (brackets inside
+/// strings do not count).
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
 
 /// The 3,000 most common passwords (assets/README.md says where they come from).
 fn common_passwords() -> &'static std::collections::HashSet<&'static str> {
@@ -456,6 +672,71 @@ mod tests {
         assert!(Role::parse("god").is_err());
         assert!(Role::Owner.can_manage() && !Role::Member.can_manage());
         assert_eq!(ConversationKind::parse("group").unwrap(), ConversationKind::Group);
+    }
+
+    #[test]
+    fn look_alike_emails_fold_onto_the_real_one_or_are_refused() {
+        assert_eq!(Email::parse("ａｌｉｃｅ@example.com").unwrap().as_str(), "alice@example.com");
+        assert_eq!(Email::parse("ÄLICE@Example.com").unwrap().as_str(), "älice@example.com");
+        for hidden in [
+            "ali\u{200B}ce@example.com",
+            "alice\u{2060}@example.com",
+            "\u{FEFF}alice@example.com",
+            "al\u{00AD}ice@example.com",
+        ] {
+            let err = Email::parse(hidden).unwrap_err();
+            assert!(err.0.contains("invisible"), "{hidden:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn user_ids_fold_compatibility_forms_and_refuse_invisible_ones() {
+        assert_eq!(UserId::parse("ａｌｉｃｅ").unwrap().as_str(), "alice");
+        assert!(UserId::parse("ali\u{200B}ce").is_err());
+    }
+
+    #[test]
+    fn names_need_something_visible_and_no_bidi_overrides() {
+        assert!(Name::parse("\u{200B}\u{200B}").is_err());
+        assert!(Name::parse("evil\u{202E}gnp.exe").is_err());
+        assert_eq!(Name::parse("👨\u{200D}👩\u{200D}👧").unwrap().as_str(), "👨\u{200D}👩\u{200D}👧");
+    }
+
+    #[test]
+    fn meta_is_an_object_of_bounded_depth_without_nul_kept_as_sent() {
+        let deep = format!("{}{}", "{\"a\":".repeat(300), "1".to_string() + &"}".repeat(300));
+        assert!(Meta::parse(&deep).unwrap_err().0.contains("deeper"));
+        let ok = format!("{}1{}", "{\"a\":".repeat(META_MAX_DEPTH), "}".repeat(META_MAX_DEPTH));
+        assert_eq!(Meta::parse(&ok).unwrap().as_str(), ok);
+        assert!(Meta::parse("[1]").is_err());
+        assert!(Meta::parse(r#"{"a":"\u0000"}"#).unwrap_err().0.contains("NUL"));
+        assert!(Meta::parse(r#"{"a":"\ud800"}"#).is_err());
+        assert!(Meta::parse(r#"{"a":1e400}"#).is_err());
+        let big = r#"{"n": 123456789012345678901234567890, "s":"[{\"}"}"#;
+        assert_eq!(Meta::parse(big).unwrap().as_str(), big);
+        assert_eq!(json_depth(r#"{"s":"{{{{[[["}"#), 1);
+    }
+
+    #[test]
+    fn networks_contain_their_addresses_and_single_addresses_only_themselves() {
+        let net = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.200.3.4".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.1.1".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let one = IpNet::parse("192.0.2.7").unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()) && !one.contains("192.0.2.8".parse().unwrap()));
+        let v6 = IpNet::parse("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains("203.0.113.9".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0/8", "::/129", ""] {
+            assert!(IpNet::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_by_name() {
+        assert!(check_no_nul("content", "a\0b").unwrap_err().0.starts_with("content:"));
+        assert!(check_no_nul("content", "ab").is_ok());
     }
 
     #[test]

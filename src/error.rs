@@ -39,6 +39,7 @@ error_codes! {
     UnknownAction => ("unknown_action", 400),
     UnsupportedFrame => ("unsupported_frame", 400),
     ValidationFailed => ("validation_failed", 400),
+    MalformedRequest => ("malformed_request", 400),
     AlreadyAuthenticated => ("already_authenticated", 400),
     Unauthorized => ("unauthorized", 401),
     MissingSignature => ("missing_signature", 401),
@@ -62,11 +63,13 @@ error_codes! {
     GroupNotFound => ("group_not_found", 404),
     ConversationNotFound => ("conversation_not_found", 404),
     MethodNotAllowed => ("method_not_allowed", 405),
+    RequestTimeout => ("request_timeout", 408),
     EmailTaken => ("email_taken", 409),
     Conflict => ("conflict", 409),
     GroupFull => ("group_full", 409),
     PayloadTooLarge => ("payload_too_large", 413),
     RateLimited => ("rate_limited", 429),
+    HeadersTooLarge => ("headers_too_large", 431),
     Internal => ("internal", 500),
     Unavailable => ("unavailable", 503),
     HookUnavailable => ("hook_unavailable", 503),
@@ -83,12 +86,19 @@ pub enum CloseCode {
     TokenRevoked,
     Banned,
     FrameTooLarge,
+    /// RFC 6455 violations: reserved bits or opcodes, bad control frames, bad fragmentation,
+    /// unmasked frames, invalid close codes or reasons.
+    ProtocolError,
+    /// A text message that is not UTF-8.
+    InvalidPayload,
 }
 
 impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
             CloseCode::Normal => 1000,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::FrameTooLarge => 1009,
             CloseCode::ServerShutdown => 4001,
             CloseCode::TooSlow => 4002,
@@ -109,6 +119,8 @@ impl CloseCode {
             CloseCode::TokenRevoked,
             CloseCode::Banned,
             CloseCode::FrameTooLarge,
+            CloseCode::ProtocolError,
+            CloseCode::InvalidPayload,
         ]
         .into_iter()
         .find(|c| c.code() == code)
@@ -205,7 +217,7 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip() {
-        for code in [1000, 1009, 4001, 4002, 4003, 4501, 4502, 4503] {
+        for code in [1000, 1002, 1007, 1009, 4001, 4002, 4003, 4501, 4502, 4503] {
             assert_eq!(CloseCode::from_code(code).map(CloseCode::code), Some(code));
         }
         assert_eq!(CloseCode::from_code(4999), None);

@@ -145,7 +145,7 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
     let stored = node.store.group_members(&who.app, id.as_str()).await?;
     let view =
         GroupView { id: id.as_str().to_string(), name: req.name.into_inner(), last_seq: 0, members: views(&stored) };
-    let frame = event_frame("group.created", &view);
+    let frame = event_frame("group.created", &view)?;
     publish_membership(node, who, id.as_str(), stored.iter().map(|m| m.key.0).collect(), Vec::new(), frame).await;
     if !app.settings.welcome_message.is_empty() {
         let welcome = chat::SendRequest {
@@ -222,7 +222,7 @@ pub async fn add_members(
     let ids: Vec<String> = users.iter().filter(|(k, _)| added.contains(k)).map(|(_, id)| id.clone()).collect();
     let changed = MembersChanged { group: group.as_str().to_string(), members: ids, by: who.id.as_str().to_string() };
     if !added.is_empty() {
-        let frame = event_frame("group.member_added", &changed);
+        let frame = event_frame("group.member_added", &changed)?;
         publish_membership(node, who, group.as_str(), added.iter().map(|k| k.0).collect(), Vec::new(), frame).await;
     }
     Ok(changed)
@@ -265,7 +265,7 @@ pub async fn remove_member(node: &Node, who: &Identity, group: &GroupId, member:
         members: vec![target.id.clone()],
         by: who.id.as_str().to_string(),
     };
-    let frame = event_frame("group.member_removed", &changed);
+    let frame = event_frame("group.member_removed", &changed)?;
     publish_membership(node, who, group.as_str(), Vec::new(), vec![target.key.0], frame).await;
     Ok(changed)
 }

@@ -83,7 +83,7 @@ impl Publisher {
             last_seen: i64,
         }
         let status = if online { "online" } else { "offline" };
-        let frame = event_frame("presence", &PresenceEvent { user: id, status, last_seen: at });
+        let Ok(frame) = event_frame("presence", &PresenceEvent { user: id, status, last_seen: at }) else { return };
         let payload = encode(&Envelope::Presence { user: user.0, online }, &frame);
         if let Err(e) = self.bus.publish(self.subjects.presence(app, user.0), payload).await {
             tracing::warn!(error = %e, "presence publish failed");

@@ -4,8 +4,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use actix::Actor;
 use actix_codec::Framed;
-use actix_http::{HttpService, Request, h1};
-use actix_service::{fn_service, map_config};
+use actix_http::{HttpService, Protocol, Request, h1};
+use actix_rt::net::TcpStream;
+use actix_service::{ServiceFactoryExt as _, fn_service, map_config};
 use actix_web::{App, dev::AppConfig, dev::Service as _, web};
 use anyhow::Context as _;
 
@@ -14,6 +15,7 @@ use crate::{
     bus::{Bus, Subjects, local::LocalBus, nats::NatsBus},
     config::Config,
     domain::{AppId, random_id},
+    http::rejections::JsonRejections,
     node::{Node, NodeParts},
     presence::Presence,
     router::{DrainBatch, Router},
@@ -50,7 +52,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => store.signing_keys().await.context("loading signing keys")?,
     };
     let tokens = TokenService::new(&config.auth.issuer, keys)?;
-    let passwords = PasswordHasher::new(config.auth.password_hash_concurrency)?;
+    let passwords = PasswordHasher::new(config.auth.password_hash_concurrency, config.auth.password_hash_queue)?;
     let id = if config.node.id.is_empty() { random_id("n_", 4) } else { config.node.id.clone() };
     let bus: Arc<dyn Bus> = if config.nats.url.is_empty() {
         Arc::new(LocalBus::new())
@@ -136,17 +138,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .shutdown_timeout(5)
         .listen("natter", listener, move || {
             let node = upgrades.clone();
-            HttpService::build()
-                // Replies and pushes are small frames written back to back: without TCP_NODELAY,
-                // Nagle holds the second until the client's delayed ACK (~40 ms on Linux).
-                .tcp_nodelay(true)
+            let http = HttpService::build()
                 .local_addr(addr)
                 // WebSocket upgrades leave the HTTP stack here, connection and all (see `ws`).
-                .upgrade(fn_service(move |(req, framed): (Request, Framed<actix_rt::net::TcpStream, h1::Codec>)| {
+                .upgrade(fn_service(move |(req, framed): (Request, Framed<JsonRejections<TcpStream>, h1::Codec>)| {
                     crate::ws::upgrade(node.clone(), req, framed)
                 }))
-                .finish(map_config(app(), |_| AppConfig::default()))
-                .tcp()
+                .finish(map_config(app(), |_| AppConfig::default()));
+            fn_service(|io: TcpStream| async move {
+                // Replies and pushes are small frames written back to back: without TCP_NODELAY,
+                // Nagle holds the second until the client's delayed ACK (~40 ms on Linux).
+                let _ = io.set_nodelay(true);
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((JsonRejections::new(io), Protocol::Http1, peer))
+            })
+            .and_then(http)
         })?
         .run();
     let keeper = node.clone();

@@ -13,7 +13,8 @@ pub async fn register(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpRespo
     let node = node(&req)?;
     let input = parse_body(&body)?;
     let app = accounts::app_for(&node, app_header(&req)).await?;
-    Ok(ok(StatusCode::CREATED, accounts::register(&node, &app, input).await?))
+    let ip = client_ip(&req, &node);
+    Ok(ok(StatusCode::CREATED, accounts::register(&node, &app, input, &ip).await?))
 }
 
 pub async fn login(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {

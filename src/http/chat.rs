@@ -1,7 +1,6 @@
 //! `/v1/conversations`.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
-use serde_json::json;
 
 use super::{Authed, node, ok};
 use crate::{
@@ -24,5 +23,5 @@ pub async fn messages(
     let node = node(&req)?;
     let conv = ConversationId::parse(path.into_inner()).map_err(|e| ApiError::validation(e.0))?;
     let messages = chat::history(&node, &who.0, &conv, q.into_inner()).await?;
-    Ok(ok(StatusCode::OK, json!({ "messages": messages })))
+    Ok(ok(StatusCode::OK, chat::MessagePage { messages }))
 }

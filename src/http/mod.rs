@@ -3,9 +3,11 @@
 
 pub mod auth;
 pub mod chat;
+pub mod client_ip;
 pub mod console;
 pub mod groups;
 pub mod health;
+pub mod rejections;
 pub mod server;
 pub mod users;
 
@@ -222,20 +224,14 @@ impl FromRequest for Authed {
     }
 }
 
-/// The client's IP: the peer, or the first `X-Forwarded-For` hop when the peer is a trusted proxy.
+/// The client's IP (see [`client_ip`]).
 pub fn client_ip(req: &HttpRequest, node: &Node) -> String {
     peer_ip(req.peer_addr(), req.headers(), node)
 }
 
-/// The client's address: the peer's, or the first `X-Forwarded-For` hop when the peer is a
-/// trusted proxy.
+/// The client's address: the peer's, or, behind trusted proxies, the right-most forwarded hop
+/// that is not one of them.
 pub fn peer_ip(peer: Option<std::net::SocketAddr>, headers: &header::HeaderMap, node: &Node) -> String {
-    let peer = peer.map(|a| a.ip().to_string()).unwrap_or_default();
-    if node.config.http.trusted_proxies.contains(&peer)
-        && let Some(forwarded) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
-        && let Some(first) = forwarded.split(',').next()
-    {
-        return first.trim().to_string();
-    }
-    peer
+    let http = &node.config.http;
+    client_ip::resolve(peer.map(|a| a.ip()), headers, &http.trusted_proxies, http.client_ip_header)
 }

@@ -3,7 +3,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use super::{node, ok, parse_body};
 use crate::{
@@ -292,7 +291,7 @@ struct ServerMessage {
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
-    meta: Option<Box<RawValue>>,
+    meta: Option<crate::domain::Meta>,
 }
 
 /// `POST /v1/server/messages`: send as a user or as the app (`from` absent: `sender` is null),

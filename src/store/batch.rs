@@ -153,34 +153,57 @@ async fn write_and_answer(pool: &AnyPool, writer: &Writer, batch: Vec<Queued>) {
     let started = Instant::now();
     let (jobs, replies): (Vec<Job>, Vec<oneshot::Sender<Answer>>) = batch.into_iter().unzip();
     metrics::histogram!("natter_append_batch_size").record(jobs.len() as f64);
+    let answers = write_isolating(pool, writer, &jobs).await;
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(answer);
+    }
+    observe("message_append_batch", started);
+}
+
+/// Writes a batch; when the database refuses it, halves it until the refused message stands
+/// alone, so one sender's bad message (whatever slipped past validation) never fails the others
+/// it happened to share a transaction with, in any app. A refused transaction wrote nothing, so
+/// writing its parts again is safe. Failures that are not the database's verdict on the
+/// statements (the connection is gone) fail the whole batch at once.
+fn write_isolating<'a>(
+    pool: &'a AnyPool,
+    writer: &'a Writer,
+    jobs: &'a [Job],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Answer>> + Send + 'a>> {
+    Box::pin(async move {
+        match write_with_retries(pool, writer, jobs).await {
+            Ok(answers) => answers,
+            Err(e) if jobs.len() > 1 && e.as_database_error().is_some() => {
+                tracing::warn!(error = %e, messages = jobs.len(), "append batch refused; isolating the culprit");
+                metrics::counter!("natter_append_batch_splits_total").increment(1);
+                let (left, right) = jobs.split_at(jobs.len() / 2);
+                let mut answers = write_isolating(pool, writer, left).await;
+                answers.extend(write_isolating(pool, writer, right).await);
+                answers
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, messages = jobs.len(), "append refused");
+                let text = e.to_string();
+                jobs.iter().map(|_| Err(AppendError::Db(sqlx::Error::Protocol(text.clone())))).collect()
+            }
+        }
+    })
+}
+
+async fn write_with_retries(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Vec<Answer>, sqlx::Error> {
     let mut attempt = 0;
-    let result = loop {
+    loop {
         attempt += 1;
-        match write_batch(pool, writer, &jobs).await {
+        match write_batch(pool, writer, jobs).await {
             // PostgreSQL chose this transaction as a deadlock or serialization victim: nothing of
             // it was written, so writing it again is safe.
             Err(e) if attempt < 3 && is_retryable(&e) => {
                 tracing::debug!(error = %e, attempt, "append batch retried");
                 continue;
             }
-            other => break other,
-        }
-    };
-    match result {
-        Ok(answers) => {
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, messages = jobs.len(), "append batch failed; every message in it is refused");
-            let text = e.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(AppendError::Db(sqlx::Error::Protocol(text.clone()))));
-            }
+            other => return other,
         }
     }
-    observe("message_append_batch", started);
 }
 
 pub(super) fn is_retryable(e: &sqlx::Error) -> bool {

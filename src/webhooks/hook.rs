@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use super::{signature, target::Clients};
 use crate::config::AppSettings;
@@ -25,7 +24,7 @@ pub struct HookRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub meta: Option<&'a RawValue>,
+    pub meta: Option<&'a crate::domain::Meta>,
     pub client_msg_id: &'a str,
 }
 

@@ -24,7 +24,7 @@ use crate::{
     auth::Identity,
     domain::AppId,
     error::{ApiError, ErrorCode},
-    http::{bearer_token, peer_ip},
+    http::{bearer_token, peer_ip, rejections::JsonRejections},
     node::Node,
     store::conversations::Active,
 };
@@ -98,7 +98,11 @@ async fn handshake(node: &Node, req: &Request) -> Result<Accepted, ApiError> {
 
 /// Serves one upgrade request handed over by the HTTP/1 dispatcher: answers 101 and starts a
 /// session actor on the socket, or answers the error and closes.
-pub async fn upgrade(node: Node, req: Request, framed: Framed<TcpStream, h1::Codec>) -> Result<(), actix_web::Error> {
+pub async fn upgrade(
+    node: Node,
+    req: Request,
+    framed: Framed<JsonRejections<TcpStream>, h1::Codec>,
+) -> Result<(), actix_web::Error> {
     if let Err(e) = accept(node, req, framed).await {
         // The client went away mid-handshake: nothing left to answer.
         tracing::debug!(error = %e, "websocket handshake write failed");
@@ -106,9 +110,9 @@ pub async fn upgrade(node: Node, req: Request, framed: Framed<TcpStream, h1::Cod
     Ok(())
 }
 
-async fn accept(node: Node, req: Request, framed: Framed<TcpStream, h1::Codec>) -> std::io::Result<()> {
+async fn accept(node: Node, req: Request, framed: Framed<JsonRejections<TcpStream>, h1::Codec>) -> std::io::Result<()> {
     let parts = framed.into_parts();
-    let mut io = parts.io;
+    let mut io = parts.io.into_inner();
     // The dispatcher's read buffer is 8 KiB of capacity; keep only bytes that followed the
     // request (rarely any), not the buffer.
     let read_buf = bytes::BytesMut::from(&parts.read_buf[..]);

@@ -233,22 +233,32 @@ struct Reply<'a, T: Serialize> {
     error: Option<&'static str>,
 }
 
-/// `{"type":"reply","id":…,"code":…,"msg":…,"data":…}`.
+/// `{"type":"reply","id":…,"code":…,"msg":…,"data":…}`. Data that cannot be encoded turns into
+/// an `internal` error reply to the same id (logged), never an empty frame.
 pub fn reply<T: Serialize>(id: Option<&RawValue>, code: u16, msg: &str, data: Option<&T>) -> String {
-    serde_json::to_string(&Reply { r#type: "reply", id, code, msg, data, error: None }).unwrap_or_default()
+    match serde_json::to_string(&Reply { r#type: "reply", id, code, msg, data, error: None }) {
+        Ok(text) => text,
+        Err(e) => error_reply(id, &ApiError::internal(format_args!("encoding a reply: {e}"))),
+    }
 }
 
 /// An error reply: the HTTP-like status as `code`, the stable code as `error`.
 pub fn error_reply(id: Option<&RawValue>, error: &ApiError) -> String {
-    serde_json::to_string(&Reply::<()> {
-        r#type: "reply",
-        id,
-        code: error.code.status(),
-        msg: &error.message,
-        data: None,
-        error: Some(error.code.as_str()),
+    #[derive(Serialize)]
+    struct ErrorReply<'a> {
+        r#type: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+        code: u16,
+        msg: &'a str,
+        error: &'static str,
+    }
+    let reply =
+        ErrorReply { r#type: "reply", id, code: error.code.status(), msg: &error.message, error: error.code.as_str() };
+    // Strings, a number and an id that parsed as a JSON string or number: always encodable.
+    serde_json::to_string(&reply).unwrap_or_else(|_| {
+        format!(r#"{{"type":"reply","code":{},"msg":"","error":"{}"}}"#, error.code.status(), error.code.as_str())
     })
-    .unwrap_or_default()
 }
 
 #[cfg(test)]

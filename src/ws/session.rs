@@ -296,22 +296,36 @@ impl WsSession {
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         metrics::counter!("natter_ws_frames_received_total").increment(1);
-        let parsed = match protocol::parse(text) {
-            Ok(p) => p,
-            Err(e) => return self.send_error(&e.id, &e.error),
+        let parsed = protocol::parse(text);
+        let id = match &parsed {
+            Ok(p) => p.id.clone(),
+            Err(e) => e.id.clone(),
         };
-        if !self.frames.try_take() {
-            self.refusals += 1;
-            let burst = self.node.config.ws.message_burst;
-            if self.refusals > burst {
-                return self.close(ctx, CloseCode::RateLimited, "rate limit exceeded");
-            }
-            let retry = self.frames.retry_after_secs();
-            let error = ApiError::new(ErrorCode::RateLimited, format!("slow down; retry in {retry} s"));
-            return self.send_error(&parsed.id, &error);
+        if !self.admit(ctx, &id, true) {
+            return;
         }
-        self.refusals = 0;
-        self.dispatch(parsed, ctx);
+        match parsed {
+            Ok(parsed) => self.dispatch(parsed, ctx),
+            Err(e) => self.send_error(&e.id, &e.error),
+        }
+    }
+
+    /// Counts a frame against the connection's limit, whatever it holds (JSON that does not
+    /// parse, binary, pings and fragments cost the server as much as good frames). Past the
+    /// limit: a 429 reply (`reply`), and after a burst's worth of refusals in a row, close 4003.
+    fn admit(&mut self, ctx: &mut Context<Self>, id: &Id, reply: bool) -> bool {
+        if self.frames.try_take() {
+            self.refusals = 0;
+            return true;
+        }
+        self.refusals += 1;
+        if self.refusals > self.node.config.ws.message_burst {
+            self.close(ctx, CloseCode::RateLimited, "rate limit exceeded");
+        } else if reply {
+            let retry = self.frames.retry_after_secs();
+            self.send_error(id, &ApiError::new(ErrorCode::RateLimited, format!("slow down; retry in {retry} s")));
+        }
+        false
     }
 
     fn dispatch(&mut self, parsed: Parsed, ctx: &mut Context<Self>) {
@@ -355,7 +369,7 @@ impl WsSession {
                             act.note_delivered(&m.conversation_id, m.seq);
                         }
                     }
-                    act.answer(&id, res.map(|messages| serde_json::json!({ "messages": messages })));
+                    act.answer(&id, res.map(|messages| chat::MessagePage { messages }));
                 }));
             }
             Action::Sync(req) => {
@@ -446,7 +460,7 @@ impl WsSession {
                 Action::Login(data) => login(&node, hint, data, &ip).await.map(Some),
                 Action::Register(req) => {
                     let app = accounts::app_for(&node, hint.as_ref().map(|a| a.as_str())).await?;
-                    let auth = accounts::register(&node, &app, req).await?;
+                    let auth = accounts::register(&node, &app, req, &ip).await?;
                     let (who, conversations) = node.authenticate_connection(&auth.access_token).await?;
                     let data = serde_json::to_value(&auth).map_err(ApiError::internal)?;
                     Ok(Some((who, conversations, data)))
@@ -597,9 +611,13 @@ impl Handler<Push> for WsSession {
                                     act.note_delivered(&conv, m.seq);
                                     continue;
                                 }
-                                let frame =
-                                    ByteString::from(String::from_utf8(chat::push_frame(&m)).unwrap_or_default());
-                                act.write_push(frame);
+                                // An unrenderable message is reported by push_frame; the rest
+                                // of the repair goes on.
+                                if let Ok(frame) = chat::push_frame(&m)
+                                    && let Ok(frame) = ByteString::try_from(frame)
+                                {
+                                    act.write_push(frame);
+                                }
                                 act.note_delivered(&conv, m.seq);
                             }
                         }
@@ -644,36 +662,69 @@ impl Handler<Close> for WsSession {
 impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
-        match item {
-            Ok(Frame::Text(bytes)) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.handle_text(text, ctx),
-                Err(_) => self.send_error(&None, &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8")),
-            },
-            Ok(Frame::Binary(_)) => {
-                let error =
-                    ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
-                self.send_error(&None, &error);
-            }
-            Ok(Frame::Continuation(item)) => self.continuation(item, ctx),
-            Ok(Frame::Ping(payload)) => self.socket.pong(payload),
-            Ok(Frame::Pong(_)) => {}
-            Ok(Frame::Close(reason)) => {
+        let frame = match item {
+            Ok(frame) => frame,
+            Err(e) => return self.protocol_error(e, ctx),
+        };
+        match frame {
+            Frame::Close(reason) => {
                 metrics::counter!("natter_ws_disconnects_total", "code" => "client").increment(1);
                 self.socket.close(reason);
                 ctx.stop();
             }
-            Err(ProtocolError::Overflow) => self.close(ctx, CloseCode::FrameTooLarge, "message too large"),
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket protocol error");
-                ctx.stop();
+            Frame::Text(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.handle_text(text, ctx),
+                Err(_) => self.close(ctx, CloseCode::InvalidPayload, "text frame is not UTF-8"),
+            },
+            Frame::Binary(_) => {
+                if self.admit(ctx, &None, true) {
+                    let error =
+                        ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
+                    self.send_error(&None, &error);
+                }
+            }
+            Frame::Continuation(item) => self.continuation(item, ctx),
+            Frame::Ping(payload) => {
+                if self.admit(ctx, &None, false) {
+                    self.socket.pong(payload);
+                }
+            }
+            Frame::Pong(_) => {
+                self.admit(ctx, &None, false);
             }
         }
     }
 }
 
 impl WsSession {
+    /// RFC 6455 failures close the connection with a close frame saying why (1009 for size,
+    /// 1002 for the rest); a connection that broke underneath just ends.
+    fn protocol_error(&mut self, e: ProtocolError, ctx: &mut Context<Self>) {
+        tracing::debug!(error = %e, "websocket protocol error");
+        match e {
+            ProtocolError::Overflow => self.close(ctx, CloseCode::FrameTooLarge, "message too large"),
+            // actix's codec reports non-zero reserved bits as InvalidData; other I/O errors are
+            // the connection itself failing, with nobody left to tell.
+            ProtocolError::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => ctx.stop(),
+            other => {
+                let reason = match other {
+                    ProtocolError::Io(_) => "reserved bits set without an extension".to_string(),
+                    ProtocolError::BadOpCode => "invalid close code or close reason".to_string(),
+                    other => other.to_string(),
+                };
+                self.close(ctx, CloseCode::ProtocolError, &reason)
+            }
+        }
+    }
+
     /// Assembles fragmented messages, capping their total size like a single frame's.
     fn continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
+        if !self.admit(ctx, &None, false) {
+            // The fragment is lost, so is its message; a client this far over its limit is
+            // closed (4003) after a burst's worth of these.
+            self.partial = None;
+            return;
+        }
         let max = self.node.config.ws.max_frame_bytes;
         let (chunk, last) = match item {
             Item::FirstText(b) => {
@@ -688,8 +739,9 @@ impl WsSession {
             Item::Last(b) => (b, true),
         };
         let Some((text, buf)) = self.partial.as_mut() else {
-            let error = ApiError::new(ErrorCode::InvalidFrame, "continuation without a first frame");
-            return self.send_error(&None, &error);
+            // The codec refuses a continuation without a first frame; this one follows a first
+            // fragment dropped over the limit above.
+            return;
         };
         if buf.len() + chunk.len() > max {
             self.partial = None;
@@ -706,8 +758,17 @@ impl WsSession {
             return self.send_error(&None, &error);
         }
         match std::str::from_utf8(&buf) {
-            Ok(s) => self.handle_text(s, ctx),
-            Err(_) => self.send_error(&None, &ApiError::new(ErrorCode::InvalidFrame, "text frame is not UTF-8")),
+            // The fragments were counted; the assembled message is not counted again.
+            Ok(s) => self.handle_assembled(s, ctx),
+            Err(_) => self.close(ctx, CloseCode::InvalidPayload, "text message is not UTF-8"),
+        }
+    }
+
+    fn handle_assembled(&mut self, text: &str, ctx: &mut Context<Self>) {
+        metrics::counter!("natter_ws_frames_received_total").increment(1);
+        match protocol::parse(text) {
+            Ok(parsed) => self.dispatch(parsed, ctx),
+            Err(e) => self.send_error(&e.id, &e.error),
         }
     }
 }
