@@ -107,7 +107,8 @@ def main():
     print(f"   skipped, with reasons in helm/natter/README.md: {', '.join(skips) or 'none'}")
 
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "natter")
-    start_with_rendered_config(rendered["default"], binary)
+    for name in ("default", "all"):
+        start_with_rendered_config(rendered[name], binary)
     step("ok")
 
 

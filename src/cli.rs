@@ -37,6 +37,13 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Exit 0 if the node configured here answers /healthz on its http.bind port (for a
+    /// container's HEALTHCHECK; needs no shell or curl in the image).
+    Healthcheck {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Manage apps (tenants).
     App {
         #[command(subcommand)]
@@ -143,11 +150,15 @@ pub fn run() -> anyhow::Result<()> {
         nats: nats_url.map(|url| UrlOverride { url }),
     };
     let config = Config::load(&cli.config_dir, &overrides)?;
+    if let Some(Command::Healthcheck { timeout }) = cli.command {
+        return healthcheck(&config.http.bind, std::time::Duration::from_secs(timeout));
+    }
     crate::telemetry::init_logging(&config.log);
     let system = actix_rt::System::new();
     system.block_on(async move {
         match cli.command {
             None | Some(Command::Serve { .. }) => crate::server::serve(config).await,
+            Some(Command::Healthcheck { .. }) => Ok(()),
             Some(Command::Migrate) => {
                 crate::server::prepare_store(&config).await?;
                 println!("migrations applied");
@@ -174,6 +185,33 @@ pub fn run() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `GET /healthz` over a plain socket to the bound port (an unspecified bind address means this
+/// machine): success only for a 200 whose body says ok.
+fn healthcheck(bind: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut addr: std::net::SocketAddr = bind.parse().with_context(|| format!("http.bind {bind:?}"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut response = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut response).context("reading the answer")?;
+    let text = String::from_utf8_lossy(&response);
+    let healthy = text.starts_with("HTTP/1.1 200") && text.contains(r#""status":"ok""#);
+    if !healthy {
+        anyhow::bail!("{addr} answered: {}", text.lines().next().unwrap_or("nothing"));
+    }
+    println!("healthy");
+    Ok(())
 }
 
 #[derive(serde::Serialize)]

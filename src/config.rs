@@ -73,6 +73,27 @@ pub struct HttpConfig {
 pub struct DatabaseConfig {
     pub url: Secret,
     pub max_connections: u32,
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// How SQLite makes a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// fsync the WAL at every commit: an ack survives a power loss or a kernel crash.
+    Full,
+    /// fsync the WAL only at checkpoints: an ack survives a crash of the process, not of the
+    /// machine.
+    Normal,
+}
+
+impl SqliteSync {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Full => "PRAGMA synchronous = FULL",
+            SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

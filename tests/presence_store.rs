@@ -20,8 +20,13 @@ use natter::{
 const LEASE_MS: i64 = 60_000;
 
 async fn store_at(url: String) -> Store {
-    let store =
-        Store::connect(&DatabaseConfig { url: Secret::new(url), max_connections: 8 }).await.expect("store connects");
+    let store = Store::connect(&DatabaseConfig {
+        url: Secret::new(url),
+        max_connections: 8,
+        sqlite_synchronous: natter::config::SqliteSync::Full,
+    })
+    .await
+    .expect("store connects");
     store.migrate().await.expect("migrations apply");
     store.renew_lease("n1", LEASE_MS).await.unwrap();
     store.renew_lease("n2", LEASE_MS).await.unwrap();

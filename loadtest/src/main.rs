@@ -11,7 +11,9 @@
 //! - `procfs`: machine busy share, server RSS and CPU from /proc.
 //! - `floor`: the minimal broadcast server.
 //! - `suite`: the standard suite (starts servers, runs scenarios, writes results).
+//! - `auth_flood`: login latency while a registration flood keeps the password hasher busy.
 
+mod auth_flood;
 mod conn;
 mod floor;
 mod plan;
@@ -48,6 +50,8 @@ enum Cmd {
     },
     /// Run the standard suite and write loadtest/results/<date>.md and .json.
     Suite(suite::SuiteArgs),
+    /// Login latency during a registration flood (prints one JSON line).
+    AuthFlood(auth_flood::AuthFloodArgs),
     /// (internal) One worker process of a run.
     #[command(hide = true)]
     Worker {
@@ -80,6 +84,11 @@ fn main() -> ExitCode {
             }
             Cmd::Floor { bind, announce } => floor::serve(bind, announce).await.map(|_| true),
             Cmd::Suite(args) => suite::run(&args).await,
+            Cmd::AuthFlood(args) => {
+                let outcome = auth_flood::run(&args).await?;
+                println!("{}", serde_json::to_string(&outcome)?);
+                Ok(true)
+            }
             Cmd::Worker { plan, index, count } => worker::run(&plan, index, count).await.map(|_| true),
         }
     });

@@ -2,20 +2,22 @@
 //! 19 MiB, so an unbounded login flood would exhaust memory.
 //!
 //! Hashes (registration, upgrade) and verifications (login) share the slots but queue separately,
-//! each queue bounded: a flood of one kind is refused with 429 at once when its queue is full,
-//! and the other kind waits behind at most that many. With one unbounded queue a registration
-//! flood of 100 connections held logins for 1.4-2.6 s (27 ms alone).
+//! each queue bounded: past it a caller is refused with 429 at once instead of waiting. A freed
+//! slot goes to a waiting login first: existing users are the ones kept waiting, and a login
+//! then waits for at most one hash in progress, whatever floods the other queue. With one
+//! unbounded FIFO queue a flood of 100 registering connections held logins for ~1.0-1.4 s each
+//! (`natter-loadtest auth-flood`, release build); with bounded FIFO queues of 16, 0.4-0.7 s.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
 };
 
 use argon2::{
     Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version,
     password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng},
 };
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::oneshot;
 
 use crate::{
     domain::Password,
@@ -40,12 +42,68 @@ impl Work {
 
 #[derive(Clone)]
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
-    /// Callers waiting for a slot, per kind of work.
-    waiting: Arc<[AtomicUsize; 2]>,
-    max_waiting: usize,
+    slots: Arc<Slots>,
     /// Verified against when the account does not exist, so unknown emails take as long.
     dummy_hash: Arc<str>,
+}
+
+/// The hashing slots and who waits for them, per kind.
+struct Slots {
+    state: Mutex<SlotState>,
+    max_waiting: usize,
+}
+
+struct SlotState {
+    free: usize,
+    /// Indexed by `Work`; a slot is handed over through the sender.
+    waiting: [VecDeque<oneshot::Sender<Slot>>; 2],
+}
+
+/// A held slot; dropping it hands the slot to the next waiter (logins first). A slot handed to a
+/// waiter that has gone travels back here when its channel is dropped.
+struct Slot(Option<Arc<Slots>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(slots) = self.0.take() else { return };
+        let Ok(mut state) = slots.state.lock() else { return };
+        for work in [Work::Verify, Work::Hash] {
+            while let Some(next) = state.waiting[work as usize].pop_front() {
+                match next.send(Slot(Some(slots.clone()))) {
+                    Ok(()) => return,
+                    // The waiter gave up (its request was cancelled): try the next one.
+                    Err(mut unsent) => drop(unsent.0.take()),
+                }
+            }
+        }
+        state.free += 1;
+    }
+}
+
+impl Slots {
+    /// A slot now, a place in this kind's queue, or 429 when the queue is full.
+    async fn take(self: &Arc<Self>, work: Work) -> ApiResult<Slot> {
+        let rx = {
+            let mut state = self.state.lock().map_err(|_| ApiError::internal("password slots poisoned"))?;
+            if state.free > 0 && state.waiting.iter().all(VecDeque::is_empty) {
+                state.free -= 1;
+                return Ok(Slot(Some(self.clone())));
+            }
+            let queue = &mut state.waiting[work as usize];
+            queue.retain(|w| !w.is_closed());
+            if queue.len() >= self.max_waiting {
+                metrics::counter!("natter_password_queue_refusals_total", "work" => work.label()).increment(1);
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    "the server is busy checking passwords; retry in 1 s",
+                ));
+            }
+            let (tx, rx) = oneshot::channel();
+            queue.push_back(tx);
+            rx
+        };
+        rx.await.map_err(|_| ApiError::internal("password slot lost"))
+    }
 }
 
 fn argon2() -> Argon2<'static> {
@@ -66,45 +124,26 @@ fn verify_blocking(password: &str, hash: &str) -> bool {
     }
 }
 
-/// Takes one off a queue's count when its waiter leaves (served or cancelled).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl PasswordHasher {
     /// `concurrency` hashes at once; at most `max_waiting` callers of each kind wait for one.
     pub fn new(concurrency: usize, max_waiting: usize) -> anyhow::Result<Self> {
         let dummy = hash_blocking("natter-dummy-password-for-timing")
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?;
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            waiting: Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
-            max_waiting,
-            dummy_hash: dummy.into(),
+        let state = SlotState { free: concurrency.max(1), waiting: [VecDeque::new(), VecDeque::new()] };
+        Ok(Self { slots: Arc::new(Slots { state: Mutex::new(state), max_waiting }), dummy_hash: dummy.into() })
+    }
+
+    /// Whether a hash would be refused right now (its queue is full): registrations ask before
+    /// they write anything, so a flood is turned away without touching the database.
+    pub fn hash_queue_full(&self) -> bool {
+        self.slots.state.lock().map_or(true, |s| {
+            s.free == 0
+                && s.waiting[Work::Hash as usize].iter().filter(|w| !w.is_closed()).count() >= self.slots.max_waiting
         })
     }
 
-    /// A hashing slot, or 429 at once when this kind's queue is full.
-    async fn slot(&self, work: Work) -> ApiResult<SemaphorePermit<'_>> {
-        let queue = &self.waiting[work as usize];
-        let ahead = queue.fetch_add(1, Ordering::AcqRel);
-        let waiting = Waiting(queue);
-        if ahead >= self.max_waiting {
-            drop(waiting);
-            metrics::counter!("natter_password_queue_refusals_total", "work" => work.label()).increment(1);
-            return Err(ApiError::new(ErrorCode::RateLimited, "the server is busy checking passwords; retry in 1 s"));
-        }
-        let permit = self.permits.acquire().await.map_err(ApiError::internal)?;
-        drop(waiting);
-        Ok(permit)
-    }
-
     pub async fn hash(&self, password: &Password) -> ApiResult<String> {
-        let _permit = self.slot(Work::Hash).await?;
+        let _slot = self.slots.take(Work::Hash).await?;
         let password = password.expose().to_string();
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
@@ -114,7 +153,7 @@ impl PasswordHasher {
 
     /// Checks a password against a stored hash; with no hash it still does the work and fails.
     pub async fn verify(&self, password: &Password, hash: Option<&str>) -> ApiResult<bool> {
-        let _permit = self.slot(Work::Verify).await?;
+        let _slot = self.slots.take(Work::Verify).await?;
         let password = password.expose().to_string();
         let (hash, real) = match hash {
             Some(h) => (h.to_string(), true),
@@ -170,5 +209,45 @@ mod tests {
         // One hashing, two waiting: the other five are refused without waiting.
         assert!(refused >= 5, "{refused} refused");
         assert!(login.await.unwrap().is_ok(), "the login had a queue of its own");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_freed_slot_goes_to_a_waiting_login_before_waiting_hashes() {
+        let hasher = PasswordHasher::new(1, 8).unwrap();
+        let pw = Password::parse("correct horse battery").unwrap();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let busy = hasher.slots.take(Work::Hash).await.unwrap();
+        for i in 0..3 {
+            let (hasher, pw, done) = (hasher.clone(), pw.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                hasher.hash(&pw).await.unwrap();
+                done.send(format!("hash {i}")).unwrap();
+            });
+        }
+        let (login_hasher, login_pw, done) = (hasher.clone(), pw.clone(), done_tx.clone());
+        // Queued after the three hashes.
+        let waited = async {
+            loop {
+                let queued = hasher.slots.state.lock().unwrap().waiting[Work::Hash as usize].len();
+                if queued == 3 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), waited).await.unwrap();
+        tokio::spawn(async move {
+            login_hasher.verify(&login_pw, None).await.unwrap();
+            done.send("login".to_string()).unwrap();
+        });
+        let login_queued = async {
+            while hasher.slots.state.lock().unwrap().waiting[Work::Verify as usize].len() != 1 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), login_queued).await.unwrap();
+        drop(busy);
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), done_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(first, "login");
     }
 }

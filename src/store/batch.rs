@@ -66,6 +66,7 @@ const BATCHES_IN_FLIGHT: usize = 2;
 #[derive(Clone)]
 struct Writer {
     dialect: Dialect,
+    sqlite_sync: crate::config::SqliteSync,
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -81,7 +82,11 @@ impl Store {
             None => {
                 let started = Appender::start(
                     self.url.as_str().to_string(),
-                    Writer { dialect: self.dialect, write_gate: self.write_gate.clone() },
+                    Writer {
+                        dialect: self.dialect,
+                        sqlite_sync: self.sqlite_sync,
+                        write_gate: self.write_gate.clone(),
+                    },
                 )
                 .map_err(|e| AppendError::Db(sqlx::Error::Io(e)))?;
                 // Two first sends may race: the loser's writer ends with its unused handle.
@@ -112,7 +117,7 @@ async fn run(url: String, writer: Writer, mut rx: mpsc::UnboundedReceiver<Queued
     // SQLite writes one transaction at a time whatever is in flight.
     let slots = if writer.dialect == Dialect::Sqlite { 1 } else { BATCHES_IN_FLIGHT };
     let pool = loop {
-        match pool_options(writer.dialect, slots as u32).connect(&url).await {
+        match pool_options(writer.dialect, slots as u32, writer.sqlite_sync).connect(&url).await {
             Ok(pool) => break pool,
             Err(e) => {
                 tracing::warn!(error = %e, "the message writer cannot reach the database; retrying");

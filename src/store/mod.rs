@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Instant};
 use anyhow::Context as _;
 use sqlx::{Any, AnyPool, Connection, Executor, Transaction, any::AnyPoolOptions, migrate::Migrator};
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, SqliteSync};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -40,6 +40,7 @@ pub struct Store {
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Secret (credentials): never logged. The appender opens its own connections with it.
     url: Arc<String>,
+    sqlite_sync: SqliteSync,
     /// The group-commit writer of messages, started by the first append.
     appender: Arc<std::sync::OnceLock<batch::Appender>>,
     /// Apps by id, read on every send: kept for `APP_CACHE_TTL`, dropped at once by this
@@ -93,7 +94,7 @@ impl Store {
         } else {
             (Dialect::Postgres, raw.to_string())
         };
-        let pool = pool_options(dialect, config.max_connections)
+        let pool = pool_options(dialect, config.max_connections, config.sqlite_synchronous)
             .connect(&url)
             .await
             .with_context(|| format!("cannot open the {dialect:?} database"))?;
@@ -103,6 +104,7 @@ impl Store {
             dialect,
             write_gate,
             url: Arc::new(url),
+            sqlite_sync: config.sqlite_synchronous,
             appender: Arc::default(),
             apps: Arc::default(),
             keys: Arc::default(),
@@ -176,7 +178,7 @@ async fn begin_write_on(
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Pool settings shared by the main pool and the appender's.
-fn pool_options(dialect: Dialect, max_connections: u32) -> AnyPoolOptions {
+fn pool_options(dialect: Dialect, max_connections: u32, sync: SqliteSync) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max_connections)
         // sqlx pings every connection it hands out by default: a second round trip for every
@@ -195,10 +197,11 @@ fn pool_options(dialect: Dialect, max_connections: u32) -> AnyPoolOptions {
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
-                    // WAL lets readers run beside the writer; NORMAL sync is durable across
-                    // process crashes (the WAL is fsynced at checkpoints).
+                    // WAL lets readers run beside the writer. FULL fsyncs the WAL at each
+                    // commit (an ack survives power loss); NORMAL only at checkpoints (an ack
+                    // survives a process crash). Group commit makes FULL one fsync per batch.
                     conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute(sync.pragma()).await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
                 }
