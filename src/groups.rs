@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth::Identity,
     bus::{Envelope, encode},
-    chat::{self, event_frame},
+    chat,
     domain::{ClientMsgId, ConversationKind, GroupId, Name, Role, UserId, UserKey, random_id},
     error::{ApiError, ApiResult, ErrorCode},
     node::Node,
@@ -16,6 +16,7 @@ use crate::{
         conversations::{GroupMember, GroupWriteError},
         outbox::Hooks,
     },
+    wire::event_frame,
 };
 
 #[derive(Debug, Deserialize)]

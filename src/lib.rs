@@ -11,13 +11,15 @@
 //! - [`store`]: the source of truth; sqlx over SQLite or PostgreSQL, every query scoped by app.
 //! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
 //! - [`accounts`]: hosted accounts: register, login, guests, upgrade, refresh, logout.
+//! - [`wire`]: how a stored message, a push and an event look on the wire (one encoding).
 //! - [`chat`]: sending, history, sync, read markers and typing, shared by WebSocket and REST.
 //! - [`groups`]: group creation and membership, with the events they push.
 //! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations
 //!   (publishing on async-nats, subscriptions on a lean protocol connection of our own), and the
 //!   envelope every payload travels in.
 //! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.
-//! - [`router`]: the node-local Router actor: which sessions belong to which users and groups.
+//! - [`hub`]: the node-local hub: the registry of sessions, users, groups and presence watches
+//!   (plain data), and the Router actor that owns it and fans bus deliveries out to sessions.
 //! - [`webhooks`]: the outbox dispatcher actor (signed, retried deliveries), safe targets, and
 //!   the before-send hook.
 //! - [`ws`]: the WebSocket endpoint: the handshake (an HTTP/1 upgrade that leaves actix-http),
@@ -39,12 +41,13 @@ pub mod domain;
 pub mod error;
 pub mod groups;
 pub mod http;
+pub mod hub;
 pub mod node;
 pub mod presence;
 pub mod ratelimit;
-pub mod router;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;
+pub mod wire;
 pub mod ws;

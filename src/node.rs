@@ -17,8 +17,8 @@ use crate::{
     config::Config,
     domain::{AppId, UserId, UserKey},
     error::{ApiError, ApiResult, ErrorCode},
+    hub::router::Router,
     presence::Presence,
-    router::Router,
     store::{Store, apps::AppRecord, conversations::Active},
 };
 
@@ -133,7 +133,7 @@ impl Node {
             self.reload_keys().await;
         }
         if !self.tokens.issued_here(token) {
-            return crate::auth::app_tokens::verify(self, token).await.map(|who| (who, None));
+            return crate::auth::app_tokens::verify(&self.store, token).await.map(|who| (who, None));
         }
         let claims = self.tokens.verify(token)?;
         let invalid = || ApiError::new(ErrorCode::InvalidToken, "token is invalid");

@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     bus::{Bus, Envelope, Subjects, encode},
-    chat::event_frame,
     domain::{AppId, UserKey, now_millis},
     store::{
         Store,
@@ -26,6 +25,7 @@ use crate::{
         presence::{Change, MAX_CHANGES},
         users::UserRecord,
     },
+    wire::event_frame,
 };
 
 const SHARDS: usize = 2;

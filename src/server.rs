@@ -16,9 +16,9 @@ use crate::{
     config::Config,
     domain::{AppId, random_id},
     http::rejections::JsonRejections,
+    hub::router::{DrainBatch, Router},
     node::{Node, NodeParts},
     presence::Presence,
-    router::{DrainBatch, Router},
     store::{Store, apps::DEFAULT_APP},
     webhooks::{dispatcher::Dispatcher, target::Clients},
 };

@@ -6,16 +6,17 @@
 //! used as an HMAC secret. `exp` and `iat` are required, the lifetime is capped per app, and users
 //! are created on first sight.
 
-use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 
-use super::{Identity, tokens::LEEWAY_SECS};
+use super::{
+    Identity,
+    tokens::{LEEWAY_SECS, peek_issuer},
+};
 use crate::{
     domain::{AppId, UserId},
     error::{ApiError, ApiResult, ErrorCode},
-    node::Node,
-    store::{outbox::Hooks, users::ImportUser},
+    store::{Store, outbox::Hooks, users::ImportUser},
 };
 
 #[derive(Debug, Deserialize)]
@@ -25,33 +26,16 @@ struct Claims {
     iat: i64,
 }
 
-#[derive(Deserialize)]
-struct Peek {
-    #[serde(default)]
-    iss: Option<String>,
-}
-
 fn invalid(why: &'static str) -> ApiError {
     ApiError::new(ErrorCode::InvalidToken, why)
 }
 
-/// The `iss` of a token, read without verifying it (to find the app whose key verifies it).
-pub fn peek_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<Peek>(&raw).ok()?.iss
-}
-
-pub async fn verify(node: &Node, token: &str) -> ApiResult<Identity> {
+pub async fn verify(store: &Store, token: &str) -> ApiResult<Identity> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("token is malformed"))?;
     let iss = peek_issuer(token).ok_or_else(|| invalid("token has no issuer"))?;
     let app_id = AppId::parse(iss).map_err(|_| invalid("token issuer is not an app"))?;
-    let app = node
-        .store
-        .app(&app_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| invalid("token issuer is not an app"))?;
+    let app =
+        store.app(&app_id).await.map_err(ApiError::internal)?.ok_or_else(|| invalid("token issuer is not an app"))?;
     let settings = &app.settings;
     let key = match header.alg {
         Algorithm::HS256 if !settings.user_sig_secret.is_empty() => {
@@ -96,10 +80,10 @@ pub async fn verify(node: &Node, token: &str) -> ApiResult<Identity> {
         return Err(invalid("token lifetime exceeds the app's max_user_token_ttl"));
     }
     let id = UserId::parse(claims.sub).map_err(|_| invalid("token subject is not a valid user id"))?;
-    let user = match node.store.user_by_id(&app.id, &id).await? {
+    let user = match store.user_by_id(&app.id, &id).await? {
         Some(user) => user,
         None => {
-            node.store
+            store
                 .upsert_user(&app.id, &id, &ImportUser::default(), &Hooks::of(&app.settings), "token")
                 .await
                 .map_err(|e| ApiError::internal(format_args!("provisioning {id}: {e}")))?

@@ -23,5 +23,5 @@ pub async fn messages(
     let node = node(&req)?;
     let conv = ConversationId::parse(path.into_inner()).map_err(|e| ApiError::validation(e.0))?;
     let messages = chat::history(&node, &who.0, &conv, q.into_inner()).await?;
-    Ok(ok(StatusCode::OK, chat::MessagePage { messages }))
+    Ok(ok(StatusCode::OK, crate::wire::MessagePage { messages }))
 }

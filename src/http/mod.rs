@@ -5,6 +5,7 @@ pub mod auth;
 pub mod chat;
 pub mod client_ip;
 pub mod console;
+pub mod credentials;
 pub mod groups;
 pub mod health;
 pub mod rejections;
@@ -22,6 +23,8 @@ use futures_util::future::LocalBoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 
 use actix_web::ResponseError as _;
+
+pub use credentials::{bearer_token, client_ip, peer_ip};
 
 use crate::{
     auth::Identity,
@@ -192,13 +195,6 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     })
 }
 
-/// The bearer token of a request, if any.
-pub fn bearer_token(headers: &header::HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
-}
-
 pub fn node(req: &HttpRequest) -> ApiResult<Node> {
     req.app_data::<web::Data<Node>>().map(|d| d.get_ref().clone()).ok_or_else(|| ApiError::internal("node missing"))
 }
@@ -222,16 +218,4 @@ impl FromRequest for Authed {
             node.authenticate(&token).await.map(Authed)
         })
     }
-}
-
-/// The client's IP (see [`client_ip`]).
-pub fn client_ip(req: &HttpRequest, node: &Node) -> String {
-    peer_ip(req.peer_addr(), req.headers(), node)
-}
-
-/// The client's address: the peer's, or, behind trusted proxies, the right-most forwarded hop
-/// that is not one of them.
-pub fn peer_ip(peer: Option<std::net::SocketAddr>, headers: &header::HeaderMap, node: &Node) -> String {
-    let http = &node.config.http;
-    client_ip::resolve(peer.map(|a| a.ip()), headers, &http.trusted_proxies, http.client_ip_header)
 }

@@ -15,36 +15,12 @@ use std::time::{Duration, Instant};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::conversations::{AppendError, Appended, SYSTEM_SENDER, StoredMessage};
+use super::conversations::{AppendError, Appended, Job, SYSTEM_SENDER, StoredMessage};
 use super::{Dialect, Store, WriteTx, begin_write_on, observe, pool_options};
 use crate::domain::{ConversationKind, UserKey};
 
 /// Messages per transaction at most (11 bound values each: well under every placeholder limit).
 pub const MAX_BATCH: usize = 256;
-
-/// One message to append, owned so that another task may write it.
-pub struct Job {
-    pub app: String,
-    pub conversation: String,
-    pub kind: ConversationKind,
-    pub sender: UserKey,
-    pub recipient: Option<UserKey>,
-    pub client_msg_id: String,
-    pub message_kind: Option<String>,
-    pub content: String,
-    pub meta: Option<String>,
-    pub sender_id: Option<String>,
-    pub recipient_id: Option<String>,
-    /// The app wants a `message.sent` webhook event.
-    pub hook: bool,
-}
-
-impl Job {
-    /// How the batch's maps name this message's conversation.
-    fn conversation_key(&self) -> (String, String) {
-        (self.app.clone(), self.conversation.clone())
-    }
-}
 
 type Answer = Result<Appended, AppendError>;
 type Queued = (Job, oneshot::Sender<Answer>);

@@ -99,6 +99,30 @@ fn row_to_membership(row: &AnyRow) -> Result<Membership, sqlx::Error> {
     })
 }
 
+/// One message to append, owned so that another task may write it.
+pub struct Job {
+    pub app: String,
+    pub conversation: String,
+    pub kind: ConversationKind,
+    pub sender: UserKey,
+    pub recipient: Option<UserKey>,
+    pub client_msg_id: String,
+    pub message_kind: Option<String>,
+    pub content: String,
+    pub meta: Option<String>,
+    pub sender_id: Option<String>,
+    pub recipient_id: Option<String>,
+    /// The app wants a `message.sent` webhook event.
+    pub hook: bool,
+}
+
+impl Job {
+    /// How the batch's maps name this message's conversation.
+    pub(super) fn conversation_key(&self) -> (String, String) {
+        (self.app.clone(), self.conversation.clone())
+    }
+}
+
 pub struct NewMessage<'a> {
     pub app: &'a AppId,
     pub conversation: &'a ConversationId,
@@ -174,7 +198,7 @@ impl Store {
     pub async fn append_message(&self, new: NewMessage<'_>) -> Result<Appended, AppendError> {
         let started = Instant::now();
         let answer = self
-            .append_batched(super::batch::Job {
+            .append_batched(Job {
                 app: new.app.as_str().to_string(),
                 conversation: new.conversation.as_str().to_string(),
                 kind: new.kind,

@@ -24,7 +24,10 @@ use crate::{
     auth::Identity,
     domain::AppId,
     error::{ApiError, ErrorCode},
-    http::{bearer_token, peer_ip, rejections::JsonRejections},
+    http::{
+        credentials::{bearer_token, peer_ip},
+        rejections::JsonRejections,
+    },
     node::Node,
     store::conversations::Active,
 };

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, StreamHandler, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler, WrapFuture};
 use actix_http::ws::{CloseReason, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -29,55 +29,14 @@ use crate::{
     domain::UserKey,
     error::{ApiError, ApiResult, CloseCode, ErrorCode},
     groups,
+    hub::{
+        Push, SessionHandle, ToSession,
+        router::{Connect, Disconnect, Watch},
+    },
     node::Node,
     ratelimit::TokenBucket,
-    router::{Connect, Disconnect, Watch},
     store::conversations::{Active, StoredMessage},
 };
-
-/// What the Router hands a session.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum Push {
-    /// A stored message; `own` when this very session sent it (advance, do not echo).
-    Message {
-        conv: Arc<str>,
-        seq: i64,
-        own: bool,
-        frame: ByteString,
-    },
-    Event {
-        frame: ByteString,
-    },
-}
-
-impl Push {
-    /// Bytes the push will put on the wire.
-    pub fn len(&self) -> usize {
-        match self {
-            Push::Message { frame, .. } | Push::Event { frame } => frame.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The user's public id changed (server API change-id).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Renamed {
-    pub id: String,
-}
-
-/// Close the connection with a code.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Close {
-    pub code: CloseCode,
-    pub reason: String,
-}
 
 type Id = Option<Box<RawValue>>;
 
@@ -222,13 +181,12 @@ impl WsSession {
         let Some(who) = &self.identity else { return };
         let connected = self.node.router.send(Connect {
             id: self.id,
-            addr: ctx.address(),
+            handle: SessionHandle { mailbox: ctx.address().recipient(), queued: self.queued.clone() },
             app: who.app.clone(),
             user: who.user,
             user_id: who.id.as_str().to_string(),
             auth_session: who.session_id.clone(),
             groups,
-            queued: self.queued.clone(),
         });
         // Nothing more is read or answered until the Router's subscriptions are in force: a
         // client that has seen a reply (or sent a ping and got its pong) misses no push after it.
@@ -369,7 +327,7 @@ impl WsSession {
                             act.note_delivered(&m.conversation_id, m.seq);
                         }
                     }
-                    act.answer(&id, res.map(|messages| chat::MessagePage { messages }));
+                    act.answer(&id, res.map(|messages| crate::wire::MessagePage { messages }));
                 }));
             }
             Action::Sync(req) => {
@@ -578,10 +536,26 @@ impl Actor for WsSession {
     }
 }
 
-impl Handler<Push> for WsSession {
+impl Handler<ToSession> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, push: Push, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
+        match msg {
+            ToSession::Push(push) => self.deliver(push, ctx),
+            ToSession::Close { code, reason } => self.close(ctx, code, &reason),
+            ToSession::Renamed { id } => {
+                if let (Some(who), Ok(id)) = (self.identity.as_mut(), crate::domain::UserId::parse(id)) {
+                    who.id = id;
+                }
+            }
+        }
+    }
+}
+
+impl WsSession {
+    /// Writes a push in its conversation's seq order: a push that skips ahead waits for the gap
+    /// to be read from the store (the mailbox paused meanwhile); one already delivered is dropped.
+    fn deliver(&mut self, push: Push, ctx: &mut Context<Self>) {
         // Written (or dropped as already seen) now: no longer queued for this client.
         super::socket::release(&self.queued, push.len());
         let (conv, seq, own, frame) = match push {
@@ -613,7 +587,7 @@ impl Handler<Push> for WsSession {
                                 }
                                 // An unrenderable message is reported by push_frame; the rest
                                 // of the repair goes on.
-                                if let Ok(frame) = chat::push_frame(&m)
+                                if let Ok(frame) = crate::wire::push_frame(&m)
                                     && let Ok(frame) = ByteString::try_from(frame)
                                 {
                                     act.write_push(frame);
@@ -638,24 +612,6 @@ impl Handler<Push> for WsSession {
                 self.note_delivered(&conv, seq);
             }
         }
-    }
-}
-
-impl Handler<Renamed> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Renamed, _ctx: &mut Self::Context) {
-        if let (Some(who), Ok(id)) = (self.identity.as_mut(), crate::domain::UserId::parse(msg.id)) {
-            who.id = id;
-        }
-    }
-}
-
-impl Handler<Close> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
-        self.close(ctx, msg.code, &msg.reason);
     }
 }
 

@@ -1,0 +1,81 @@
+//! The node-local hub: which sessions of this node belong to which users, groups and presence
+//! watches, and the Router actor that hands each bus delivery to them.
+//!
+//! The split follows actix's chat server and Centrifuge's hub/node: the [`registry`] is plain
+//! data with unit tests (maps, reference counts, which subjects the node needs); the [`router`]
+//! actor owns it, applies its subscription changes to the bus and addresses sessions only through
+//! the [`SessionHandle`] they register with, so nothing here knows the WebSocket session type.
+
+pub mod registry;
+pub mod router;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use actix::{Message, Recipient};
+use bytestring::ByteString;
+
+use crate::error::CloseCode;
+
+/// A frame the Router hands a session.
+pub enum Push {
+    /// A stored message; `own` when this very session sent it (advance, do not echo).
+    Message {
+        conv: Arc<str>,
+        seq: i64,
+        own: bool,
+        frame: ByteString,
+    },
+    Event {
+        frame: ByteString,
+    },
+}
+
+impl Push {
+    /// Bytes the push will put on the wire.
+    pub fn len(&self) -> usize {
+        match self {
+            Push::Message { frame, .. } | Push::Event { frame } => frame.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the hub tells a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum ToSession {
+    Push(Push),
+    /// Close the connection with this code.
+    Close {
+        code: CloseCode,
+        reason: String,
+    },
+    /// The user's public id changed (server API change-id).
+    Renamed {
+        id: String,
+    },
+}
+
+/// How the hub reaches a session: its mailbox, and the bytes handed to it that its socket has not
+/// written yet (the slow-consumer check reads it).
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub mailbox: Recipient<ToSession>,
+    pub queued: Arc<AtomicUsize>,
+}
+
+impl SessionHandle {
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.mailbox.do_send(ToSession::Close { code, reason: reason.to_string() });
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
