@@ -324,7 +324,7 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
         RefreshUse::Reused { session_id, user_key } => {
             tracing::warn!(session = %session_id, "refresh token reused; session revoked");
             if let Ok(Some(app)) = node.store.session_app(&session_id).await {
-                kick(node, &app, user_key.0, Some(session_id), CloseCode::TokenRevoked).await;
+                kick(node, &app, user_key.0, Some(session_id), CloseCode::TokenRevoked);
             }
             Err(ApiError::new(ErrorCode::RefreshTokenReused, "refresh token was already used; the session is revoked"))
         }
@@ -339,15 +339,14 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
 pub async fn logout(node: &Node, who: &Identity) -> ApiResult<()> {
     if let Some(session) = &who.session_id {
         node.store.revoke_session(&who.app, session).await?;
-        kick(node, &who.app, who.user.0, Some(session.clone()), CloseCode::TokenRevoked).await;
+        kick(node, &who.app, who.user.0, Some(session.clone()), CloseCode::TokenRevoked);
     }
     Ok(())
 }
 
 /// Closes a user's sockets cluster-wide (all of them, or one device session's).
-pub async fn kick(node: &Node, app: &AppId, user: i64, session: Option<String>, code: CloseCode) {
-    let payload = crate::bus::encode(&Envelope::Kick { user, session, code: code.code() }, b"");
-    node.publish(node.subjects.control(app.as_str()), payload).await;
+pub fn kick(node: &Node, app: &AppId, user: i64, session: Option<String>, code: CloseCode) {
+    node.fanout.control(app.as_str(), &Envelope::Kick { user, session, code: code.code() }, b"");
 }
 
 pub async fn me(node: &Node, who: &Identity) -> ApiResult<UserView> {

@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Identity,
-    bus::{Envelope, Origin, encode},
+    bus::Origin,
     config::HookPolicy,
     domain::{
         ClientMsgId, ConversationId, ConversationKind, GroupId, Meta, UserId, UserKey, check_no_nul,
         direct_conversation_id, direct_participants,
     },
     error::{ApiError, ApiResult, ErrorCode},
+    fanout::Audience,
     node::Node,
     store::{
         conversations::{AppendError, Membership, NewMessage, SYSTEM_SENDER, StoredMessage},
@@ -208,19 +209,14 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             meta: req.meta.map(Meta::into_inner),
             created_at: appended.created_at,
         };
-        let envelope = Envelope::Message {
-            conv: stored.conversation_id.clone(),
-            seq: stored.seq,
-            origin,
-            at: crate::domain::now_millis(),
-        };
         // Stored is acked: a push that cannot be encoded is reported, and readers get the message
         // from history and sync.
         if let Ok(frame) = push_frame(&stored) {
-            let payload = encode(&envelope, &frame);
-            for subject in subjects_for(node, who, &conversation, kind) {
-                node.publish(subject, payload.clone()).await;
-            }
+            let audience = match &recipient {
+                Some((key, _)) => Audience::Direct(who.user, *key),
+                None => Audience::Group(conversation.as_str()),
+            };
+            node.fanout.message(who.app.as_str(), audience, conversation.as_str(), stored.seq, origin, &frame);
         }
     }
     metrics::histogram!("natter_message_ack_duration_seconds").record(started.elapsed().as_secs_f64());
@@ -233,15 +229,12 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
     })
 }
 
-/// The subjects that reach everyone in a conversation: both users of a DM, or the group.
-fn subjects_for(node: &Node, who: &Identity, conversation: &ConversationId, kind: ConversationKind) -> Vec<String> {
-    let app = who.app.as_str();
+/// Who hears a conversation the caller is in: both users of a direct conversation (read back
+/// from its id), or the group.
+fn audience_of(conversation: &ConversationId, kind: ConversationKind) -> Option<Audience<'_>> {
     match kind {
-        ConversationKind::Group => vec![node.subjects.group(app, conversation.as_str())],
-        ConversationKind::Direct => match direct_participants(conversation.as_str()) {
-            Some((a, b)) => vec![node.subjects.user(app, a.0), node.subjects.user(app, b.0)],
-            None => Vec::new(),
-        },
+        ConversationKind::Group => Some(Audience::Group(conversation.as_str())),
+        ConversationKind::Direct => direct_participants(conversation.as_str()).map(|(a, b)| Audience::Direct(a, b)),
     }
 }
 
@@ -449,9 +442,8 @@ pub async fn read(node: &Node, who: &Identity, req: ReadRequest) -> ApiResult<Re
             "read",
             &ReadEvent { conversation: req.conversation.as_str(), user: who.id.as_str(), seq: stored },
         )?;
-        let payload = encode(&Envelope::Event { origin: None }, &frame);
-        for subject in subjects_for(node, who, &req.conversation, m.kind) {
-            node.publish(subject, payload.clone()).await;
+        if let Some(audience) = audience_of(&req.conversation, m.kind) {
+            node.fanout.event(who.app.as_str(), audience, None, &frame);
         }
     }
     Ok(ReadResult { conversation: req.conversation.into_inner(), read_seq: stored })
@@ -475,9 +467,8 @@ pub async fn typing(node: &Node, who: &Identity, req: TypingRequest, origin: Opt
         user: &'a str,
     }
     let frame = event_frame("typing", &TypingEvent { conversation: req.conversation.as_str(), user: who.id.as_str() })?;
-    let payload = encode(&Envelope::Event { origin }, &frame);
-    for subject in subjects_for(node, who, &req.conversation, m.kind) {
-        node.publish(subject, payload.clone()).await;
+    if let Some(audience) = audience_of(&req.conversation, m.kind) {
+        node.fanout.event(who.app.as_str(), audience, origin, &frame);
     }
     Ok(())
 }

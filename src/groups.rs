@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Identity,
-    bus::{Envelope, encode},
+    bus::Envelope,
     chat,
     domain::{ClientMsgId, ConversationKind, GroupId, Name, Role, UserId, UserKey, random_id},
     error::{ApiError, ApiResult, ErrorCode},
@@ -87,16 +87,9 @@ fn views(members: &[GroupMember]) -> Vec<MemberView> {
     members.iter().map(|m| MemberView { id: m.id.clone(), role: m.role }).collect()
 }
 
-async fn publish_membership(
-    node: &Node,
-    who: &Identity,
-    group: &str,
-    added: Vec<i64>,
-    removed: Vec<i64>,
-    frame: Vec<u8>,
-) {
+fn publish_membership(node: &Node, who: &Identity, group: &str, added: Vec<i64>, removed: Vec<i64>, frame: Vec<u8>) {
     let envelope = Envelope::Membership { group: group.to_string(), added, removed };
-    node.publish(node.subjects.control(who.app.as_str()), encode(&envelope, &frame)).await;
+    node.fanout.control(who.app.as_str(), &envelope, &frame);
 }
 
 /// The caller's active membership of a group, or `group_not_found`.
@@ -147,7 +140,7 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
     let view =
         GroupView { id: id.as_str().to_string(), name: req.name.into_inner(), last_seq: 0, members: views(&stored) };
     let frame = event_frame("group.created", &view)?;
-    publish_membership(node, who, id.as_str(), stored.iter().map(|m| m.key.0).collect(), Vec::new(), frame).await;
+    publish_membership(node, who, id.as_str(), stored.iter().map(|m| m.key.0).collect(), Vec::new(), frame);
     if !app.settings.welcome_message.is_empty() {
         let welcome = chat::SendRequest {
             recipient: None,
@@ -224,7 +217,7 @@ pub async fn add_members(
     let changed = MembersChanged { group: group.as_str().to_string(), members: ids, by: who.id.as_str().to_string() };
     if !added.is_empty() {
         let frame = event_frame("group.member_added", &changed)?;
-        publish_membership(node, who, group.as_str(), added.iter().map(|k| k.0).collect(), Vec::new(), frame).await;
+        publish_membership(node, who, group.as_str(), added.iter().map(|k| k.0).collect(), Vec::new(), frame);
     }
     Ok(changed)
 }
@@ -267,6 +260,6 @@ pub async fn remove_member(node: &Node, who: &Identity, group: &GroupId, member:
         by: who.id.as_str().to_string(),
     };
     let frame = event_frame("group.member_removed", &changed)?;
-    publish_membership(node, who, group.as_str(), Vec::new(), vec![target.key.0], frame).await;
+    publish_membership(node, who, group.as_str(), Vec::new(), vec![target.key.0], frame);
     Ok(changed)
 }

@@ -17,6 +17,8 @@
 //! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations
 //!   (publishing on async-nats, subscriptions on a lean protocol connection of our own), and the
 //!   envelope every payload travels in.
+//! - [`fanout`]: every payload the node puts on the bus, built and published with one policy
+//!   (ordered, bounded, never delaying a reply).
 //! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.
 //! - [`hub`]: the node-local hub: the registry of sessions, users, groups and presence watches
 //!   (plain data), and the Router actor that owns it and fans bus deliveries out to sessions.
@@ -39,6 +41,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fanout;
 pub mod groups;
 pub mod http;
 pub mod hub;

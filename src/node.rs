@@ -9,7 +9,6 @@ use std::{
 };
 
 use actix::Addr;
-use bytes::Bytes;
 
 use crate::{
     auth::{Identity, password::PasswordHasher, tokens::TokenService},
@@ -17,6 +16,7 @@ use crate::{
     config::Config,
     domain::{AppId, UserId, UserKey},
     error::{ApiError, ApiResult, ErrorCode},
+    fanout::Fanout,
     hub::router::Router,
     presence::Presence,
     store::{Store, apps::AppRecord, conversations::Active},
@@ -32,6 +32,8 @@ pub struct NodeInner {
     pub subjects: Subjects,
     pub router: Addr<Router>,
     pub presence: Presence,
+    /// Every payload this node puts on the bus goes through here.
+    pub fanout: Fanout,
     pub webhook_clients: crate::webhooks::target::Clients,
     draining: AtomicBool,
     keys_reloaded_at: std::sync::atomic::AtomicI64,
@@ -57,6 +59,7 @@ pub struct NodeParts {
     pub bus: Arc<dyn Bus>,
     pub router: Addr<Router>,
     pub presence: Presence,
+    pub fanout: Fanout,
     pub webhook_clients: crate::webhooks::target::Clients,
 }
 
@@ -73,6 +76,7 @@ impl Node {
             bus: parts.bus,
             router: parts.router,
             presence: parts.presence,
+            fanout: parts.fanout,
             webhook_clients: parts.webhook_clients,
             draining: AtomicBool::new(false),
             keys_reloaded_at: std::sync::atomic::AtomicI64::new(0),
@@ -182,18 +186,5 @@ impl Node {
             }
             Err(e) => tracing::warn!(error = %e, "reading signing keys failed"),
         }
-    }
-
-    /// Publishes after a commit. A failure is logged, not returned: the change is durable and
-    /// sessions repair missed deliveries from the store.
-    pub async fn publish(&self, subject: String, payload: Bytes) {
-        let started = std::time::Instant::now();
-        // Bounded: with the bus away a send must still be acknowledged promptly.
-        match tokio::time::timeout(std::time::Duration::from_millis(500), self.bus.publish(subject, payload)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "bus publish failed; receivers will catch up from the store"),
-            Err(_) => tracing::warn!("bus publish timed out; receivers will catch up from the store"),
-        }
-        metrics::histogram!("natter_bus_publish_duration_seconds").record(started.elapsed().as_secs_f64());
     }
 }

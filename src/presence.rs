@@ -17,8 +17,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    bus::{Bus, Envelope, Subjects, encode},
     domain::{AppId, UserKey, now_millis},
+    fanout::Fanout,
     store::{
         Store,
         outbox::Hooks,
@@ -70,12 +70,11 @@ pub struct Presence {
 }
 
 struct Publisher {
-    bus: Arc<dyn Bus>,
-    subjects: Subjects,
+    fanout: Fanout,
 }
 
 impl Publisher {
-    async fn transition(&self, app: &str, user: UserKey, id: &str, online: bool, at: i64) {
+    fn transition(&self, app: &str, user: UserKey, id: &str, online: bool, at: i64) {
         #[derive(Serialize)]
         struct PresenceEvent<'a> {
             user: &'a str,
@@ -84,10 +83,7 @@ impl Publisher {
         }
         let status = if online { "online" } else { "offline" };
         let Ok(frame) = event_frame("presence", &PresenceEvent { user: id, status, last_seen: at }) else { return };
-        let payload = encode(&Envelope::Presence { user: user.0, online }, &frame);
-        if let Err(e) = self.bus.publish(self.subjects.presence(app, user.0), payload).await {
-            tracing::warn!(error = %e, "presence publish failed");
-        }
+        self.fanout.presence(app, user, online, &frame);
         metrics::counter!("natter_presence_transitions_total", "status" => status).increment(1);
     }
 }
@@ -151,7 +147,7 @@ async fn apply(store: &Store, publisher: &Publisher, node_id: &str, batch: Vec<(
         Ok(transitions) => {
             for ((change, id), transition) in changes.iter().zip(&ids).zip(transitions) {
                 if transition {
-                    publisher.transition(change.app.as_str(), change.user, id, change.online, now).await;
+                    publisher.transition(change.app.as_str(), change.user, id, change.online, now);
                 }
             }
         }
@@ -161,8 +157,8 @@ async fn apply(store: &Store, publisher: &Publisher, node_id: &str, batch: Vec<(
 
 impl Presence {
     /// Starts the shard workers on the current runtime.
-    pub fn start(store: Store, bus: Arc<dyn Bus>, subjects: Subjects, node_id: String) -> Self {
-        let publisher = Arc::new(Publisher { bus, subjects });
+    pub fn start(store: Store, fanout: Fanout, node_id: String) -> Self {
+        let publisher = Arc::new(Publisher { fanout });
         let mut shards = Vec::with_capacity(SHARDS);
         let mut tasks = Vec::with_capacity(SHARDS + 1);
         for _ in 0..SHARDS {
@@ -204,8 +200,8 @@ impl Presence {
     }
 
     /// Renews this node's lease every third of its length and reaps dead nodes.
-    pub fn keep_lease(&self, store: Store, bus: Arc<dyn Bus>, subjects: Subjects, node_id: String, lease: Duration) {
-        let publisher = Publisher { bus, subjects };
+    pub fn keep_lease(&self, store: Store, fanout: Fanout, node_id: String, lease: Duration) {
+        let publisher = Publisher { fanout };
         let lease_ms = lease.as_millis() as i64;
         let task = actix_rt::spawn(async move {
             let mut tick = actix_rt::time::interval(lease / 3);
@@ -224,7 +220,7 @@ impl Presence {
                 match store.reap_expired_nodes(now, &hooks).await {
                     Ok(departed) => {
                         for d in departed {
-                            publisher.transition(&d.app_id, d.user, &d.public_id, false, now).await;
+                            publisher.transition(&d.app_id, d.user, &d.public_id, false, now);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "reaping dead nodes failed"),

@@ -15,6 +15,7 @@ use crate::{
     bus::{Bus, Subjects, local::LocalBus, nats::NatsBus},
     config::Config,
     domain::{AppId, random_id},
+    fanout::Fanout,
     http::rejections::JsonRejections,
     hub::router::{DrainBatch, Router},
     node::{Node, NodeParts},
@@ -62,8 +63,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let subjects = Subjects::new(&config.nats.prefix);
     let lease = Duration::from_secs(config.node.lease_secs);
     store.renew_lease(&id, lease.as_millis() as i64).await.context("registering the node lease")?;
-    let presence = Presence::start(store.clone(), bus.clone(), subjects.clone(), id.clone());
-    presence.keep_lease(store.clone(), bus.clone(), subjects.clone(), id.clone(), lease);
+    let fanout = Fanout::start(bus.clone(), subjects.clone());
+    let presence = Presence::start(store.clone(), fanout.clone(), id.clone());
+    presence.keep_lease(store.clone(), fanout.clone(), id.clone(), lease);
     let router = Router::new(
         id.clone(),
         bus.clone(),
@@ -84,6 +86,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         bus,
         router,
         presence,
+        fanout,
         webhook_clients: webhook_clients.clone(),
     });
     Dispatcher::new(&node.id, node.store.clone(), webhook_clients, config.webhooks.clone()).start();

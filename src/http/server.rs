@@ -8,7 +8,7 @@ use super::{node, ok, parse_body};
 use crate::{
     accounts::{self, UserView},
     auth::{Identity, server_sig, tokens::NewToken},
-    bus::{Envelope, encode},
+    bus::Envelope,
     chat,
     domain::{AvatarUrl, ClientMsgId, Email, GroupId, Name, Role, UserId, UserKind},
     error::{ApiError, ApiResult, CloseCode, ErrorCode},
@@ -171,8 +171,7 @@ pub async fn change_id(
     let (old, new) = (user_id(&old)?, user_id(&new)?);
     let found = user(&node, &app, &old).await?;
     node.store.change_user_id(&app.id, found.key, &new).await.map_err(write_error)?;
-    let payload = encode(&Envelope::Renamed { user: found.key.0, id: new.as_str().to_string() }, b"");
-    node.publish(node.subjects.control(app.id.as_str()), payload).await;
+    node.fanout.control(app.id.as_str(), &Envelope::Renamed { user: found.key.0, id: new.as_str().to_string() }, b"");
     Ok(ok(StatusCode::OK, serde_json::json!({ "id": new, "previous_id": old })))
 }
 
@@ -182,7 +181,7 @@ pub async fn revoke_tokens(req: HttpRequest, path: web::Path<String>, body: web:
     let (node, app) = signed(&req, &body).await?;
     let found = user(&node, &app, &user_id(&path)?).await?;
     node.store.revoke_user_tokens(&app.id, found.key).await?;
-    accounts::kick(&node, &app.id, found.key.0, None, CloseCode::TokenRevoked).await;
+    accounts::kick(&node, &app.id, found.key.0, None, CloseCode::TokenRevoked);
     Ok(ok(StatusCode::OK, serde_json::json!({ "revoked": true })))
 }
 

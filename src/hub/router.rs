@@ -106,15 +106,7 @@ impl Actor for Router {
 /// on the bus.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Connect {
-    pub id: u64,
-    pub handle: SessionHandle,
-    pub app: AppId,
-    pub user: UserKey,
-    pub user_id: String,
-    pub auth_session: Option<String>,
-    pub groups: Vec<String>,
-}
+pub struct Connect(pub Joining<SessionHandle>);
 
 impl Handler<Connect> for Router {
     type Result = ResponseFuture<()>;
@@ -126,16 +118,7 @@ impl Handler<Connect> for Router {
 }
 
 impl Router {
-    fn connect(&mut self, msg: Connect) {
-        let joining = Joining {
-            id: msg.id,
-            app: msg.app.into_inner(),
-            user: msg.user.0,
-            user_id: msg.user_id,
-            auth_session: msg.auth_session,
-            groups: msg.groups,
-            handle: msg.handle,
-        };
+    fn connect(&mut self, Connect(joining): Connect) {
         let mut fx = Vec::new();
         match self.registry.connect(joining, &mut fx) {
             Ok(()) => metrics::gauge!("natter_ws_connections").increment(1.0),

@@ -31,6 +31,7 @@ use crate::{
     groups,
     hub::{
         Push, SessionHandle, ToSession,
+        registry::Joining,
         router::{Connect, Disconnect, Watch},
     },
     node::Node,
@@ -179,15 +180,15 @@ impl WsSession {
             }
         }
         let Some(who) = &self.identity else { return };
-        let connected = self.node.router.send(Connect {
+        let connected = self.node.router.send(Connect(Joining {
             id: self.id,
-            handle: SessionHandle { mailbox: ctx.address().recipient(), queued: self.queued.clone() },
-            app: who.app.clone(),
-            user: who.user,
+            app: who.app.as_str().to_string(),
+            user: who.user.0,
             user_id: who.id.as_str().to_string(),
             auth_session: who.session_id.clone(),
             groups,
-        });
+            handle: SessionHandle { mailbox: ctx.address().recipient(), queued: self.queued.clone() },
+        }));
         // Nothing more is read or answered until the Router's subscriptions are in force: a
         // client that has seen a reply (or sent a ping and got its pong) misses no push after it.
         ctx.wait(connected.into_actor(self).map(move |_, act, _| then(act)));

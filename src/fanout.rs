@@ -1,0 +1,110 @@
+//! Fan-out: every payload this node puts on the bus is built and published here, with one
+//! policy. Senders hand a payload over and go on: the reply to a committed message never waits
+//! for the bus (a stalled NATS used to add up to its 500 ms publish timeout to an ack). One
+//! publisher task per node publishes in the order payloads were handed over, each bounded by the
+//! timeout and timed on `natter_bus_publish_duration_seconds`. A failed, late or (with the queue
+//! full) dropped publish loses nothing durable: sessions repair gaps from the store, and
+//! clients `sync` after reconnecting.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::{
+    bus::{Bus, Envelope, Origin, Subjects, encode},
+    domain::UserKey,
+};
+
+/// Payloads waiting to be published; past it a payload is dropped (and counted): the bus has
+/// been away for a while, and an unbounded queue would hold every message sent meanwhile.
+const QUEUE: usize = 65_536;
+
+/// Longest a publish may take before it counts as failed.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Who hears a conversation's traffic.
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// Both users of a direct conversation (every device of each).
+    Direct(UserKey, UserKey),
+    /// Every member of a group.
+    Group(&'a str),
+}
+
+#[derive(Clone)]
+pub struct Fanout {
+    tx: mpsc::Sender<(String, Bytes)>,
+    subjects: Subjects,
+}
+
+impl Fanout {
+    /// Starts the publisher on the current runtime.
+    pub fn start(bus: Arc<dyn Bus>, subjects: Subjects) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(String, Bytes)>(QUEUE);
+        actix_rt::spawn(async move {
+            while let Some((subject, payload)) = rx.recv().await {
+                let started = std::time::Instant::now();
+                match tokio::time::timeout(PUBLISH_TIMEOUT, bus.publish(subject, payload)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "bus publish failed; receivers will catch up from the store")
+                    }
+                    Err(_) => tracing::warn!("bus publish timed out; receivers will catch up from the store"),
+                }
+                metrics::histogram!("natter_bus_publish_duration_seconds").record(started.elapsed().as_secs_f64());
+            }
+        });
+        Fanout { tx, subjects }
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    fn send(&self, subject: String, payload: Bytes) {
+        if self.tx.try_send((subject, payload)).is_err() {
+            metrics::counter!("natter_bus_publish_dropped_total").increment(1);
+        }
+    }
+
+    fn to_audience(&self, app: &str, audience: Audience<'_>, payload: Bytes) {
+        match audience {
+            Audience::Group(group) => self.send(self.subjects.group(app, group), payload),
+            Audience::Direct(a, b) => {
+                self.send(self.subjects.user(app, a.0), payload.clone());
+                self.send(self.subjects.user(app, b.0), payload);
+            }
+        }
+    }
+
+    /// A stored message's push frame to everyone in its conversation; `origin` is the session
+    /// that sent it (its reply answers it, so it gets no echo).
+    pub fn message(
+        &self,
+        app: &str,
+        audience: Audience<'_>,
+        conv: &str,
+        seq: i64,
+        origin: Option<Origin>,
+        frame: &[u8],
+    ) {
+        let envelope = Envelope::Message { conv: conv.to_string(), seq, origin, at: crate::domain::now_millis() };
+        self.to_audience(app, audience, encode(&envelope, frame));
+    }
+
+    /// An event frame (read marker, typing) to everyone in a conversation but `origin`.
+    pub fn event(&self, app: &str, audience: Audience<'_>, origin: Option<Origin>, frame: &[u8]) {
+        self.to_audience(app, audience, encode(&Envelope::Event { origin }, frame));
+    }
+
+    /// A change every node of the app must apply (membership, kicks, renames), with its frame.
+    pub fn control(&self, app: &str, envelope: &Envelope, frame: &[u8]) {
+        self.send(self.subjects.control(app), encode(envelope, frame));
+    }
+
+    /// A user's presence transition, to the nodes where someone watches them.
+    pub fn presence(&self, app: &str, user: UserKey, online: bool, frame: &[u8]) {
+        self.send(self.subjects.presence(app, user.0), encode(&Envelope::Presence { user: user.0, online }, frame));
+    }
+}
