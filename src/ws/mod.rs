@@ -5,6 +5,7 @@
 //! connection, to [`upgrade`], and lets go of its own buffers. The session actor then owns the
 //! socket through [`socket`].
 
+pub mod cursor;
 pub mod protocol;
 pub mod session;
 pub mod socket;

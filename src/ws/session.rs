@@ -5,7 +5,6 @@
 //! first (pausing its mailbox meanwhile), and a seq it already delivered is dropped.
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -18,6 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{
+    cursor::{Cursor, Next},
     protocol::{self, Action, ClientFrame, LoginData, Parsed},
     socket::Socket,
 };
@@ -81,7 +81,8 @@ pub struct WsSession {
     queued: Arc<std::sync::atomic::AtomicUsize>,
     registered: bool,
     last_heard: Instant,
-    delivered: HashMap<Arc<str>, i64>,
+    /// What was written to the client, per conversation, and which messages are its own.
+    cursor: Cursor,
     frames: TokenBucket,
     typing: TokenBucket,
     refusals: u32,
@@ -89,10 +90,6 @@ pub struct WsSession {
     /// Sends waiting for the one in flight: a connection's messages are stored in the order it
     /// sent them, even when the client does not wait for each reply.
     send_queue: std::collections::VecDeque<(Id, chat::SendRequest)>,
-    /// The `client_msg_id` of the send in flight, and seqs this session sent that pushes have
-    /// not yet passed: gap repair must not hand a client back what its own reply carries.
-    in_flight: Option<String>,
-    own_seqs: HashMap<Arc<str>, std::collections::BTreeSet<i64>>,
 }
 
 impl WsSession {
@@ -124,14 +121,12 @@ impl WsSession {
             client_ip,
             registered: false,
             last_heard: Instant::now(),
-            delivered: HashMap::new(),
+            cursor: Cursor::default(),
             frames,
             typing,
             refusals: 0,
             partial: None,
             send_queue: std::collections::VecDeque::new(),
-            in_flight: None,
-            own_seqs: HashMap::new(),
         }
     }
 
@@ -174,7 +169,7 @@ impl WsSession {
         // repair, not the start of the conversation.
         let mut groups = Vec::new();
         for c in std::mem::take(&mut self.conversations) {
-            self.note_delivered(&c.id, c.head);
+            self.cursor.advance(&c.id, c.head);
             if c.group {
                 groups.push(c.id);
             }
@@ -212,45 +207,6 @@ impl WsSession {
             }
             act.heartbeat(ctx);
         });
-    }
-
-    /// Records the highest seq written to the client for a conversation.
-    fn note_delivered(&mut self, conv: &str, seq: i64) {
-        match self.delivered.get_mut(conv) {
-            Some(last) if *last >= seq => {}
-            Some(last) => *last = seq,
-            None => {
-                self.delivered.insert(Arc::from(conv), seq);
-            }
-        }
-        if let Some(own) = self.own_seqs.get_mut(conv) {
-            own.retain(|s| *s > seq);
-            if own.is_empty() {
-                self.own_seqs.remove(conv);
-            }
-        }
-    }
-
-    /// Remembers a seq this session sent, unless pushes have already passed it.
-    fn note_own(&mut self, conv: &str, seq: i64) {
-        if self.delivered.get(conv).is_some_and(|last| *last >= seq) {
-            return;
-        }
-        match self.own_seqs.get_mut(conv) {
-            Some(set) => {
-                set.insert(seq);
-            }
-            None => {
-                self.own_seqs.insert(Arc::from(conv), std::iter::once(seq).collect());
-            }
-        }
-    }
-
-    /// Whether a stored message is one this session sent itself (answered by its reply).
-    fn is_own(&self, m: &StoredMessage) -> bool {
-        let mine = self.identity.as_ref().is_some_and(|who| m.sender.as_deref() == Some(who.id.as_str()));
-        mine && (self.in_flight.as_deref() == Some(m.client_msg_id.as_str())
-            || self.own_seqs.get(m.conversation_id.as_str()).is_some_and(|s| s.contains(&m.seq)))
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -325,7 +281,7 @@ impl WsSession {
                 ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                     if let Ok(messages) = &res {
                         for m in messages {
-                            act.note_delivered(&m.conversation_id, m.seq);
+                            act.cursor.advance(&m.conversation_id, m.seq);
                         }
                     }
                     act.answer(&id, res.map(|messages| crate::wire::MessagePage { messages }));
@@ -336,7 +292,7 @@ impl WsSession {
                 ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                     if let Ok(sync) = &res {
                         for m in &sync.messages {
-                            act.note_delivered(&m.conversation_id, m.seq);
+                            act.cursor.advance(&m.conversation_id, m.seq);
                         }
                     }
                     act.answer(&id, res);
@@ -375,22 +331,22 @@ impl WsSession {
 
     /// Starts the next queued send unless one is in flight.
     fn next_send(&mut self, who: Identity, ctx: &mut Context<Self>) {
-        if self.in_flight.is_some() {
+        if self.cursor.is_sending() {
             return;
         }
         let Some((id, req)) = self.send_queue.pop_front() else {
             return;
         };
-        self.in_flight = Some(req.client_msg_id.as_str().to_string());
+        self.cursor.sending(Some(req.client_msg_id.as_str().to_string()));
         let node = self.node.clone();
         let origin = self.origin();
         let next_who = who.clone();
         let fut = detached(async move { chat::send(&node, &who, req, chat::Via::Client(origin)).await });
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.in_flight = None;
+            act.cursor.sending(None);
             match res {
                 Ok(r) => {
-                    act.note_own(&r.conversation, r.seq);
+                    act.cursor.sent(&r.conversation, r.seq);
                     let (code, msg) = if r.created { (201, "sent") } else { (200, "already sent") };
                     act.send_reply(&id, code, msg, Some(&r));
                 }
@@ -563,39 +519,24 @@ impl WsSession {
             Push::Event { frame } => return self.write_push(frame),
             Push::Message { conv, seq, own, frame } => (conv, seq, own, frame),
         };
-        // A conversation without a baseline began after this session did (a new DM, a group
-        // joined since): it starts at 0, and gap repair reads only what the member may see.
-        let last = self.delivered.get(&conv).copied().unwrap_or(0);
-        match last {
-            last if seq <= last => {}
-            last if seq > last + 1 => {
+        match self.cursor.next(&conv, seq) {
+            Next::Drop => {}
+            Next::Write => {
+                if !own {
+                    self.write_push(frame);
+                }
+                self.cursor.advance(&conv, seq);
+            }
+            Next::Repair { after } => {
                 let (Some(who), node) = (self.identity.clone(), self.node.clone()) else {
                     return;
                 };
                 let conv_key = conv.clone();
-                let fut = detached(async move { chat::gap(&node, &who, &conv_key, last, seq - 1).await });
+                let fut = detached(async move { chat::gap(&node, &who, &conv_key, after, seq - 1).await });
                 // `wait` pauses this session's mailbox so later pushes stay behind the repair.
                 ctx.wait(fut.into_actor(self).map(move |res: ApiResult<Vec<StoredMessage>>, act, _| {
                     match res {
-                        Ok(missing) => {
-                            for m in missing {
-                                if act.delivered.get(&conv).is_some_and(|l| m.seq <= *l) {
-                                    continue;
-                                }
-                                if act.is_own(&m) {
-                                    act.note_delivered(&conv, m.seq);
-                                    continue;
-                                }
-                                // An unrenderable message is reported by push_frame; the rest
-                                // of the repair goes on.
-                                if let Ok(frame) = crate::wire::push_frame(&m)
-                                    && let Ok(frame) = ByteString::try_from(frame)
-                                {
-                                    act.write_push(frame);
-                                }
-                                act.note_delivered(&conv, m.seq);
-                            }
-                        }
+                        Ok(missing) => act.write_repaired(&conv, missing),
                         Err(e) => {
                             tracing::warn!(error = %e, "gap repair failed; the client will catch up with sync")
                         }
@@ -603,15 +544,30 @@ impl WsSession {
                     if !own {
                         act.write_push(frame);
                     }
-                    act.note_delivered(&conv, seq);
+                    act.cursor.advance(&conv, seq);
                 }));
             }
-            _ => {
-                if !own {
+        }
+    }
+
+    /// Writes what gap repair read, skipping what was written meanwhile and the session's own.
+    fn write_repaired(&mut self, conv: &str, missing: Vec<StoredMessage>) {
+        let me = self.identity.as_ref().map(|who| who.id.as_str().to_string());
+        for m in missing {
+            if self.cursor.has(conv, m.seq) {
+                continue;
+            }
+            let mine = me.is_some() && m.sender == me;
+            if !self.cursor.is_own(mine, conv, m.seq, &m.client_msg_id) {
+                // An unrenderable message is reported by push_frame; the rest of the repair
+                // goes on.
+                if let Ok(frame) = crate::wire::push_frame(&m)
+                    && let Ok(frame) = ByteString::try_from(frame)
+                {
                     self.write_push(frame);
                 }
-                self.note_delivered(&conv, seq);
             }
+            self.cursor.advance(conv, m.seq);
         }
     }
 }
