@@ -187,7 +187,7 @@ pub async fn register(node: &Node, app: &AppRecord, req: RegisterRequest, client
     admit_registration(node)?;
     limit_registration(node, app, client_ip).await?;
     let hash = node.passwords.hash(&req.password).await?;
-    let id = UserId::parse(random_id("u_", 8)).map_err(ApiError::internal)?;
+    let id = UserId::parse(random_id("u_", 8)).map_err(ApiError::caused_by)?;
     let user = node
         .store
         .insert_user(NewUser {
@@ -262,12 +262,12 @@ pub async fn guest(node: &Node, app: &AppRecord, client_ip: &str, req: GuestRequ
             format!("too many guest sign-ups from this address; retry in {} s", over.retry_after_secs),
         ));
     }
-    let id = UserId::parse(random_id("guest_", 8)).map_err(ApiError::internal)?;
+    let id = UserId::parse(random_id("guest_", 8)).map_err(ApiError::caused_by)?;
     let first = match req.first_name {
         Some(name) => name,
-        None => Name::parse("Guest").map_err(ApiError::internal)?,
+        None => Name::parse("Guest").map_err(ApiError::caused_by)?,
     };
-    let last = Name::parse(id.as_str()).map_err(ApiError::internal)?;
+    let last = Name::parse(id.as_str()).map_err(ApiError::caused_by)?;
     let user = node
         .store
         .insert_user(NewUser {
@@ -308,7 +308,7 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
     let expires = crate::domain::now_millis() + node.config.auth.refresh_ttl_secs as i64 * 1000;
     match node.store.use_refresh_token(&token_hash(&req.refresh_token), &token_hash(&next), expires).await? {
         RefreshUse::Valid { session_id, app_id, user_key, device_id } => {
-            let app_id = AppId::parse(app_id).map_err(ApiError::internal)?;
+            let app_id = AppId::parse(app_id).map_err(ApiError::caused_by)?;
             let app = node.app(&app_id).await?;
             let user = node.store.user_by_key(&app_id, user_key).await?.ok_or_else(invalid)?;
             let (access_token, expires_at) = node.tokens.issue(&NewToken {

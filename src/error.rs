@@ -4,7 +4,7 @@
 //! snake_case name on the wire and the HTTP status; WebSocket replies use the same status as their
 //! `code`. Close codes for WebSocket connections are in [`CloseCode`].
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use serde::Serialize;
@@ -127,29 +127,55 @@ impl CloseCode {
     }
 }
 
-/// An error a caller can see: a stable code and a human-readable message.
+/// An error a caller can see: a stable code and a human-readable message, and for failures of
+/// the server itself the cause, kept for the logs (never shown to the caller).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: Cow<'static, str>,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// An error and its causes, outermost first: `a: b: c`.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        // Wrappers often repeat their cause in their own message.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), source: None }
     }
 
     pub fn validation(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::ValidationFailed, message)
     }
 
-    /// An infrastructure failure: logged here with its cause, shown to the caller without it.
+    /// An infrastructure failure described in words: logged here, shown to the caller without it.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
         Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// An infrastructure failure with its cause: the whole chain is logged here and the cause
+    /// kept as this error's source; the caller sees only `internal`.
+    pub fn caused_by(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        tracing::error!(error = %chain(&err), "internal error");
+        Self { code: ErrorCode::Internal, message: "internal error".into(), source: Some(Arc::new(err)) }
     }
 
     pub fn body(&self) -> ErrorBody<'_> {
@@ -159,13 +185,15 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        ApiError::internal(format_args!("database: {err}"))
+        ApiError::caused_by(err)
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(err: anyhow::Error) -> Self {
-        ApiError::internal(format_args!("{err:#}"))
+        tracing::error!(error = format!("{err:#}"), "internal error");
+        let source: Box<dyn std::error::Error + Send + Sync + 'static> = err.into();
+        Self { code: ErrorCode::Internal, message: "internal error".into(), source: Some(Arc::from(source)) }
     }
 }
 
@@ -213,6 +241,24 @@ mod tests {
             let row = format!("| `{}` | {} |", code.as_str(), code.status());
             assert!(doc.contains(&row), "docs/protocol.md lacks {row}");
         }
+    }
+
+    #[test]
+    fn a_database_failure_keeps_its_cause_and_shows_the_caller_none_of_it() {
+        let err = ApiError::from(sqlx::Error::Protocol("connection reset by peer".into()));
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert_eq!(err.message, "internal error");
+        let cause = std::error::Error::source(&err).expect("the cause is kept");
+        assert!(cause.to_string().contains("connection reset by peer"), "{cause}");
+        assert!(!String::from_utf8(serde_json::to_vec(&err.body()).unwrap()).unwrap().contains("reset"));
+    }
+
+    #[test]
+    fn chains_name_every_cause_once() {
+        let inner = std::io::Error::other("disk full");
+        let outer = anyhow::Error::new(inner).context("writing the batch");
+        let boxed: Box<dyn std::error::Error + Send + Sync> = outer.into();
+        assert_eq!(chain(boxed.as_ref()), "writing the batch: disk full");
     }
 
     #[test]

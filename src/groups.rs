@@ -104,7 +104,7 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
     let max = node.config.chat.max_group_size;
     let id = match req.id {
         Some(id) => id,
-        None => GroupId::parse(random_id("g_", 8)).map_err(ApiError::internal)?,
+        None => GroupId::parse(random_id("g_", 8)).map_err(ApiError::caused_by)?,
     };
     let app = node.app(&who.app).await?;
     let mut wanted = req.members.clone();

@@ -157,7 +157,7 @@ impl Node {
         let who = Identity {
             app,
             user: key,
-            id: UserId::parse(user.id).map_err(ApiError::internal)?,
+            id: UserId::parse(user.id).map_err(ApiError::caused_by)?,
             kind: user.kind,
             session_id: claims.sid,
             device_id: claims.did,

@@ -53,7 +53,7 @@ pub fn push_frame(message: &StoredMessage) -> ApiResult<Vec<u8>> {
         r#type: &'static str,
         data: &'a StoredMessage,
     }
-    serde_json::to_vec(&Push { r#type: "message", data: message }).map_err(ApiError::internal)
+    serde_json::to_vec(&Push { r#type: "message", data: message }).map_err(ApiError::caused_by)
 }
 
 /// `{"type":"event","event":…,"data":…}`.
@@ -64,7 +64,7 @@ pub fn event_frame(event: &str, data: &impl Serialize) -> ApiResult<Vec<u8>> {
         event: &'a str,
         data: &'a T,
     }
-    serde_json::to_vec(&Event { r#type: "event", event, data }).map_err(ApiError::internal)
+    serde_json::to_vec(&Event { r#type: "event", event, data }).map_err(ApiError::caused_by)
 }
 
 /// A page of messages, as history answers it on REST and WebSocket alike.

@@ -235,6 +235,26 @@ async fn rfc_6455_violations_close_with_1002_and_invalid_utf8_with_1007() {
         let code = close_code(&mut io).await;
         assert_eq!(code, Some(expected), "{what}");
     }
+    // Empty continuation frames never grow a message, but they cannot go on forever either.
+    let mut io = raw_socket(&server, &alice.token).await;
+    let mut flood = masked(0x1, b"{");
+    for _ in 0..2000 {
+        flood.extend(masked(0x0, b""));
+    }
+    io.write_all(&flood).await.unwrap();
+    assert_eq!(close_code(&mut io).await, Some(1009), "2,000 fragments of one message");
+    // A message in a few fragments is fine.
+    let mut io = raw_socket(&server, &alice.token).await;
+    let frames =
+        [masked(0x1, br#"{"type":"action","#), masked(0x0, br#""action":"ping","#), masked(0x80, br#""id":1}"#)]
+            .concat();
+    io.write_all(&frames).await.unwrap();
+    let mut head = [0u8; 2];
+    tokio::time::timeout(WAIT, io.read_exact(&mut head)).await.unwrap().unwrap();
+    let mut reply = vec![0u8; (head[1] & 0x7F) as usize];
+    io.read_exact(&mut reply).await.unwrap();
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["msg"], "pong", "{reply}");
     // A valid close is answered with the same code.
     let mut io = raw_socket(&server, &alice.token).await;
     io.write_all(&masked(0x88, &1000u16.to_be_bytes())).await.unwrap();

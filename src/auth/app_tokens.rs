@@ -35,7 +35,7 @@ pub async fn verify(store: &Store, token: &str) -> ApiResult<Identity> {
     let iss = peek_issuer(token).ok_or_else(|| invalid("token has no issuer"))?;
     let app_id = AppId::parse(iss).map_err(|_| invalid("token issuer is not an app"))?;
     let app =
-        store.app(&app_id).await.map_err(ApiError::internal)?.ok_or_else(|| invalid("token issuer is not an app"))?;
+        store.app(&app_id).await.map_err(ApiError::caused_by)?.ok_or_else(|| invalid("token issuer is not an app"))?;
     let settings = &app.settings;
     let key = match header.alg {
         Algorithm::HS256 if !settings.user_sig_secret.is_empty() => {

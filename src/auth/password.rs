@@ -147,8 +147,8 @@ impl PasswordHasher {
         let password = password.expose().to_string();
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)
+            .map_err(ApiError::caused_by)?
+            .map_err(ApiError::caused_by)
     }
 
     /// Checks a password against a stored hash; with no hash it still does the work and fails.
@@ -159,8 +159,9 @@ impl PasswordHasher {
             Some(h) => (h.to_string(), true),
             None => (self.dummy_hash.to_string(), false),
         };
-        let ok =
-            tokio::task::spawn_blocking(move || verify_blocking(&password, &hash)).await.map_err(ApiError::internal)?;
+        let ok = tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
+            .await
+            .map_err(ApiError::caused_by)?;
         Ok(ok && real)
     }
 }

@@ -95,7 +95,7 @@ pub async fn verify(node: &Node, req: &actix_web::HttpRequest, body: &[u8]) -> A
         .store
         .app_by_api_key(app_key)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::caused_by)?
         .ok_or_else(|| fail(ErrorCode::UnknownAppKey, "unknown App-Key"))?;
     let path = match req.query_string() {
         "" => req.path().to_string(),

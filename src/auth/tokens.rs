@@ -113,7 +113,7 @@ impl TokenService {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(keys.current.clone());
         let (key, _) = keys.keys.get(&keys.current).ok_or_else(|| ApiError::internal("signing key missing"))?;
-        let token = jsonwebtoken::encode(&header, &claims, key).map_err(ApiError::internal)?;
+        let token = jsonwebtoken::encode(&header, &claims, key).map_err(ApiError::caused_by)?;
         Ok((token, exp * 1000))
     }
 

@@ -32,7 +32,7 @@ fn identity(app: &AppRecord, user: &UserRecord) -> ApiResult<Identity> {
     Ok(Identity {
         app: app.id.clone(),
         user: user.key,
-        id: UserId::parse(user.id.clone()).map_err(ApiError::internal)?,
+        id: UserId::parse(user.id.clone()).map_err(ApiError::caused_by)?,
         kind: user.kind,
         session_id: None,
         device_id: None,

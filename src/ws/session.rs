@@ -10,8 +10,8 @@ use std::{
 };
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler, WrapFuture};
-use actix_http::ws::{CloseReason, Frame, Item, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use actix_http::ws::{CloseReason, ProtocolError};
+use bytes::Bytes;
 use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use super::{
     cursor::{Cursor, Next},
     protocol::{self, Action, ClientFrame, LoginData, Parsed},
-    socket::Socket,
+    socket::{Failure, Inbound, Socket},
 };
 use crate::{
     accounts,
@@ -61,7 +61,7 @@ fn detached<T: 'static>(
     fut: impl std::future::Future<Output = ApiResult<T>> + 'static,
 ) -> impl std::future::Future<Output = ApiResult<T>> {
     let handle = actix_rt::spawn(fut);
-    async move { handle.await.map_err(ApiError::internal)? }
+    async move { handle.await.map_err(ApiError::caused_by)? }
 }
 
 pub struct WsSession {
@@ -86,7 +86,6 @@ pub struct WsSession {
     frames: TokenBucket,
     typing: TokenBucket,
     refusals: u32,
-    partial: Option<(bool, BytesMut)>,
     /// Sends waiting for the one in flight: a connection's messages are stored in the order it
     /// sent them, even when the client does not wait for each reply.
     send_queue: std::collections::VecDeque<(Id, chat::SendRequest)>,
@@ -125,7 +124,6 @@ impl WsSession {
             frames,
             typing,
             refusals: 0,
-            partial: None,
             send_queue: std::collections::VecDeque::new(),
         }
     }
@@ -377,7 +375,7 @@ impl WsSession {
                     let app = accounts::app_for(&node, hint.as_ref().map(|a| a.as_str())).await?;
                     let auth = accounts::register(&node, &app, req, &ip).await?;
                     let (who, conversations) = node.authenticate_connection(&auth.access_token).await?;
-                    let data = serde_json::to_value(&auth).map_err(ApiError::internal)?;
+                    let data = serde_json::to_value(&auth).map_err(ApiError::caused_by)?;
                     Ok(Some((who, conversations, data)))
                 }
                 _ => Err(ApiError::new(ErrorCode::Unauthorized, "log in first")),
@@ -424,7 +422,7 @@ async fn login(
                 accounts::login(node, &app, accounts::LoginRequest { email, password, device_id: data.device_id }, ip)
                     .await?;
             let (who, conversations) = node.authenticate_connection(&auth.access_token).await?;
-            Ok((who, conversations, serde_json::to_value(&auth).map_err(ApiError::internal)?))
+            Ok((who, conversations, serde_json::to_value(&auth).map_err(ApiError::caused_by)?))
         }
         _ => Err(ApiError::validation("data: give either token, or email and password")),
     }
@@ -443,7 +441,7 @@ async fn presence(
     let unsubscribed = node.store.users_by_ids(&who.app, &req.unsubscribe).await?;
     if !unsubscribed.is_empty() {
         let users: Vec<UserKey> = unsubscribed.iter().map(|u| u.key).collect();
-        node.router.send(Watch { id: session, users, subscribe: false }).await.map_err(ApiError::internal)?;
+        node.router.send(Watch { id: session, users, subscribe: false }).await.map_err(ApiError::caused_by)?;
     }
     if subscribed.len() != req.subscribe.len() {
         let missing: Vec<&str> = req
@@ -457,7 +455,10 @@ async fn presence(
     let users: Vec<UserKey> = subscribed.iter().map(|u| u.key).collect();
     // Watch first, then read the state: a transition in between is both read and pushed, never
     // missed.
-    node.router.send(Watch { id: session, users: users.clone(), subscribe: true }).await.map_err(ApiError::internal)?;
+    node.router
+        .send(Watch { id: session, users: users.clone(), subscribe: true })
+        .await
+        .map_err(ApiError::caused_by)?;
     Ok(crate::presence::presence_of(&node.store, &who.app, &subscribed).await?)
 }
 
@@ -572,37 +573,38 @@ impl WsSession {
     }
 }
 
-impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Inbound, Failure>> for WsSession {
+    fn handle(&mut self, item: Result<Inbound, Failure>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
-        let frame = match item {
-            Ok(frame) => frame,
-            Err(e) => return self.protocol_error(e, ctx),
+        let inbound = match item {
+            Ok(inbound) => inbound,
+            Err(e) => return self.transport_failed(e, ctx),
         };
-        match frame {
-            Frame::Close(reason) => {
+        match inbound {
+            Inbound::Close(reason) => {
                 metrics::counter!("natter_ws_disconnects_total", "code" => "client").increment(1);
                 self.socket.close(reason);
                 ctx.stop();
             }
-            Frame::Text(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => self.handle_text(text, ctx),
-                Err(_) => self.close(ctx, CloseCode::InvalidPayload, "text frame is not UTF-8"),
-            },
-            Frame::Binary(_) => {
-                if self.admit(ctx, &None, true) {
+            Inbound::Text { text, frames } => {
+                // A fragmented message's extra frames count too.
+                if (1..frames).all(|_| self.admit(ctx, &None, false)) {
+                    self.handle_text(&text, ctx);
+                }
+            }
+            Inbound::Binary { frames } => {
+                if (0..frames).all(|_| self.admit(ctx, &None, true)) {
                     let error =
                         ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
                     self.send_error(&None, &error);
                 }
             }
-            Frame::Continuation(item) => self.continuation(item, ctx),
-            Frame::Ping(payload) => {
+            Inbound::Ping(payload) => {
                 if self.admit(ctx, &None, false) {
                     self.socket.pong(payload);
                 }
             }
-            Frame::Pong(_) => {
+            Inbound::Pong => {
                 self.admit(ctx, &None, false);
             }
         }
@@ -610,16 +612,18 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
 }
 
 impl WsSession {
-    /// RFC 6455 failures close the connection with a close frame saying why (1009 for size,
-    /// 1002 for the rest); a connection that broke underneath just ends.
-    fn protocol_error(&mut self, e: ProtocolError, ctx: &mut Context<Self>) {
-        tracing::debug!(error = %e, "websocket protocol error");
+    /// The transport gave up: RFC 6455 failures close with a close frame saying why (1009 for
+    /// size, 1007 for text that is not UTF-8, 1002 for the rest); a connection that broke
+    /// underneath just ends.
+    fn transport_failed(&mut self, e: Failure, ctx: &mut Context<Self>) {
+        tracing::debug!(error = ?e, "websocket transport failure");
         match e {
-            ProtocolError::Overflow => self.close(ctx, CloseCode::FrameTooLarge, "message too large"),
+            Failure::TooLarge => self.close(ctx, CloseCode::FrameTooLarge, "message too large"),
+            Failure::NotUtf8 => self.close(ctx, CloseCode::InvalidPayload, "text message is not UTF-8"),
             // actix's codec reports non-zero reserved bits as InvalidData; other I/O errors are
             // the connection itself failing, with nobody left to tell.
-            ProtocolError::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => ctx.stop(),
-            other => {
+            Failure::Protocol(ProtocolError::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => ctx.stop(),
+            Failure::Protocol(other) => {
                 let reason = match other {
                     ProtocolError::Io(_) => "reserved bits set without an extension".to_string(),
                     ProtocolError::BadOpCode => "invalid close code or close reason".to_string(),
@@ -627,61 +631,6 @@ impl WsSession {
                 };
                 self.close(ctx, CloseCode::ProtocolError, &reason)
             }
-        }
-    }
-
-    /// Assembles fragmented messages, capping their total size like a single frame's.
-    fn continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
-        if !self.admit(ctx, &None, false) {
-            // The fragment is lost, so is its message; a client this far over its limit is
-            // closed (4003) after a burst's worth of these.
-            self.partial = None;
-            return;
-        }
-        let max = self.node.config.ws.max_frame_bytes;
-        let (chunk, last) = match item {
-            Item::FirstText(b) => {
-                self.partial = Some((true, BytesMut::new()));
-                (b, false)
-            }
-            Item::FirstBinary(b) => {
-                self.partial = Some((false, BytesMut::new()));
-                (b, false)
-            }
-            Item::Continue(b) => (b, false),
-            Item::Last(b) => (b, true),
-        };
-        let Some((text, buf)) = self.partial.as_mut() else {
-            // The codec refuses a continuation without a first frame; this one follows a first
-            // fragment dropped over the limit above.
-            return;
-        };
-        if buf.len() + chunk.len() > max {
-            self.partial = None;
-            return self.close(ctx, CloseCode::FrameTooLarge, "message too large");
-        }
-        buf.extend_from_slice(&chunk);
-        if !last {
-            return;
-        }
-        let text = *text;
-        let Some((_, buf)) = self.partial.take() else { return };
-        if !text {
-            let error = ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
-            return self.send_error(&None, &error);
-        }
-        match std::str::from_utf8(&buf) {
-            // The fragments were counted; the assembled message is not counted again.
-            Ok(s) => self.handle_assembled(s, ctx),
-            Err(_) => self.close(ctx, CloseCode::InvalidPayload, "text message is not UTF-8"),
-        }
-    }
-
-    fn handle_assembled(&mut self, text: &str, ctx: &mut Context<Self>) {
-        metrics::counter!("natter_ws_frames_received_total").increment(1);
-        match protocol::parse(text) {
-            Ok(parsed) => self.dispatch(parsed, ctx),
-            Err(e) => self.send_error(&e.id, &e.error),
         }
     }
 }

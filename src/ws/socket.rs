@@ -22,8 +22,9 @@ use std::{
 };
 
 use actix_codec::Decoder;
-use actix_http::ws::{CloseReason, Codec, Frame, ProtocolError};
+use actix_http::ws::{CloseReason, Codec, Frame, Item, ProtocolError};
 use bytes::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
 use futures_util::Stream;
 use tokio::net::TcpStream;
 
@@ -36,6 +37,10 @@ const CHUNK: usize = 4096;
 
 /// Largest number of queued pieces handed to one vectored write.
 const MAX_IOV: usize = 64;
+
+/// Most frames one fragmented message may take: each costs a parse, so a stream of empty
+/// continuation frames must end somewhere even though it never grows the message.
+const MAX_FRAGMENTS: u32 = 1024;
 
 const OP_TEXT: u8 = 0x1;
 const OP_CLOSE: u8 = 0x8;
@@ -65,20 +70,57 @@ struct Out {
 /// The sending side, owned by the session actor.
 pub struct Socket(Rc<Shared>);
 
-/// The receiving side: client frames as a stream the session actor consumes.
+/// A client message as the session sees it: fragments assembled, text checked to be UTF-8, and
+/// how many frames it took (each counts against the connection's frame limit).
+#[derive(Debug)]
+pub enum Inbound {
+    Text { text: ByteString, frames: u32 },
+    Binary { frames: u32 },
+    Ping(Bytes),
+    Pong,
+    Close(Option<CloseReason>),
+}
+
+/// Why the transport gives up on a connection.
+#[derive(Debug)]
+pub enum Failure {
+    /// A message over `ws.max_frame_bytes` (or over `MAX_FRAGMENTS` frames): close 1009.
+    TooLarge,
+    /// A text message that is not UTF-8: close 1007.
+    NotUtf8,
+    /// Another RFC 6455 violation (close 1002), or the connection failing underneath.
+    Protocol(ProtocolError),
+}
+
+/// A fragmented message being assembled.
+struct Partial {
+    text: bool,
+    buf: BytesMut,
+    frames: u32,
+}
+
+/// The receiving side: client messages as a stream the session actor consumes.
 pub struct Incoming {
     shared: Rc<Shared>,
     buf: BytesMut,
     codec: Codec,
     max_size: usize,
+    /// Boxed: most connections never fragment, and an idle one keeps only the pointer.
+    partial: Option<Box<Partial>>,
     done: bool,
 }
 
 /// Splits an upgraded connection; `read` holds whatever arrived after the handshake request.
 pub fn split(io: TcpStream, read: BytesMut, max_size: usize) -> (Socket, Incoming) {
     let shared = Rc::new(Shared { io, out: RefCell::new(Out::default()), queued: Arc::default() });
-    let incoming =
-        Incoming { shared: shared.clone(), buf: read, codec: Codec::new().max_size(max_size), max_size, done: false };
+    let incoming = Incoming {
+        shared: shared.clone(),
+        buf: read,
+        codec: Codec::new().max_size(max_size),
+        max_size,
+        partial: None,
+        done: false,
+    };
     (Socket(shared), incoming)
 }
 
@@ -291,15 +333,65 @@ fn announced_len(buf: &[u8]) -> Option<u64> {
 }
 
 impl Incoming {
-    fn fail(&mut self, e: ProtocolError) -> Poll<Option<Result<Frame, ProtocolError>>> {
+    fn fail(&mut self, e: Failure) -> Poll<Option<Result<Inbound, Failure>>> {
         self.done = true;
         self.buf = BytesMut::new();
+        self.partial = None;
         Poll::Ready(Some(Err(e)))
+    }
+
+    /// What a decoded frame means: a whole message (or control frame) to hand on, `None` while a
+    /// fragmented message is still being assembled.
+    fn take(&mut self, frame: Frame) -> Result<Option<Inbound>, Failure> {
+        let (chunk, last) = match frame {
+            Frame::Text(bytes) => return text(bytes, 1).map(Some),
+            Frame::Binary(_) => return Ok(Some(Inbound::Binary { frames: 1 })),
+            Frame::Ping(payload) => return Ok(Some(Inbound::Ping(payload))),
+            Frame::Pong(_) => return Ok(Some(Inbound::Pong)),
+            Frame::Close(reason) => return Ok(Some(Inbound::Close(reason))),
+            Frame::Continuation(Item::FirstText(b)) => {
+                self.partial = Some(Box::new(Partial { text: true, buf: BytesMut::new(), frames: 0 }));
+                (b, false)
+            }
+            Frame::Continuation(Item::FirstBinary(b)) => {
+                self.partial = Some(Box::new(Partial { text: false, buf: BytesMut::new(), frames: 0 }));
+                (b, false)
+            }
+            Frame::Continuation(Item::Continue(b)) => (b, false),
+            Frame::Continuation(Item::Last(b)) => (b, true),
+        };
+        // The codec refuses a continuation without a first frame, so a message is in progress.
+        let Some(partial) = self.partial.as_mut() else {
+            return Err(Failure::Protocol(ProtocolError::ContinuationNotStarted));
+        };
+        partial.frames += 1;
+        if partial.buf.len() + chunk.len() > self.max_size || partial.frames > MAX_FRAGMENTS {
+            return Err(Failure::TooLarge);
+        }
+        // Binary messages are refused whole; only their size is kept track of.
+        if partial.text {
+            partial.buf.extend_from_slice(&chunk);
+        } else {
+            partial.buf.resize(partial.buf.len() + chunk.len(), 0);
+        }
+        if !last {
+            return Ok(None);
+        }
+        let Some(done) = self.partial.take() else { return Ok(None) };
+        if done.text {
+            text(done.buf.freeze(), done.frames).map(Some)
+        } else {
+            Ok(Some(Inbound::Binary { frames: done.frames }))
+        }
     }
 }
 
+fn text(bytes: Bytes, frames: u32) -> Result<Inbound, Failure> {
+    ByteString::try_from(bytes).map(|text| Inbound::Text { text, frames }).map_err(|_| Failure::NotUtf8)
+}
+
 impl Stream for Incoming {
-    type Item = Result<Frame, ProtocolError>;
+    type Item = Result<Inbound, Failure>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -310,7 +402,7 @@ impl Stream for Incoming {
             if !this.buf.is_empty() {
                 // Refuse an oversized frame from its header, before buffering its payload.
                 if announced_len(&this.buf).is_some_and(|n| n > this.max_size as u64) {
-                    return this.fail(ProtocolError::Overflow);
+                    return this.fail(Failure::TooLarge);
                 }
                 match this.codec.decode(&mut this.buf) {
                     Ok(Some(frame)) => {
@@ -318,14 +410,19 @@ impl Stream for Incoming {
                             // Idle sockets hold no read buffer.
                             this.buf = BytesMut::new();
                         }
-                        return Poll::Ready(Some(Ok(frame)));
+                        match this.take(frame) {
+                            Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                            Ok(None) => continue,
+                            Err(e) => return this.fail(e),
+                        }
                     }
                     Ok(None) => {}
-                    Err(e) => return this.fail(e),
+                    Err(ProtocolError::Overflow) => return this.fail(Failure::TooLarge),
+                    Err(e) => return this.fail(Failure::Protocol(e)),
                 }
             }
             if let Err(e) = ready!(this.shared.io.poll_read_ready(cx)) {
-                return this.fail(ProtocolError::Io(e));
+                return this.fail(Failure::Protocol(ProtocolError::Io(e)));
             }
             let mut chunk = [0u8; CHUNK];
             match this.shared.io.try_read(&mut chunk) {
@@ -335,7 +432,7 @@ impl Stream for Incoming {
                 }
                 Ok(n) => this.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return this.fail(ProtocolError::Io(e)),
+                Err(e) => return this.fail(Failure::Protocol(ProtocolError::Io(e))),
             }
         }
     }
