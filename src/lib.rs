@@ -9,6 +9,10 @@
 //! - [`error`]: the one table of stable error codes, with their HTTP and WebSocket mappings.
 //! - [`domain`]: domain values parsed once into newtypes (`Email`, `UserId`, …), then trusted.
 //! - [`store`]: the source of truth; sqlx over SQLite or PostgreSQL, every query scoped by app.
+//!   Its hot paths: `batch` (group commit of message appends on a thread of its own),
+//!   `subjects` (connect-time reads batched across connections), `held` (connections kept past
+//!   sqlx's release ping), `presence` (batched presence transitions), `outbox` (webhook events
+//!   written in the same transaction as their change).
 //! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
 //! - [`accounts`]: hosted accounts: register, login, guests, upgrade, refresh, logout.
 //! - [`wire`]: how a stored message, a push and an event look on the wire (one encoding).
@@ -20,13 +24,16 @@
 //! - [`fanout`]: every payload the node puts on the bus, built and published with one policy
 //!   (ordered, bounded, never delaying a reply).
 //! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.
-//! - [`hub`]: the node-local hub: the registry of sessions, users, groups and presence watches
-//!   (plain data), and the Router actor that owns it and fans bus deliveries out to sessions.
+//! - [`hub`]: the node-local hub: `registry` (sessions, users, groups and presence watches, as
+//!   plain data) and `router` (the actor that owns it and fans bus deliveries out to sessions).
 //! - [`webhooks`]: the outbox dispatcher actor (signed, retried deliveries), safe targets, and
 //!   the before-send hook.
 //! - [`ws`]: the WebSocket endpoint: the handshake (an HTTP/1 upgrade that leaves actix-http),
-//!   protocol frames, the lean socket transport and the per-connection session actor.
-//! - [`http`]: the REST API (client and health endpoints) and JSON error rendering.
+//!   `protocol` (frames), `socket` (the lean transport: whole messages in, frames out),
+//!   `cursor` (what a session delivered and what to do with the next push) and `session` (the
+//!   per-connection actor).
+//! - [`http`]: the REST API (client, server and health endpoints), JSON error rendering (also
+//!   for requests HTTP itself refuses: `rejections`), `credentials` and `client_ip`.
 //! - [`ratelimit`]: token buckets and windows for the limits each app and connection has.
 //! - [`node`]: everything one running node shares (store, bus, router, keys, config).
 //! - [`server`]: assembles a node and serves it; used by the binary and the tests.

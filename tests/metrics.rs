@@ -44,11 +44,17 @@ async fn metrics_cover_the_documented_series_and_everything_the_dashboard_querie
     assert_eq!(bad.closed().await, Some(4501));
     drop(b);
     assert_eq!(receiver.wait_for(10, Duration::from_secs(10)).await.len(), 10);
-    // The outbox gauge is refreshed every 5 s; process gauges on the upkeep timer.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
-    natter::telemetry::metrics_upkeep();
-
-    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    // The outbox gauge is refreshed on the node's 5 s upkeep timer: poll until it is there
+    // (bounded), with the process gauges refreshed here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        natter::telemetry::metrics_upkeep();
+        let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        if series(&text).contains("natter_webhook_outbox") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let found = series(&text);
     let documented = [
         "natter_ws_connections",

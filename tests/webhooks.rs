@@ -139,9 +139,16 @@ async fn failed_deliveries_are_retried_with_growing_gaps_and_410_disables_the_en
     assert_eq!(got.len(), 5);
     receiver.state.lock().unwrap().status = None;
     server.guest().await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The next event is dead-lettered without a request: wait (bounded) until it is.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let dead = server.node().store.webhooks(None, "dead", 10).await.unwrap();
+        if dead.len() >= 2 || Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(receiver.deliveries().len(), 5, "a 410 disables the endpoint: nothing more is sent");
-    let dead = server.node().store.webhooks(None, "dead", 10).await.unwrap();
     assert_eq!(dead.len(), 2, "the 410 event and the one after it are dead-lettered");
     // Setting the URL again (here: retrying the dead letters) re-enables the endpoint.
     let app = natter::domain::AppId::parse("default").unwrap();

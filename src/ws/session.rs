@@ -1,8 +1,8 @@
 //! One actor per WebSocket connection.
 //!
-//! It parses the client's frames, holds the identity, heartbeats, and writes pushes in
-//! per-conversation seq order: a push that skips ahead makes it fetch the gap from the store
-//! first (pausing its mailbox meanwhile), and a seq it already delivered is dropped.
+//! It holds the identity, heartbeats, counts the client's frames against its limit, hands them
+//! to `dispatch`, and writes pushes as its delivery cursor decides: in per-conversation seq order,
+//! fetching a gap from the store first (its mailbox paused meanwhile), never a seq twice.
 
 use std::{
     sync::Arc,
@@ -18,26 +18,25 @@ use serde_json::value::RawValue;
 
 use super::{
     cursor::{Cursor, Next},
-    protocol::{self, Action, ClientFrame, LoginData, Parsed},
+    protocol,
     socket::{Failure, Inbound, Socket},
 };
 use crate::{
-    accounts,
     auth::Identity,
     bus::Origin,
     chat,
-    domain::UserKey,
     error::{ApiError, ApiResult, CloseCode, ErrorCode},
-    groups,
     hub::{
         Push, SessionHandle, ToSession,
         registry::Joining,
-        router::{Connect, Disconnect, Watch},
+        router::{Connect, Disconnect},
     },
     node::Node,
     ratelimit::TokenBucket,
     store::conversations::{Active, StoredMessage},
 };
+
+mod dispatch;
 
 type Id = Option<Box<RawValue>>;
 
@@ -241,225 +240,11 @@ impl WsSession {
         false
     }
 
-    fn dispatch(&mut self, parsed: Parsed, ctx: &mut Context<Self>) {
-        let Parsed { id, frame } = parsed;
-        let Some(who) = self.identity.clone() else {
-            return match frame {
-                ClientFrame::Action(action) if action.allowed_before_login() => {
-                    self.dispatch_anonymous(id, action, ctx)
-                }
-                _ => self.send_error(&id, &ApiError::new(ErrorCode::Unauthorized, "log in first")),
-            };
-        };
-        match frame {
-            ClientFrame::Message(req) => {
-                if self.send_queue.len() >= self.node.config.ws.outbound_queue {
-                    let error = ApiError::new(ErrorCode::RateLimited, "too many sends awaiting their reply; slow down");
-                    return self.send_error(&id, &error);
-                }
-                self.send_queue.push_back((id, req));
-                self.next_send(who, ctx);
-            }
-            ClientFrame::Action(action) => self.dispatch_action(id, who, action, ctx),
-        }
-    }
-
-    fn dispatch_action(&mut self, id: Id, who: Identity, action: Action, ctx: &mut Context<Self>) {
-        let node = self.node.clone();
-        match action {
-            Action::Ping => self.send_reply(&id, 200, "pong", None::<&()>),
-            Action::Login(_) | Action::Register(_) => {
-                self.send_error(&id, &ApiError::new(ErrorCode::AlreadyAuthenticated, "already logged in"))
-            }
-            Action::Query(q) => self.run(ctx, id, async move { accounts::query(&node, &who.app, q).await }),
-            Action::Conversations => self.run(ctx, id, async move { chat::conversations(&node, &who).await }),
-            Action::History(h) => {
-                let (conv, req) = h.split();
-                let fut = detached(async move { chat::history(&node, &who, &conv, req).await });
-                ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
-                    if let Ok(messages) = &res {
-                        for m in messages {
-                            act.cursor.advance(&m.conversation_id, m.seq);
-                        }
-                    }
-                    act.answer(&id, res.map(|messages| crate::wire::MessagePage { messages }));
-                }));
-            }
-            Action::Sync(req) => {
-                let fut = detached(async move { chat::sync(&node, &who, req).await });
-                ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
-                    if let Ok(sync) = &res {
-                        for m in &sync.messages {
-                            act.cursor.advance(&m.conversation_id, m.seq);
-                        }
-                    }
-                    act.answer(&id, res);
-                }));
-            }
-            Action::Read(req) => self.run(ctx, id, async move { chat::read(&node, &who, req).await }),
-            Action::Typing(req) => {
-                if !self.typing.try_take() {
-                    let error = ApiError::new(ErrorCode::RateLimited, "typing notices are limited; slow down");
-                    return self.send_error(&id, &error);
-                }
-                let origin = Some(self.origin());
-                self.run(ctx, id, async move { chat::typing(&node, &who, req, origin).await })
-            }
-            Action::Presence(req) => {
-                let session = self.id;
-                let fut = async move { presence(&node, &who, session, req).await };
-                self.run(ctx, id, fut)
-            }
-            Action::GroupCreate(req) => self.run(ctx, id, async move { groups::create(&node, &who, req).await }),
-            Action::GroupList => self.run(ctx, id, async move { groups::list(&node, &who).await }),
-            Action::GroupShow(g) => self.run(ctx, id, async move { groups::show(&node, &who, &g.group).await }),
-            Action::GroupAdd(data) => {
-                let (group, req) = data.split();
-                self.run(ctx, id, async move { groups::add_members(&node, &who, &group, req).await })
-            }
-            Action::GroupRemove(data) => {
-                self.run(ctx, id, async move { groups::remove_member(&node, &who, &data.group, &data.member).await })
-            }
-            Action::GroupLeave(g) => {
-                let me = who.id.clone();
-                self.run(ctx, id, async move { groups::remove_member(&node, &who, &g.group, &me).await })
-            }
-        }
-    }
-
-    /// Starts the next queued send unless one is in flight.
-    fn next_send(&mut self, who: Identity, ctx: &mut Context<Self>) {
-        if self.cursor.is_sending() {
-            return;
-        }
-        let Some((id, req)) = self.send_queue.pop_front() else {
-            return;
-        };
-        self.cursor.sending(Some(req.client_msg_id.as_str().to_string()));
-        let node = self.node.clone();
-        let origin = self.origin();
-        let next_who = who.clone();
-        let fut = detached(async move { chat::send(&node, &who, req, chat::Via::Client(origin)).await });
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.cursor.sending(None);
-            match res {
-                Ok(r) => {
-                    act.cursor.sent(&r.conversation, r.seq);
-                    let (code, msg) = if r.created { (201, "sent") } else { (200, "already sent") };
-                    act.send_reply(&id, code, msg, Some(&r));
-                }
-                Err(e) => act.send_error(&id, &e),
-            }
-            act.next_send(next_who, ctx);
-        }));
-    }
-
-    /// Runs a request and replies with its result.
-    fn run<T, F>(&mut self, ctx: &mut Context<Self>, id: Id, fut: F)
-    where
-        T: Serialize + 'static,
-        F: std::future::Future<Output = ApiResult<T>> + 'static,
-    {
-        ctx.spawn(detached(fut).into_actor(self).map(move |res, act, _| act.answer(&id, res)));
-    }
-
-    fn dispatch_anonymous(&mut self, id: Id, action: Action, ctx: &mut Context<Self>) {
-        let node = self.node.clone();
-        let hint = self.app_hint.clone();
-        let ip = self.client_ip.clone();
-        let fut = detached(async move {
-            match action {
-                Action::Ping => Ok(None),
-                Action::Login(data) => login(&node, hint, data, &ip).await.map(Some),
-                Action::Register(req) => {
-                    let app = accounts::app_for(&node, hint.as_ref().map(|a| a.as_str())).await?;
-                    let auth = accounts::register(&node, &app, req, &ip).await?;
-                    let (who, conversations) = node.authenticate_connection(&auth.access_token).await?;
-                    let data = serde_json::to_value(&auth).map_err(ApiError::caused_by)?;
-                    Ok(Some((who, conversations, data)))
-                }
-                _ => Err(ApiError::new(ErrorCode::Unauthorized, "log in first")),
-            }
-        });
-        // `wait` holds back the socket's next frames until the login settles.
-        ctx.wait(fut.into_actor(self).map(
-            move |res: ApiResult<Option<(Identity, Vec<Active>, serde_json::Value)>>, act, ctx| match res {
-                Ok(None) => act.send_reply(&id, 200, "pong", None::<&()>),
-                Ok(Some((who, conversations, data))) => {
-                    act.identity = Some(who);
-                    act.conversations = conversations;
-                    metrics::counter!("natter_ws_connects_total", "result" => "ok").increment(1);
-                    // The login's reply, like any first reply, once the subscriptions are in force.
-                    act.register(ctx, move |act| act.send_reply(&id, 200, "ok", Some(&data)));
-                }
-                Err(e) => act.send_error(&id, &e),
-            },
-        ));
-    }
-
     fn write_push(&mut self, frame: ByteString) {
         metrics::counter!("natter_messages_delivered_total").increment(1);
         metrics::counter!("natter_ws_frames_sent_total").increment(1);
         self.socket.text(frame.into_bytes());
     }
-}
-
-async fn login(
-    node: &Node,
-    hint: Option<crate::domain::AppId>,
-    data: LoginData,
-    ip: &str,
-) -> ApiResult<(Identity, Vec<Active>, serde_json::Value)> {
-    match (data.token, data.email, data.password) {
-        (Some(token), None, None) => {
-            let (who, conversations) = node.authenticate_connection(&token).await?;
-            let user = accounts::me(node, &who).await?;
-            Ok((who, conversations, serde_json::json!({ "user": user })))
-        }
-        (None, Some(email), Some(password)) => {
-            let app = accounts::app_for(node, data.app.as_ref().or(hint.as_ref()).map(|a| a.as_str())).await?;
-            let auth =
-                accounts::login(node, &app, accounts::LoginRequest { email, password, device_id: data.device_id }, ip)
-                    .await?;
-            let (who, conversations) = node.authenticate_connection(&auth.access_token).await?;
-            Ok((who, conversations, serde_json::to_value(&auth).map_err(ApiError::caused_by)?))
-        }
-        _ => Err(ApiError::validation("data: give either token, or email and password")),
-    }
-}
-
-async fn presence(
-    node: &Node,
-    who: &Identity,
-    session: u64,
-    req: protocol::PresenceData,
-) -> ApiResult<Vec<crate::presence::PresenceView>> {
-    if req.subscribe.len() + req.unsubscribe.len() > 1000 {
-        return Err(ApiError::validation("presence: at most 1000 users per request"));
-    }
-    let subscribed = node.store.users_by_ids(&who.app, &req.subscribe).await?;
-    let unsubscribed = node.store.users_by_ids(&who.app, &req.unsubscribe).await?;
-    if !unsubscribed.is_empty() {
-        let users: Vec<UserKey> = unsubscribed.iter().map(|u| u.key).collect();
-        node.router.send(Watch { id: session, users, subscribe: false }).await.map_err(ApiError::caused_by)?;
-    }
-    if subscribed.len() != req.subscribe.len() {
-        let missing: Vec<&str> = req
-            .subscribe
-            .iter()
-            .filter(|id| !subscribed.iter().any(|u| u.id == id.as_str()))
-            .map(|id| id.as_str())
-            .collect();
-        return Err(ApiError::new(ErrorCode::UserNotFound, format!("unknown users: {}", missing.join(", "))));
-    }
-    let users: Vec<UserKey> = subscribed.iter().map(|u| u.key).collect();
-    // Watch first, then read the state: a transition in between is both read and pushed, never
-    // missed.
-    node.router
-        .send(Watch { id: session, users: users.clone(), subscribe: true })
-        .await
-        .map_err(ApiError::caused_by)?;
-    Ok(crate::presence::presence_of(&node.store, &who.app, &subscribed).await?)
 }
 
 impl Actor for WsSession {
