@@ -128,6 +128,11 @@ def start_with_rendered_config(path, binary):
     # The Secret, as the pod would see it mounted: files under /etc/natter/secrets.
     secrets = os.path.join(tmp, "secrets")
     os.makedirs(secrets)
+    # Every key of the rendered Secret (the signing key, with the all-options values), with the
+    # database and NATS pointed at this machine's.
+    secret = next((d for d in docs if d["kind"] == "Secret"), None)
+    for key, value in ((secret or {}).get("stringData") or {}).items():
+        open(os.path.join(secrets, key), "w").write(value)
     open(os.path.join(secrets, "database-url"), "w").write(f"postgres://postgres@127.0.0.1:5432/{db}\n")
     open(os.path.join(secrets, "nats-url"), "w").write("nats://127.0.0.1:4222\n")
     env = {"PATH": os.environ.get("PATH", "")}
