@@ -68,6 +68,19 @@ impl Fanout {
         }
     }
 
+    /// The payload of an envelope and its frame; one that cannot be encoded is reported and not
+    /// sent (receivers repair from the store).
+    fn payload(envelope: &Envelope, frame: &[u8]) -> Option<Bytes> {
+        match encode(envelope, frame) {
+            Ok(payload) => Some(payload),
+            Err(e) => {
+                tracing::error!(error = %e, "bus envelope could not be encoded; not published");
+                metrics::counter!("natter_bus_publish_dropped_total").increment(1);
+                None
+            }
+        }
+    }
+
     fn to_audience(&self, app: &str, audience: Audience<'_>, payload: Bytes) {
         match audience {
             Audience::Group(group) => self.send(self.subjects.group(app, group), payload),
@@ -90,21 +103,29 @@ impl Fanout {
         frame: &[u8],
     ) {
         let envelope = Envelope::Message { conv: conv.to_string(), seq, origin, at: crate::domain::now_millis() };
-        self.to_audience(app, audience, encode(&envelope, frame));
+        if let Some(payload) = Self::payload(&envelope, frame) {
+            self.to_audience(app, audience, payload);
+        }
     }
 
     /// An event frame (read marker, typing) to everyone in a conversation but `origin`.
     pub fn event(&self, app: &str, audience: Audience<'_>, origin: Option<Origin>, frame: &[u8]) {
-        self.to_audience(app, audience, encode(&Envelope::Event { origin }, frame));
+        if let Some(payload) = Self::payload(&Envelope::Event { origin }, frame) {
+            self.to_audience(app, audience, payload);
+        }
     }
 
     /// A change every node of the app must apply (membership, kicks, renames), with its frame.
     pub fn control(&self, app: &str, envelope: &Envelope, frame: &[u8]) {
-        self.send(self.subjects.control(app), encode(envelope, frame));
+        if let Some(payload) = Self::payload(envelope, frame) {
+            self.send(self.subjects.control(app), payload);
+        }
     }
 
     /// A user's presence transition, to the nodes where someone watches them.
     pub fn presence(&self, app: &str, user: UserKey, online: bool, frame: &[u8]) {
-        self.send(self.subjects.presence(app, user.0), encode(&Envelope::Presence { user: user.0, online }, frame));
+        if let Some(payload) = Self::payload(&Envelope::Presence { user: user.0, online }, frame) {
+            self.send(self.subjects.presence(app, user.0), payload);
+        }
     }
 }

@@ -110,14 +110,15 @@ pub enum Envelope {
     Renamed { user: i64, id: String },
 }
 
-/// Header line, newline, frame.
-pub fn encode(envelope: &Envelope, frame: &[u8]) -> Bytes {
-    let header = serde_json::to_vec(envelope).unwrap_or_default();
+/// Header line, newline, frame. An envelope that cannot be encoded (its fields are strings and
+/// numbers, so only a bug could cause it) is an error, never an empty header.
+pub fn encode(envelope: &Envelope, frame: &[u8]) -> Result<Bytes, serde_json::Error> {
+    let header = serde_json::to_vec(envelope)?;
     let mut out = BytesMut::with_capacity(header.len() + 1 + frame.len());
     out.put_slice(&header);
     out.put_u8(b'\n');
     out.put_slice(frame);
-    out.freeze()
+    Ok(out.freeze())
 }
 
 /// Splits a payload into its envelope and its frame (a zero-copy slice).
@@ -141,7 +142,7 @@ mod tests {
             at: 1,
         };
         let frame = br#"{"type":"message","data":{"content":"a\nb"}}"#;
-        let bytes = encode(&envelope, frame);
+        let bytes = encode(&envelope, frame).unwrap();
         let (back, body) = decode(&bytes).unwrap();
         assert_eq!(back, envelope);
         assert_eq!(&body[..], frame);

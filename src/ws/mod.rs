@@ -155,7 +155,9 @@ async fn accept(node: Node, req: Request, framed: Framed<JsonRejections<TcpStrea
 /// A refused handshake as a complete HTTP/1.1 response with the usual JSON error body.
 fn error_response(e: &ApiError) -> Vec<u8> {
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::to_vec(&e.body()).unwrap_or_default();
+    // Two strings: always encodable; the bare code stands in if that ever changes.
+    let body = serde_json::to_vec(&e.body())
+        .unwrap_or_else(|_| format!(r#"{{"error":{{"code":"{}","message":""}}}}"#, e.code.as_str()).into_bytes());
     let mut out = Vec::with_capacity(160 + body.len());
     let _ = write!(
         out,
