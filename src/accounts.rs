@@ -173,18 +173,9 @@ async fn limit_registration(node: &Node, app: &AppRecord, client_ip: &str) -> Ap
     Ok(())
 }
 
-/// 429 at once when the password hasher's queue for registrations is full: a flood is turned
-/// away before it costs a rate-limit write or a hash.
-pub fn admit_registration(node: &Node) -> ApiResult<()> {
-    if node.passwords.hash_queue_full() {
-        metrics::counter!("natter_password_queue_refusals_total", "work" => "hash").increment(1);
-        return Err(ApiError::new(ErrorCode::RateLimited, "the server is busy checking passwords; retry in 1 s"));
-    }
-    Ok(())
-}
-
 pub async fn register(node: &Node, app: &AppRecord, req: RegisterRequest, client_ip: &str) -> ApiResult<AuthResponse> {
-    admit_registration(node)?;
+    // A flood the hasher cannot take is turned away before it writes a rate-limit row.
+    node.passwords.admit_hash()?;
     limit_registration(node, app, client_ip).await?;
     let hash = node.passwords.hash(&req.password).await?;
     let id = UserId::parse(random_id("u_", 8)).map_err(ApiError::caused_by)?;

@@ -58,10 +58,6 @@ impl Fanout {
         Fanout { tx, subjects }
     }
 
-    pub fn subjects(&self) -> &Subjects {
-        &self.subjects
-    }
-
     fn send(&self, subject: String, payload: Bytes) {
         if self.tx.try_send((subject, payload)).is_err() {
             metrics::counter!("natter_bus_publish_dropped_total").increment(1);

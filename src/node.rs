@@ -12,7 +12,7 @@ use actix::Addr;
 
 use crate::{
     auth::{Identity, password::PasswordHasher, tokens::TokenService},
-    bus::{Bus, Subjects},
+    bus::Bus,
     config::Config,
     domain::{AppId, UserId, UserKey},
     error::{ApiError, ApiResult, ErrorCode},
@@ -29,7 +29,6 @@ pub struct NodeInner {
     pub tokens: TokenService,
     pub passwords: PasswordHasher,
     pub bus: Arc<dyn Bus>,
-    pub subjects: Subjects,
     pub router: Addr<Router>,
     pub presence: Presence,
     /// Every payload this node puts on the bus goes through here.
@@ -65,10 +64,8 @@ pub struct NodeParts {
 
 impl Node {
     pub fn new(parts: NodeParts) -> Self {
-        let subjects = Subjects::new(&parts.config.nats.prefix);
         Node(Arc::new(NodeInner {
             id: parts.id,
-            subjects,
             config: parts.config,
             store: parts.store,
             tokens: parts.tokens,

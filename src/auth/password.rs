@@ -59,6 +59,12 @@ struct SlotState {
     waiting: [VecDeque<oneshot::Sender<Slot>>; 2],
 }
 
+/// The refusal of work whose queue is full (429, counted per kind).
+fn busy(work: Work) -> ApiError {
+    metrics::counter!("natter_password_queue_refusals_total", "work" => work.label()).increment(1);
+    ApiError::new(ErrorCode::RateLimited, "the server is busy checking passwords; retry in 1 s")
+}
+
 /// A held slot; dropping it hands the slot to the next waiter (logins first). A slot handed to a
 /// waiter that has gone travels back here when its channel is dropped.
 struct Slot(Option<Arc<Slots>>);
@@ -133,13 +139,14 @@ impl PasswordHasher {
         Ok(Self { slots: Arc::new(Slots { state: Mutex::new(state), max_waiting }), dummy_hash: dummy.into() })
     }
 
-    /// Whether a hash would be refused right now (its queue is full): registrations ask before
-    /// they write anything, so a flood is turned away without touching the database.
-    pub fn hash_queue_full(&self) -> bool {
-        self.slots.state.lock().map_or(true, |s| {
+    /// 429 now if a hash would be refused (its queue is full): registrations ask before they
+    /// parse or write anything, so a flood is turned away cheaply.
+    pub fn admit_hash(&self) -> ApiResult<()> {
+        let full = self.slots.state.lock().map_or(true, |s| {
             s.free == 0
                 && s.waiting[Work::Hash as usize].iter().filter(|w| !w.is_closed()).count() >= self.slots.max_waiting
-        })
+        });
+        if full { Err(busy(Work::Hash)) } else { Ok(()) }
     }
 
     pub async fn hash(&self, password: &Password) -> ApiResult<String> {

@@ -12,7 +12,7 @@ fn app_header(req: &HttpRequest) -> Option<&str> {
 pub async fn register(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
     // Refused before the body is even parsed: a flood that ignores "retry" costs little.
-    accounts::admit_registration(&node)?;
+    node.passwords.admit_hash()?;
     let input = parse_body(&body)?;
     let app = accounts::app_for(&node, app_header(&req)).await?;
     let ip = client_ip(&req, &node);

@@ -325,12 +325,23 @@ mod tests {
         }
     }
 
+    /// The subjects subscribed (`true`) or unsubscribed (`false`) by these effects, in order.
+    fn subjects(fx: &[Effect], subscribe: bool) -> Vec<&str> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Subscribe(s) if subscribe => Some(s.as_str()),
+                Effect::Unsubscribe(s) if !subscribe => Some(s.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn subscribed(fx: &[Effect]) -> Vec<&str> {
-        fx.iter().filter_map(|e| if let Effect::Subscribe(s) = e { Some(s.as_str()) } else { None }).collect()
+        subjects(fx, true)
     }
 
     fn unsubscribed(fx: &[Effect]) -> Vec<&str> {
-        fx.iter().filter_map(|e| if let Effect::Unsubscribe(s) = e { Some(s.as_str()) } else { None }).collect()
+        subjects(fx, false)
     }
 
     #[test]
