@@ -12,7 +12,10 @@
 //!   Its hot paths: `batch` (group commit of message appends on a thread of its own),
 //!   `subjects` (connect-time reads batched across connections), `held` (connections kept past
 //!   sqlx's release ping), `presence` (batched presence transitions), `outbox` (webhook events
-//!   written in the same transaction as their change).
+//!   written in the same transaction as their change), `sql` (statements with a variable number
+//!   of bound values, in each dialect's placeholders).
+//! - [`batching`]: group commit, the one loop behind every batched write or read (message
+//!   appends, connect reads, presence transitions).
 //! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
 //! - [`accounts`]: hosted accounts: register, login, guests, upgrade, refresh, logout.
 //! - [`wire`]: how a stored message, a push and an event look on the wire (one encoding).
@@ -42,6 +45,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod batching;
 pub mod bus;
 pub mod chat;
 pub mod cli;

@@ -7,16 +7,13 @@
 //! broadcast would cost every node every transition in a connect storm). A lease keeper renews this
 //! node's lease and reaps nodes that died without a goodbye.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    batching,
     domain::{AppId, UserKey, now_millis},
     fanout::Fanout,
     store::{
@@ -88,45 +85,38 @@ impl Publisher {
     }
 }
 
-/// Applies one shard's reports in batches: whatever queued while the previous batch was being
-/// written goes into the next one (one transaction, a few statements), so a connect storm costs
-/// round trips per batch, not per user. A user's reports stay in order: a user seen twice ends
-/// the batch, and the second report opens the next.
-async fn shard_worker(mut rx: mpsc::UnboundedReceiver<Op>, store: Store, publisher: Arc<Publisher>, node_id: String) {
-    let mut carried: Option<Op> = None;
-    loop {
-        let first = match carried.take() {
-            Some(op) => op,
-            None => match rx.recv().await {
-                Some(op) => op,
-                None => return,
-            },
-        };
-        let mut batch: Vec<(Change, String)> = Vec::new();
-        let mut seen = HashSet::new();
-        let mut flushed = None;
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
+/// Applies one shard's reports in batches (see [`batching`]): one transaction and a few
+/// statements per batch, so a connect storm costs round trips per batch, not per user. One lane:
+/// a user's reports stay in order, and a user seen twice ends the batch (the second report opens
+/// the next). A flush is answered once what queued before it is applied.
+async fn shard_worker(rx: mpsc::UnboundedReceiver<Op>, store: Store, publisher: Arc<Publisher>, node_id: String) {
+    let policy = batching::Policy { lanes: 1, max: MAX_CHANGES };
+    let repeats = |batch: &[Op], next: &Op| match next {
+        Op::Report { app, user, .. } => batch.iter().any(|op| op.is_report_of(app, *user)),
+        Op::Flush(_) => false,
+    };
+    batching::serve(rx, policy, repeats, |ops| async {
+        let mut batch = Vec::with_capacity(ops.len());
+        let mut flushed = Vec::new();
+        for op in ops {
             match op {
-                Op::Flush(done) => flushed = Some(done),
-                Op::Report { app, user, id, online } => {
-                    if !seen.insert((app.clone(), user)) {
-                        carried = Some(Op::Report { app, user, id, online });
-                        break;
-                    }
-                    batch.push((Change { app, user, online }, id));
-                    if batch.len() < MAX_CHANGES {
-                        next = rx.try_recv().ok();
-                    }
-                }
+                Op::Report { app, user, id, online } => batch.push((Change { app, user, online }, id)),
+                Op::Flush(done) => flushed.push(done),
             }
         }
         if !batch.is_empty() {
             apply(&store, &publisher, &node_id, batch).await;
         }
-        if let Some(done) = flushed {
+        for done in flushed {
             let _ = done.send(());
         }
+    })
+    .await;
+}
+
+impl Op {
+    fn is_report_of(&self, of_app: &AppId, of_user: UserKey) -> bool {
+        matches!(self, Op::Report { app, user, .. } if app == of_app && *user == of_user)
     }
 }
 

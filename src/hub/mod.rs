@@ -21,11 +21,12 @@ use crate::error::CloseCode;
 
 /// A frame the Router hands a session.
 pub enum Push {
-    /// A stored message; `own` when this very session sent it (advance, do not echo).
+    /// A stored message; `origin` is the session that sent it when that session is on this
+    /// node (the recipient's cursor decides what that means for it).
     Message {
         conv: Arc<str>,
         seq: i64,
-        own: bool,
+        origin: Option<u64>,
         frame: ByteString,
     },
     Event {

@@ -220,10 +220,10 @@ impl Handler<BusDelivery> for Router {
                     let took = (crate::domain::now_millis() - at).max(0) as f64 / 1000.0;
                     metrics::histogram!("natter_delivery_duration_seconds").record(took);
                 }
-                let own = origin.filter(|o| o.node == self.node_id).map(|o| o.session);
+                let origin = origin.filter(|o| o.node == self.node_id).map(|o| o.session);
                 let conv: Arc<str> = Arc::from(conv);
                 for id in recipients {
-                    let push = Push::Message { conv: conv.clone(), seq, own: own == Some(id), frame: frame.clone() };
+                    let push = Push::Message { conv: conv.clone(), seq, origin, frame: frame.clone() };
                     self.push(id, push, &mut slow);
                 }
             }

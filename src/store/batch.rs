@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{AnyPool, Row};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::conversations::{AppendError, Appended, Job, SYSTEM_SENDER, StoredMessage};
+use super::sql::Sql;
 use super::{Dialect, Store, WriteTx, begin_write_on, observe, pool_options};
+use crate::batching;
 use crate::domain::{ConversationKind, UserKey};
 
 /// Messages per transaction at most (11 bound values each: well under every placeholder limit).
@@ -108,25 +110,8 @@ async fn run(url: String, writer: Writer, mut rx: mpsc::UnboundedReceiver<Queued
             }
         }
     };
-    let permits = Arc::new(Semaphore::new(slots));
-    while let Some(first) = rx.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        // Everything that queued while the earlier batches were being written.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let (pool, writer) = (pool.clone(), writer.clone());
-        tokio::spawn(async move {
-            write_and_answer(&pool, &writer, batch).await;
-            drop(permit);
-        });
-    }
-    // The store is gone: let the batches in flight finish, then close.
-    let _ = permits.acquire_many(slots as u32).await;
+    let policy = batching::Policy { lanes: slots, max: MAX_BATCH };
+    batching::serve(rx, policy, batching::never, |batch| write_and_answer(&pool, &writer, batch)).await;
     pool.close().await;
 }
 
@@ -258,7 +243,7 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
 
     if !fresh.is_empty() {
         insert_messages(&mut tx, writer.dialect, jobs, &fresh, now).await?;
-        bump_conversations(&mut tx, jobs, &fresh, &seqs).await?;
+        bump_conversations(&mut tx, writer.dialect, jobs, &fresh, &seqs).await?;
         for (i, id, seq) in &fresh {
             let j = &jobs[*i];
             if j.hook {
@@ -296,38 +281,18 @@ async fn lock_conversations(
     let mut keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.app.as_str(), j.conversation.as_str())).collect();
     keys.sort_unstable();
     keys.dedup();
-    let lock = if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" };
-    let sql = format!(
-        "SELECT app_id, id, last_seq FROM conversations WHERE (app_id, id) IN ({}) ORDER BY app_id, id{lock}",
-        tuples(keys.len(), 2, dialect)
-    );
-    let mut q = sqlx::query(&sql);
-    for (app, conv) in &keys {
-        q = q.bind(*app).bind(*conv);
+    let mut sql = Sql::new(dialect, "SELECT app_id, id, last_seq FROM conversations WHERE (app_id, id) IN (");
+    sql.push_tuples(keys, |row, (app, conv)| {
+        row.push_bind(app).push_bind(conv);
+    });
+    sql.push(") ORDER BY app_id, id");
+    if dialect == Dialect::Postgres {
+        sql.push(" FOR UPDATE");
     }
-    let rows = q.fetch_all(&mut ***tx).await?;
+    let rows = sql.build()?.fetch_all(&mut ***tx).await?;
     rows.iter()
         .map(|r| Ok(((r.try_get::<String, _>("app_id")?, r.try_get::<String, _>("id")?), r.try_get("last_seq")?)))
         .collect()
-}
-
-/// `($1, $2), ($3, $4), …` for `n` tuples of `width`: a statement's only placeholders, bound
-/// in order. SQLite gets anonymous `?`s: it resolves every named one by a linear search, so a
-/// batch's ~2,800 `$N`s cost quadratic time at bind (measured: `sqlite3_bind_parameter_name`
-/// and its string compares were 9 % of the node's CPU at saturation).
-fn tuples(n: usize, width: usize, dialect: Dialect) -> String {
-    (0..n)
-        .map(|i| {
-            let cols: Vec<String> = (1..=width)
-                .map(|c| match dialect {
-                    Dialect::Sqlite => "?".to_string(),
-                    Dialect::Postgres => format!("${}", i * width + c),
-                })
-                .collect();
-            format!("({})", cols.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 async fn create_direct(tx: &mut WriteTx, j: &Job, recipient: UserKey) -> Result<(), sqlx::Error> {
@@ -376,17 +341,15 @@ async fn active_members(
         return Ok(Default::default());
     }
     // A join on VALUES, not a row-value IN list: the planner then probes the index per key.
-    let sql = format!(
-        "SELECT m.app_id, m.conversation_id, m.user_key FROM members m JOIN (VALUES {}) v \
-         ON m.app_id = v.column1 AND m.conversation_id = v.column2 AND m.user_key = v.column3 \
+    let mut sql = Sql::new(dialect, "SELECT m.app_id, m.conversation_id, m.user_key FROM members m JOIN (VALUES ");
+    sql.push_tuples(keys, |row, (app, conv, user)| {
+        row.push_bind(app).push_bind(conv).push_bind(user);
+    });
+    sql.push(
+        ") v ON m.app_id = v.column1 AND m.conversation_id = v.column2 AND m.user_key = v.column3 \
          WHERE m.left_seq IS NULL",
-        tuples(keys.len(), 3, dialect)
     );
-    let mut q = sqlx::query(&sql);
-    for (app, conv, user) in &keys {
-        q = q.bind(*app).bind(*conv).bind(*user);
-    }
-    let rows = q.fetch_all(&mut ***tx).await?;
+    let rows = sql.build()?.fetch_all(&mut ***tx).await?;
     rows.iter().map(|r| Ok((r.try_get("app_id")?, r.try_get("conversation_id")?, r.try_get("user_key")?))).collect()
 }
 
@@ -412,17 +375,19 @@ async fn existing(
     }
     // A join on VALUES: PostgreSQL plans a row-value IN list over the primary key's prefix and
     // reads every message of the conversation; the join probes the idempotency index instead.
-    let sql = format!(
+    let mut sql = Sql::new(
+        dialect,
         "SELECT m.app_id, m.conversation_id, m.sender_key, m.client_msg_id, m.id, m.seq, m.created_at \
-         FROM messages m JOIN (VALUES {}) v ON m.app_id = v.column1 AND m.conversation_id = v.column2 \
-         AND m.sender_key = v.column3 AND m.client_msg_id = v.column4",
-        tuples(keys.len(), 4, dialect)
+         FROM messages m JOIN (VALUES ",
     );
-    let mut q = sqlx::query(&sql);
-    for (app, conv, sender, cmid) in &keys {
-        q = q.bind(*app).bind(*conv).bind(*sender).bind(*cmid);
-    }
-    let rows = q.fetch_all(&mut ***tx).await?;
+    sql.push_tuples(keys, |row, (app, conv, sender, cmid)| {
+        row.push_bind(app).push_bind(conv).push_bind(sender).push_bind(cmid);
+    });
+    sql.push(
+        ") v ON m.app_id = v.column1 AND m.conversation_id = v.column2 \
+         AND m.sender_key = v.column3 AND m.client_msg_id = v.column4",
+    );
+    let rows = sql.build()?.fetch_all(&mut ***tx).await?;
     rows.iter()
         .map(|r| {
             Ok((
@@ -450,34 +415,33 @@ async fn insert_messages(
     fresh: &[(usize, String, i64)],
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let sql = format!(
+    let mut sql = Sql::new(
+        dialect,
         "INSERT INTO messages (app_id, conversation_id, seq, id, sender_key, recipient_key, client_msg_id, kind, \
-         content, meta, created_at) VALUES {}",
-        tuples(fresh.len(), 11, dialect)
+         content, meta, created_at) VALUES ",
     );
-    let mut q = sqlx::query(&sql);
-    for (i, id, seq) in fresh {
+    sql.push_tuples(fresh, |row, (i, id, seq)| {
         let j = &jobs[*i];
-        q = q
-            .bind(&j.app)
-            .bind(&j.conversation)
-            .bind(*seq)
-            .bind(id)
-            .bind(j.sender.0)
-            .bind(j.recipient.map(|k| k.0))
-            .bind(&j.client_msg_id)
-            .bind(j.message_kind.clone())
-            .bind(&j.content)
-            .bind(j.meta.clone())
-            .bind(now);
-    }
-    q.execute(&mut ***tx).await?;
+        row.push_bind(j.app.as_str())
+            .push_bind(j.conversation.as_str())
+            .push_bind(*seq)
+            .push_bind(id.as_str())
+            .push_bind(j.sender.0)
+            .push_bind(j.recipient.map(|k| k.0))
+            .push_bind(j.client_msg_id.as_str())
+            .push_bind(j.message_kind.clone())
+            .push_bind(j.content.as_str())
+            .push_bind(j.meta.clone())
+            .push_bind(now);
+    });
+    sql.build()?.execute(&mut ***tx).await?;
     Ok(())
 }
 
 /// One statement per app sets every touched conversation's last seq.
 async fn bump_conversations(
     tx: &mut WriteTx,
+    dialect: Dialect,
     jobs: &[Job],
     fresh: &[(usize, String, i64)],
     seqs: &HashMap<(String, String), i64>,
@@ -492,29 +456,13 @@ async fn bump_conversations(
         }
     }
     for (app, convs) in by_app {
-        let cases: Vec<String> = (0..convs.len()).map(|k| format!("WHEN ${} THEN ${}", 2 + 2 * k, 3 + 2 * k)).collect();
-        let list: Vec<String> = (0..convs.len()).map(|k| format!("${}", 2 + 2 * k)).collect();
-        let sql = format!(
-            "UPDATE conversations SET last_seq = CASE id {} END WHERE app_id = $1 AND id IN ({})",
-            cases.join(" "),
-            list.join(", ")
-        );
-        let mut q = sqlx::query(&sql).bind(app);
+        let mut sql = Sql::new(dialect, "UPDATE conversations SET last_seq = CASE id");
         for (conv, last) in &convs {
-            q = q.bind(*conv).bind(*last);
+            sql.push(" WHEN ").push_bind(*conv).push(" THEN ").push_bind(*last);
         }
-        q.execute(&mut ***tx).await?;
+        sql.push(" END WHERE app_id = ").push_bind(app).push(" AND id IN (");
+        sql.push_list(convs.iter().map(|(conv, _)| *conv)).push(")");
+        sql.build()?.execute(&mut ***tx).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Dialect, tuples};
-
-    #[test]
-    fn placeholders_are_numbered_across_tuples() {
-        assert_eq!(tuples(2, 2, Dialect::Postgres), "($1, $2), ($3, $4)");
-        assert_eq!(tuples(2, 2, Dialect::Sqlite), "(?, ?), (?, ?)");
-    }
 }

@@ -1,7 +1,8 @@
 //! The source of truth: sqlx over SQLite (embedded) or PostgreSQL (cluster).
 //!
 //! Both dialects run the same query text through sqlx's `Any` driver (`$1` placeholders work on
-//! both); only the migrations differ. Every query names its app. Timestamps are unix milliseconds.
+//! both); only the migrations differ. Statements with a variable number of values are built by
+//! `sql` (the dialect's placeholders). Every query names its app. Timestamps are unix milliseconds.
 
 pub mod apps;
 mod batch;
@@ -11,6 +12,7 @@ pub mod keys;
 pub mod limits;
 pub mod outbox;
 pub mod presence;
+mod sql;
 pub mod subjects;
 pub mod users;
 

@@ -12,8 +12,9 @@ use std::{
 use sqlx::Row;
 
 use super::{
-    Store, WriteTx, observe,
+    Dialect, Store, WriteTx, observe,
     outbox::{Hooks, enqueue},
+    sql::Sql,
 };
 use crate::domain::{AppId, UserKey};
 
@@ -59,16 +60,6 @@ async fn live_rows(tx: &mut WriteTx, app: &str, user: i64, now: i64) -> Result<i
     .await
 }
 
-/// `$from, $from+1, …` for an IN list of `n` values.
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-/// `($from), ($from+1), …`: a one-column VALUES list of `n` keys.
-fn key_values(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("(${i})")).collect::<Vec<_>>().join(", ")
-}
-
 /// Live presence rows (on nodes whose lease holds) per user.
 ///
 /// One correlated count per key, not `user_key IN (…)`: before PostgreSQL has statistics for
@@ -76,17 +67,23 @@ fn key_values(from: usize, n: usize) -> String {
 /// the app through the primary key's prefix, filtering the IN list (measured: 2.8 ms a batch
 /// and growing with the table during a connect storm); the correlated form can only probe the
 /// key (app_id, user_key) per user.
-async fn live_counts(tx: &mut WriteTx, app: &str, keys: &[i64], now: i64) -> Result<HashMap<i64, i64>, sqlx::Error> {
-    let sql = format!(
-        "SELECT v.column1, (SELECT COUNT(*) FROM presence p JOIN nodes n ON n.id = p.node_id \
-         WHERE p.app_id = $1 AND p.user_key = v.column1 AND n.lease_until > $2) FROM (VALUES {}) v",
-        key_values(3, keys.len())
+async fn live_counts(
+    tx: &mut WriteTx,
+    dialect: Dialect,
+    app: &str,
+    keys: &[i64],
+    now: i64,
+) -> Result<HashMap<i64, i64>, sqlx::Error> {
+    let mut sql = Sql::new(
+        dialect,
+        "SELECT v.column1, (SELECT COUNT(*) FROM presence p JOIN nodes n ON n.id = p.node_id WHERE p.app_id = ",
     );
-    let mut q = sqlx::query_as::<_, (i64, i64)>(&sql).bind(app).bind(now);
-    for k in keys {
-        q = q.bind(*k);
-    }
-    Ok(q.fetch_all(&mut ***tx).await?.into_iter().collect())
+    sql.push_bind(app).push(" AND p.user_key = v.column1 AND n.lease_until > ").push_bind(now);
+    sql.push(") FROM (VALUES ").push_tuples(keys, |row, k| {
+        row.push_bind(*k);
+    });
+    sql.push(") v");
+    Ok(sql.build_as::<(i64, i64)>()?.fetch_all(&mut ***tx).await?.into_iter().collect())
 }
 
 impl Store {
@@ -182,8 +179,9 @@ impl Store {
         for (i, c) in changes.iter().enumerate() {
             by_app.entry(c.app.as_str()).or_default().push(i);
         }
+        let dialect = self.dialect();
         let mut tx = self.begin_write().await?;
-        if self.dialect() == super::Dialect::Postgres {
+        if dialect == Dialect::Postgres {
             // Presence is soft state: a crash loses at most the last moment's changes, which
             // the nodes' leases and reconnecting clients repair; waiting for the WAL flush
             // would only hold the batch (and its row locks) longer.
@@ -197,54 +195,40 @@ impl Store {
             // beside an IN list makes it scan every user of the app through the
             // (app_id, public_id) index (measured: 5-19 ms a batch, half the machine's CPU in a
             // connect storm). Keys are global, so the app check loses nothing.
-            let lock = format!(
-                "SELECT user_key, app_id, public_id FROM users WHERE user_key IN ({}) ORDER BY user_key{}",
-                placeholders(1, keys.len()),
-                // SQLite is already serialised by the write gate (and knows no FOR UPDATE).
-                if self.dialect() == super::Dialect::Postgres { " FOR UPDATE" } else { "" }
-            );
-            let mut q = sqlx::query(&lock);
-            for k in &keys {
-                q = q.bind(*k);
+            let mut lock = Sql::new(dialect, "SELECT user_key, app_id, public_id FROM users WHERE user_key IN (");
+            lock.push_list(keys.iter().copied()).push(") ORDER BY user_key");
+            // SQLite is already serialised by the write gate (and knows no FOR UPDATE).
+            if dialect == Dialect::Postgres {
+                lock.push(" FOR UPDATE");
             }
             let mut public_ids = HashMap::new();
-            for row in q.fetch_all(&mut **tx).await? {
+            for row in lock.build()?.fetch_all(&mut **tx).await? {
                 if row.try_get::<String, _>("app_id")? == app {
                     public_ids.insert(row.try_get::<i64, _>("user_key")?, row.try_get::<String, _>("public_id")?);
                 }
             }
-            let before = live_counts(&mut tx, app, &keys, now).await?;
+            let before = live_counts(&mut tx, dialect, app, &keys, now).await?;
             let (ups, downs): (Vec<usize>, Vec<usize>) = indices
                 .iter()
                 .copied()
                 .filter(|i| public_ids.contains_key(&changes[*i].user.0))
                 .partition(|i| changes[*i].online);
             if !ups.is_empty() {
-                let rows: Vec<String> = (0..ups.len()).map(|n| format!("($1, ${}, $2, $3)", n + 4)).collect();
-                let sql = format!(
-                    "INSERT INTO presence (app_id, user_key, node_id, since) VALUES {} \
-                     ON CONFLICT (app_id, user_key, node_id) DO NOTHING",
-                    rows.join(", ")
-                );
-                let mut q = sqlx::query(&sql).bind(app).bind(node).bind(now);
-                for i in &ups {
-                    q = q.bind(changes[*i].user.0);
-                }
-                q.execute(&mut **tx).await?;
+                let mut insert = Sql::new(dialect, "INSERT INTO presence (app_id, user_key, node_id, since) VALUES ");
+                insert.push_tuples(&ups, |row, i| {
+                    row.push_bind(app).push_bind(changes[*i].user.0).push_bind(node).push_bind(now);
+                });
+                insert.push(" ON CONFLICT (app_id, user_key, node_id) DO NOTHING");
+                insert.build()?.execute(&mut **tx).await?;
             }
             let mut removed = HashSet::new();
             if !downs.is_empty() {
-                let sql = format!(
-                    "DELETE FROM presence WHERE app_id = $1 AND node_id = $2 AND user_key IN ({}) RETURNING user_key",
-                    placeholders(3, downs.len())
-                );
-                let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(app).bind(node);
-                for i in &downs {
-                    q = q.bind(changes[*i].user.0);
-                }
-                removed.extend(q.fetch_all(&mut **tx).await?);
+                let mut delete = Sql::new(dialect, "DELETE FROM presence WHERE app_id = ");
+                delete.push_bind(app).push(" AND node_id = ").push_bind(node).push(" AND user_key IN (");
+                delete.push_list(downs.iter().map(|i| changes[*i].user.0)).push(") RETURNING user_key");
+                removed.extend(delete.build_scalar::<i64>()?.fetch_all(&mut **tx).await?);
             }
-            let after = live_counts(&mut tx, app, &keys, now).await?;
+            let after = live_counts(&mut tx, dialect, app, &keys, now).await?;
             let count = |counts: &HashMap<i64, i64>, k: i64| counts.get(&k).copied().unwrap_or(0);
             let mut gone = Vec::new();
             for i in ups.iter().chain(&downs) {
@@ -260,13 +244,9 @@ impl Store {
             }
             if !gone.is_empty() {
                 // Keys only (these rows were locked above as the app's): see the lock's comment.
-                let sql =
-                    format!("UPDATE users SET last_seen_at = $1 WHERE user_key IN ({})", placeholders(2, gone.len()));
-                let mut q = sqlx::query(&sql).bind(now);
-                for k in &gone {
-                    q = q.bind(*k);
-                }
-                q.execute(&mut **tx).await?;
+                let mut seen = Sql::new(dialect, "UPDATE users SET last_seen_at = ");
+                seen.push_bind(now).push(" WHERE user_key IN (").push_list(gone.iter().copied()).push(")");
+                seen.build()?.execute(&mut **tx).await?;
             }
             if let Some(hooks) = hooks.get(app) {
                 for i in ups.iter().chain(&downs).filter(|i| transitions[**i]) {
@@ -336,16 +316,16 @@ impl Store {
         let mut online = HashSet::new();
         for chunk in users.chunks(200) {
             // Probed per user, for the reason `live_counts` gives.
-            let sql = format!(
-                "SELECT v.column1 FROM (VALUES {}) v WHERE EXISTS (SELECT 1 FROM presence p \
-                 JOIN nodes n ON n.id = p.node_id \
-                 WHERE p.app_id = $1 AND p.user_key = v.column1 AND n.lease_until > $2)",
-                key_values(3, chunk.len())
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(app.as_str()).bind(now);
-            for u in chunk {
-                q = q.bind(u.0);
-            }
+            let mut sql = Sql::new(self.dialect(), "SELECT v.column1 FROM (VALUES ");
+            sql.push_tuples(chunk, |row, u| {
+                row.push_bind(u.0);
+            });
+            sql.push(") v WHERE EXISTS (SELECT 1 FROM presence p JOIN nodes n ON n.id = p.node_id WHERE p.app_id = ");
+            sql.push_bind(app.as_str())
+                .push(" AND p.user_key = v.column1 AND n.lease_until > ")
+                .push_bind(now)
+                .push(")");
+            let q = sql.build_scalar::<i64>()?;
             online.extend(q.fetch_all(self.pool()).await?.into_iter().map(UserKey));
         }
         Ok(online)

@@ -14,15 +14,17 @@ use std::{
 };
 
 use sqlx::{AnyPool, Row};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Store,
+    Dialect, Store,
     conversations::Active,
     held::Held,
     observe,
+    sql::Sql,
     users::{USER_COLUMNS, UserRecord, row_to_user},
 };
+use crate::batching;
 use crate::domain::{AppId, UserKey};
 
 /// The subject of a token as a connection needs it: the user, whether the token's session (if
@@ -32,8 +34,7 @@ pub type Subject = (UserRecord, bool, Vec<Active>);
 /// Requests answered by one statement at most.
 const MAX_BATCH: usize = 64;
 
-/// Statements are padded to these sizes, so each connection prepares a handful of statements
-/// rather than one per batch size.
+/// Statements are padded to these sizes (see [`statement`]).
 const SIZES: [usize; 4] = [1, 4, 16, MAX_BATCH];
 
 /// Readers per node: one batch is read while the next gathers.
@@ -53,7 +54,7 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    fn sender(&self, pool: &AnyPool, held: &Arc<Held>) -> Option<mpsc::UnboundedSender<Request>> {
+    fn sender(&self, pool: &AnyPool, held: &Arc<Held>, dialect: Dialect) -> Option<mpsc::UnboundedSender<Request>> {
         let mut slot = self.tx.lock().ok()?;
         if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
             return Some(tx.clone());
@@ -62,94 +63,74 @@ impl Batcher {
         // the queue, and the next connection starts them anew).
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..READERS {
-            runtime.spawn(reader(pool.clone(), held.clone(), rx.clone()));
-        }
+        let (pool, held) = (pool.clone(), held.clone());
+        let policy = batching::Policy { lanes: READERS, max: MAX_BATCH };
+        runtime.spawn(batching::serve(rx, policy, batching::never, move |batch| {
+            read_and_answer(pool.clone(), held.clone(), dialect, batch)
+        }));
         *slot = Some(tx.clone());
         Some(tx)
     }
 }
 
-async fn reader(pool: AnyPool, held: Arc<Held>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>) {
-    loop {
-        let batch = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
+async fn read_and_answer(pool: AnyPool, held: Arc<Held>, dialect: Dialect, batch: Vec<Request>) {
+    let started = Instant::now();
+    let result = read_batch(&pool, &held, dialect, &batch).await;
+    observe("connect_subject_batch", started);
+    metrics::histogram!("natter_connect_subject_batch_size").record(batch.len() as f64);
+    match result {
+        Ok(mut found) => {
+            for (i, request) in batch.into_iter().enumerate() {
+                let _ = request.reply.send(Ok(found.remove(&i)));
             }
-            batch
-        };
-        let started = Instant::now();
-        let result = read_batch(&pool, &held, &batch).await;
-        observe("connect_subject_batch", started);
-        metrics::histogram!("natter_connect_subject_batch_size").record(batch.len() as f64);
-        match result {
-            Ok(mut found) => {
-                for (i, request) in batch.into_iter().enumerate() {
-                    let _ = request.reply.send(Ok(found.remove(&i)));
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                for request in batch {
-                    let _ = request.reply.send(Err(sqlx::Error::Protocol(message.clone())));
-                }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for request in batch {
+                let _ = request.reply.send(Err(sqlx::Error::Protocol(message.clone())));
             }
         }
     }
 }
 
-/// `(req, app, key, session)` rows for `n` requests, as placeholders from `$1`.
-fn request_rows(n: usize) -> String {
-    (0..n)
-        .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The statement for a batch of `n` requests (its padded size and text), built once per size.
-fn statement(n: usize) -> (usize, &'static str) {
-    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        let user_columns: Vec<String> = USER_COLUMNS.split(',').map(|c| format!("u.{}", c.trim())).collect();
-        // Joined by primary key per request row: no plan here depends on an app's size.
-        SIZES
-            .iter()
-            .map(|size| {
-                format!(
-                    "SELECT v.column1 AS req, {}, s.id AS session_found, s.revoked_at AS session_revoked_at, \
-                     m.conversation_id AS conv_id, c.kind AS conv_kind, c.last_seq AS conv_head \
-                     FROM (VALUES {}) v \
-                     JOIN users u ON u.user_key = v.column3 AND u.app_id = v.column2 \
-                     LEFT JOIN auth_sessions s ON s.id = v.column4 AND s.user_key = u.user_key \
-                     LEFT JOIN members m ON m.app_id = u.app_id AND m.user_key = u.user_key AND m.left_seq IS NULL \
-                     LEFT JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id",
-                    user_columns.join(", "),
-                    request_rows(*size)
-                )
-            })
-            .collect()
-    });
-    let slot = SIZES.iter().position(|s| *s >= n).unwrap_or(SIZES.len() - 1);
-    (SIZES[slot], texts.get(slot).map_or("", String::as_str))
-}
-
-async fn read_batch(pool: &AnyPool, held: &Held, batch: &[Request]) -> Result<HashMap<usize, Subject>, sqlx::Error> {
-    let (size, sql) = statement(batch.len());
-    let mut query = sqlx::query(sql);
-    for i in 0..size {
-        // Padding rows name no user (keys are positive), so they match nothing.
-        query = match batch.get(i) {
-            Some(r) => query.bind(i as i64).bind(r.app.as_str()).bind(r.key.0).bind(r.session.as_deref()),
-            None => query.bind(i as i64).bind("").bind(-1_i64).bind(None::<&str>),
+/// The statement for a batch: padded to the next of [`SIZES`] with rows that name no user (keys
+/// are positive), so each connection prepares a handful of statements rather than one per size.
+fn statement(dialect: Dialect, batch: &[Request]) -> Sql<'_> {
+    static USER_COLUMNS_OF_U: OnceLock<String> = OnceLock::new();
+    let user_columns = USER_COLUMNS_OF_U
+        .get_or_init(|| USER_COLUMNS.split(',').map(|c| format!("u.{}", c.trim())).collect::<Vec<_>>().join(", "));
+    let size = SIZES.iter().copied().find(|s| *s >= batch.len()).unwrap_or(MAX_BATCH);
+    let mut sql = Sql::new(dialect, "SELECT v.column1 AS req, ");
+    sql.push(user_columns).push(
+        ", s.id AS session_found, s.revoked_at AS session_revoked_at, \
+         m.conversation_id AS conv_id, c.kind AS conv_kind, c.last_seq AS conv_head FROM (VALUES ",
+    );
+    sql.push_tuples(0..size, |row, i| {
+        match batch.get(i) {
+            Some(r) => {
+                row.push_bind(i as i64).push_bind(r.app.as_str()).push_bind(r.key.0).push_bind(r.session.as_deref())
+            }
+            None => row.push_bind(i as i64).push_bind("").push_bind(-1_i64).push_bind(None::<&str>),
         };
-    }
+    });
+    // Joined by primary key per request row: no plan here depends on an app's size.
+    sql.push(
+        ") v JOIN users u ON u.user_key = v.column3 AND u.app_id = v.column2 \
+         LEFT JOIN auth_sessions s ON s.id = v.column4 AND s.user_key = u.user_key \
+         LEFT JOIN members m ON m.app_id = u.app_id AND m.user_key = u.user_key AND m.left_seq IS NULL \
+         LEFT JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id",
+    );
+    sql
+}
+
+async fn read_batch(
+    pool: &AnyPool,
+    held: &Held,
+    dialect: Dialect,
+    batch: &[Request],
+) -> Result<HashMap<usize, Subject>, sqlx::Error> {
+    let mut sql = statement(dialect, batch);
+    let query = sql.build()?;
     let mut conn = held.take(pool).await?;
     let rows = query.fetch_all(&mut *conn).await;
     let rows = conn.finish(rows)?;
@@ -196,7 +177,7 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         let request = Request { app: app.clone(), key, session: session_id.map(str::to_string), reply };
         let stopped = || sqlx::Error::Protocol("the connection reader stopped".into());
-        let tx = self.subjects.sender(&self.pool, &self.held).ok_or_else(stopped)?;
+        let tx = self.subjects.sender(&self.pool, &self.held, self.dialect).ok_or_else(stopped)?;
         tx.send(request).map_err(|_| stopped())?;
         let result = answer.await.map_err(|_| stopped())?;
         observe("connect_subject", started);

@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Instant};
 
 use sqlx::{Row, any::AnyRow};
 
-use super::{Store, is_unique_violation, observe};
+use super::{Store, is_unique_violation, observe, sql::Sql};
 use crate::domain::{AppId, AvatarUrl, Email, Name, UserId, UserKey, UserKind};
 
 #[derive(Debug, Clone)]
@@ -209,16 +209,10 @@ impl Store {
     pub async fn users_by_ids(&self, app: &AppId, ids: &[UserId]) -> Result<Vec<UserRecord>, sqlx::Error> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(200) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND public_id IN ({})",
-                placeholders.join(", ")
-            );
-            let mut q = sqlx::query(&sql).bind(app.as_str());
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
-            for row in q.fetch_all(self.pool()).await? {
+            let mut sql = Sql::new(self.dialect(), format!("SELECT {USER_COLUMNS} FROM users WHERE app_id = "));
+            sql.push_bind(app.as_str()).push(" AND public_id IN (");
+            sql.push_list(chunk.iter().map(UserId::as_str)).push(")");
+            for row in sql.build()?.fetch_all(self.pool()).await? {
                 out.push(row_to_user(&row)?);
             }
         }

@@ -84,13 +84,31 @@ impl Cursor {
         self.own.entry(Arc::from(conv)).or_default().insert(seq);
     }
 
-    /// Whether a message read back from the store is the session's own: sent by this user, and
-    /// either the send in flight or one whose reply the session already wrote.
-    pub fn is_own(&self, sent_by_this_user: bool, conv: &str, seq: i64, client_msg_id: &str) -> bool {
-        sent_by_this_user
-            && (self.in_flight.as_deref() == Some(client_msg_id)
-                || self.own.get(conv).is_some_and(|s| s.contains(&seq)))
+    /// The one decision of whether a message is the session's own, which the client learns of
+    /// from its reply and must not be handed again: a live push this very session sent, or a
+    /// message read back from the store that this user sent and that is either the send in
+    /// flight or one whose reply the session already wrote. The user's other sessions are not
+    /// this one: they get the message like everyone else (the user's other devices see it).
+    pub fn is_own(&self, sender: Sender<'_>, conv: &str, seq: i64) -> bool {
+        match sender {
+            Sender::ThisSession => true,
+            Sender::ThisUser { client_msg_id } => {
+                self.in_flight.as_deref() == Some(client_msg_id) || self.own.get(conv).is_some_and(|s| s.contains(&seq))
+            }
+            Sender::Other => false,
+        }
     }
+}
+
+/// Who sent a message, as far as the session can tell.
+#[derive(Debug, Clone, Copy)]
+pub enum Sender<'a> {
+    /// A live push whose origin is this session.
+    ThisSession,
+    /// Read back from the store: this user sent it, under this client id.
+    ThisUser { client_msg_id: &'a str },
+    /// Someone else, or this user's other sessions.
+    Other,
 }
 
 #[cfg(test)]
@@ -115,14 +133,17 @@ mod tests {
         let mut c = Cursor::default();
         c.advance("d", 1);
         c.sending(Some("m1".into()));
-        assert!(c.is_own(true, "d", 2, "m1"), "in flight");
-        assert!(!c.is_own(false, "d", 2, "m1"), "another user's message with the same id");
+        let mine = |id| Sender::ThisUser { client_msg_id: id };
+        assert!(c.is_own(Sender::ThisSession, "d", 9), "a live push this session sent");
+        assert!(!c.is_own(Sender::Other, "d", 2), "another user's (or session's) message");
+        assert!(!c.is_own(mine("m0"), "d", 2), "this user's, sent elsewhere");
+        assert!(c.is_own(mine("m1"), "d", 2), "in flight");
         c.sending(None);
         c.sent("d", 2);
-        assert!(c.is_own(true, "d", 2, "other-id"), "answered by its reply");
+        assert!(c.is_own(mine("other-id"), "d", 2), "answered by its reply");
         c.advance("d", 2);
-        assert!(!c.is_own(true, "d", 2, "other-id"), "forgotten once passed");
+        assert!(!c.is_own(mine("other-id"), "d", 2), "forgotten once passed");
         c.sent("d", 1);
-        assert!(!c.is_own(true, "d", 1, "x"), "a seq already passed is not remembered");
+        assert!(!c.is_own(mine("x"), "d", 1), "a seq already passed is not remembered");
     }
 }

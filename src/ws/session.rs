@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{
-    cursor::{Cursor, Next},
+    cursor::{Cursor, Next, Sender},
     protocol,
     socket::{Failure, Inbound, Socket},
 };
@@ -301,10 +301,12 @@ impl WsSession {
     fn deliver(&mut self, push: Push, ctx: &mut Context<Self>) {
         // Written (or dropped as already seen) now: no longer queued for this client.
         super::socket::release(&self.queued, push.len());
-        let (conv, seq, own, frame) = match push {
+        let (conv, seq, origin, frame) = match push {
             Push::Event { frame } => return self.write_push(frame),
-            Push::Message { conv, seq, own, frame } => (conv, seq, own, frame),
+            Push::Message { conv, seq, origin, frame } => (conv, seq, origin, frame),
         };
+        let sender = if origin == Some(self.id) { Sender::ThisSession } else { Sender::Other };
+        let own = self.cursor.is_own(sender, &conv, seq);
         match self.cursor.next(&conv, seq) {
             Next::Drop => {}
             Next::Write => {
@@ -343,8 +345,13 @@ impl WsSession {
             if self.cursor.has(conv, m.seq) {
                 continue;
             }
-            let mine = me.is_some() && m.sender == me;
-            if !self.cursor.is_own(mine, conv, m.seq, &m.client_msg_id) {
+            let sender = match &me {
+                Some(me) if m.sender.as_deref() == Some(me.as_str()) => {
+                    Sender::ThisUser { client_msg_id: &m.client_msg_id }
+                }
+                _ => Sender::Other,
+            };
+            if !self.cursor.is_own(sender, conv, m.seq) {
                 // An unrenderable message is reported by push_frame; the rest of the repair
                 // goes on.
                 if let Ok(frame) = crate::wire::push_frame(&m)
