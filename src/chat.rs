@@ -24,7 +24,7 @@ use crate::{
         outbox::Hooks,
     },
     webhooks::hook::{self, HookRequest, Verdict},
-    wire::{event_frame, push_frame},
+    wire::{Encode, Object, event_frame, push_frame},
 };
 
 #[derive(Debug, Deserialize)]
@@ -209,15 +209,12 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             meta: req.meta.map(Meta::into_inner),
             created_at: appended.created_at,
         };
-        // Stored is acked: a push that cannot be encoded is reported, and readers get the message
-        // from history and sync.
-        if let Ok(frame) = push_frame(&stored) {
-            let audience = match &recipient {
-                Some((key, _)) => Audience::Direct(who.user, *key),
-                None => Audience::Group(conversation.as_str()),
-            };
-            node.fanout.message(who.app.as_str(), audience, conversation.as_str(), stored.seq, origin, &frame);
-        }
+        let frame = push_frame(&stored);
+        let audience = match &recipient {
+            Some((key, _)) => Audience::Direct(who.user, *key),
+            None => Audience::Group(conversation.as_str()),
+        };
+        node.fanout.message(who.app.as_str(), audience, conversation.as_str(), stored.seq, origin, frame.as_bytes());
     }
     metrics::histogram!("natter_message_ack_duration_seconds").record(started.elapsed().as_secs_f64());
     Ok(SendResult {
@@ -432,18 +429,22 @@ pub async fn read(node: &Node, who: &Identity, req: ReadRequest) -> ApiResult<Re
     let seq = req.seq.min(m.visible_upto());
     let stored = node.store.mark_read(&who.app, req.conversation.as_str(), who.user, seq).await?.unwrap_or(seq);
     if m.is_active() {
-        #[derive(Serialize)]
         struct ReadEvent<'a> {
             conversation: &'a str,
             user: &'a str,
             seq: i64,
         }
+        impl Encode for ReadEvent<'_> {
+            fn encode(&self, o: &mut Object<'_>) {
+                o.str("conversation", self.conversation).str("user", self.user).int("seq", self.seq);
+            }
+        }
         let frame = event_frame(
             "read",
             &ReadEvent { conversation: req.conversation.as_str(), user: who.id.as_str(), seq: stored },
-        )?;
+        );
         if let Some(audience) = audience_of(&req.conversation, m.kind) {
-            node.fanout.event(who.app.as_str(), audience, None, &frame);
+            node.fanout.event(who.app.as_str(), audience, None, frame.as_bytes());
         }
     }
     Ok(ReadResult { conversation: req.conversation.into_inner(), read_seq: stored })
@@ -461,14 +462,18 @@ pub async fn typing(node: &Node, who: &Identity, req: TypingRequest, origin: Opt
     if !m.is_active() {
         return Err(ApiError::new(ErrorCode::NotAMember, "you are no longer a member of this conversation"));
     }
-    #[derive(Serialize)]
     struct TypingEvent<'a> {
         conversation: &'a str,
         user: &'a str,
     }
-    let frame = event_frame("typing", &TypingEvent { conversation: req.conversation.as_str(), user: who.id.as_str() })?;
+    impl Encode for TypingEvent<'_> {
+        fn encode(&self, o: &mut Object<'_>) {
+            o.str("conversation", self.conversation).str("user", self.user);
+        }
+    }
+    let frame = event_frame("typing", &TypingEvent { conversation: req.conversation.as_str(), user: who.id.as_str() });
     if let Some(audience) = audience_of(&req.conversation, m.kind) {
-        node.fanout.event(who.app.as_str(), audience, origin, &frame);
+        node.fanout.event(who.app.as_str(), audience, origin, frame.as_bytes());
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::{
         conversations::{GroupMember, GroupWriteError},
         outbox::Hooks,
     },
-    wire::event_frame,
+    wire::{Encode, Object, event_frame},
 };
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +48,18 @@ pub struct GroupView {
     pub name: String,
     pub last_seq: i64,
     pub members: Vec<MemberView>,
+}
+
+impl Encode for MemberView {
+    fn encode(&self, o: &mut Object<'_>) {
+        o.str("id", &self.id).str("role", self.role.as_str());
+    }
+}
+
+impl Encode for GroupView {
+    fn encode(&self, o: &mut Object<'_>) {
+        o.str("id", &self.id).str("name", &self.name).int("last_seq", self.last_seq).list("members", &self.members);
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,8 +151,15 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
     let stored = node.store.group_members(&who.app, id.as_str()).await?;
     let view =
         GroupView { id: id.as_str().to_string(), name: req.name.into_inner(), last_seq: 0, members: views(&stored) };
-    let frame = event_frame("group.created", &view)?;
-    publish_membership(node, who, id.as_str(), stored.iter().map(|m| m.key.0).collect(), Vec::new(), frame);
+    let frame = event_frame("group.created", &view);
+    publish_membership(
+        node,
+        who,
+        id.as_str(),
+        stored.iter().map(|m| m.key.0).collect(),
+        Vec::new(),
+        frame.into_bytes(),
+    );
     if !app.settings.welcome_message.is_empty() {
         let welcome = chat::SendRequest {
             recipient: None,
@@ -195,6 +214,12 @@ pub struct MembersChanged {
     pub by: String,
 }
 
+impl Encode for MembersChanged {
+    fn encode(&self, o: &mut Object<'_>) {
+        o.str("group", &self.group).strs("members", &self.members).str("by", &self.by);
+    }
+}
+
 /// Owners and admins add members; they read history from the group's current seq on.
 pub async fn add_members(
     node: &Node,
@@ -216,8 +241,15 @@ pub async fn add_members(
     let ids: Vec<String> = users.iter().filter(|(k, _)| added.contains(k)).map(|(_, id)| id.clone()).collect();
     let changed = MembersChanged { group: group.as_str().to_string(), members: ids, by: who.id.as_str().to_string() };
     if !added.is_empty() {
-        let frame = event_frame("group.member_added", &changed)?;
-        publish_membership(node, who, group.as_str(), added.iter().map(|k| k.0).collect(), Vec::new(), frame);
+        let frame = event_frame("group.member_added", &changed);
+        publish_membership(
+            node,
+            who,
+            group.as_str(),
+            added.iter().map(|k| k.0).collect(),
+            Vec::new(),
+            frame.into_bytes(),
+        );
     }
     Ok(changed)
 }
@@ -259,7 +291,7 @@ pub async fn remove_member(node: &Node, who: &Identity, group: &GroupId, member:
         members: vec![target.id.clone()],
         by: who.id.as_str().to_string(),
     };
-    let frame = event_frame("group.member_removed", &changed)?;
-    publish_membership(node, who, group.as_str(), Vec::new(), vec![target.key.0], frame);
+    let frame = event_frame("group.member_removed", &changed);
+    publish_membership(node, who, group.as_str(), Vec::new(), vec![target.key.0], frame.into_bytes());
     Ok(changed)
 }

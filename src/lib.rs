@@ -18,7 +18,8 @@
 //!   appends, connect reads, presence transitions).
 //! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
 //! - [`accounts`]: hosted accounts: register, login, guests, upgrade, refresh, logout.
-//! - [`wire`]: how a stored message, a push and an event look on the wire (one encoding).
+//! - [`wire`]: how a stored message, a push and an event look on the wire (one encoding, by a
+//!   JSON writer that cannot fail).
 //! - [`chat`]: sending, history, sync, read markers and typing, shared by WebSocket and REST.
 //! - [`groups`]: group creation and membership, with the events they push.
 //! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations
@@ -41,6 +42,8 @@
 //! - [`node`]: everything one running node shares (store, bus, router, keys, config).
 //! - [`server`]: assembles a node and serves it; used by the binary and the tests.
 //! - [`cli`]: the `natter` command line (serve, migrate, app management).
+//! - [`launch`]: starting `natter serve` as a child process and learning its address (the
+//!   cluster tests and the load-test harness).
 //! - [`telemetry`]: logging and the Prometheus recorder.
 
 pub mod accounts;
@@ -56,6 +59,7 @@ pub mod fanout;
 pub mod groups;
 pub mod http;
 pub mod hub;
+pub mod launch;
 pub mod node;
 pub mod presence;
 pub mod ratelimit;

@@ -22,7 +22,7 @@ use crate::{
         presence::{Change, MAX_CHANGES},
         users::UserRecord,
     },
-    wire::event_frame,
+    wire::{Encode, Object, event_frame},
 };
 
 const SHARDS: usize = 2;
@@ -72,15 +72,19 @@ struct Publisher {
 
 impl Publisher {
     fn transition(&self, app: &str, user: UserKey, id: &str, online: bool, at: i64) {
-        #[derive(Serialize)]
         struct PresenceEvent<'a> {
             user: &'a str,
             status: &'static str,
             last_seen: i64,
         }
+        impl Encode for PresenceEvent<'_> {
+            fn encode(&self, o: &mut Object<'_>) {
+                o.str("user", self.user).str("status", self.status).int("last_seen", self.last_seen);
+            }
+        }
         let status = if online { "online" } else { "offline" };
-        let Ok(frame) = event_frame("presence", &PresenceEvent { user: id, status, last_seen: at }) else { return };
-        self.fanout.presence(app, user, online, &frame);
+        let frame = event_frame("presence", &PresenceEvent { user: id, status, last_seen: at });
+        self.fanout.presence(app, user, online, frame.as_bytes());
         metrics::counter!("natter_presence_transitions_total", "status" => status).increment(1);
     }
 }

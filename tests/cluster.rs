@@ -7,7 +7,6 @@ mod common;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::{
@@ -30,8 +29,8 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn start(db: &str, nats: &str, prefix: &str, lease_secs: u64, extra: &[(String, String)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
-            .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
+        cmd.envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NATTER_HTTP__BIND", "127.0.0.1:0")
             .env("NATTER_HTTP__WORKERS", "1")
             .env("NATTER_DATABASE__URL", db)
@@ -39,35 +38,13 @@ impl NodeProcess {
             .env("NATTER_NATS__URL", nats)
             .env("NATTER_NATS__PREFIX", prefix)
             .env("NATTER_NODE__LEASE_SECS", lease_secs.to_string())
-            .env("NATTER_LOG__FORMAT", "json")
             .env("NATTER_LOG__LEVEL", "info")
             .env("NATTER_WS__MESSAGES_PER_SECOND", "100000")
             .env("NATTER_WS__MESSAGE_BURST", "100000")
             .env("NATTER_DEFAULT_APP__GUEST_SIGNUPS_PER_HOUR", "1000000")
             .env_remove("DATABASE_URL")
-            .env_remove("NATS_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("natter binary starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(sender) = &tx
-                    && let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && let Some(addr) = v["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
-                {
-                    let _ = sender.send(addr);
-                    tx = None;
-                }
-                if line.contains("\"ERROR\"") {
-                    eprintln!("node: {line}");
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("node reports its address");
+            .env_remove("NATS_URL");
+        let (child, addr) = natter::launch::serve(&mut cmd, "node", Duration::from_secs(30)).expect("node starts");
         NodeProcess { child, addr }
     }
 
@@ -193,6 +170,19 @@ impl Cluster {
         rows.iter().map(|r| (r.get::<String, _>("status"), r.get::<i64, _>("n"))).collect()
     }
 
+    /// Nodes that hold a presence row for the user.
+    async fn presence_rows(&self, user: &User) -> i64 {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.db).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM presence p JOIN users u ON u.user_key = p.user_key WHERE u.public_id = $1",
+        )
+        .bind(&user.id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    }
+
     async fn guest(&self, node: usize) -> User {
         let (status, body) = post_to(self.nodes[node].addr, "/v1/auth/guest", None, json!({})).await;
         assert_eq!(status, 201, "{body}");
@@ -293,9 +283,13 @@ async fn presence_spans_nodes_and_a_killed_nodes_users_go_offline_after_its_leas
     let phone = cluster.connect(1, &alice).await;
     assert_eq!(w.next_event("presence").await["status"], "online");
     let laptop = cluster.connect(2, &alice).await;
-    // Presence is recorded a few milliseconds after a socket is accepted; a device that leaves
-    // inside that window can make watchers see offline-then-online (see the closing notes).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Presence is recorded a batch after a socket is accepted: a device that leaves inside that
+    // window can make watchers see offline-then-online. Wait until both devices are recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.presence_rows(&alice).await < 2 {
+        assert!(Instant::now() < deadline, "the second device's presence was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(phone);
     w.assert_silent(Duration::from_millis(700)).await;
     drop(laptop);
@@ -670,7 +664,12 @@ async fn three_nodes_deliver_each_webhook_event_exactly_once() {
         t.await.unwrap();
     }
     let got = receiver.wait_for(600, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once no event is pending, no node can send one again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.outbox().await.get("pending").is_some_and(|n| *n > 0) {
+        assert!(Instant::now() < deadline, "the outbox never drained: {:?}", cluster.outbox().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let all = receiver.deliveries();
     let distinct: HashSet<&str> = all.iter().map(|d| d.id.as_str()).collect();
     let outbox = cluster.outbox().await;

@@ -1,4 +1,4 @@
-//! Issue 10: a client that stops reading while a group floods it. In a test binary of its own,
+//! A client that stops reading while a group floods it. In a test binary of its own,
 //! so the process's memory growth is this test's alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -147,24 +147,8 @@ fn create_app(env: &Env, db: &str) -> anyhow::Result<(String, String)> {
 fn start_natter(env: &Env, db: &str, nats: &str, prefix: &str) -> anyhow::Result<Server> {
     let mut cmd = Command::new(&env.natter);
     natter_env(&mut cmd, db, nats, prefix);
-    let mut child = cmd.arg("serve").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting natter")?;
-    let stderr = child.stderr.take().context("natter stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(sender) = &tx
-                && let Ok(v) = serde_json::from_str::<Value>(&line)
-                && let Some(addr) = v["addr"].as_str()
-            {
-                let _ = sender.send(addr.to_string());
-                tx = None;
-            } else if line.contains("\"ERROR\"") {
-                eprintln!("natter: {line}");
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).context("natter did not report its address")?;
+    cmd.arg("serve");
+    let (child, addr) = natter::launch::serve(&mut cmd, "natter", Duration::from_secs(60))?;
     Ok(Server { child, ws: format!("ws://{addr}/ws") })
 }
 

@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -61,22 +60,8 @@ fn create_app(db: &str) -> (String, String) {
 fn start(db: &str, nats: &str, prefix: &str) -> Server {
     let mut cmd = Command::new(natter_bin());
     natter(&mut cmd, db, nats, prefix);
-    let mut child = cmd.arg("serve").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(sender) = &tx
-                && let Ok(v) = serde_json::from_str::<Value>(&line)
-                && let Some(addr) = v["addr"].as_str()
-            {
-                let _ = sender.send(addr.to_string());
-                tx = None;
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("natter reports its address");
+    cmd.arg("serve");
+    let (child, addr) = natter::launch::serve(&mut cmd, "natter", Duration::from_secs(30)).expect("natter starts");
     Server { child, ws: format!("ws://{addr}/ws") }
 }
 

@@ -352,13 +352,7 @@ impl WsSession {
                 _ => Sender::Other,
             };
             if !self.cursor.is_own(sender, conv, m.seq) {
-                // An unrenderable message is reported by push_frame; the rest of the repair
-                // goes on.
-                if let Ok(frame) = crate::wire::push_frame(&m)
-                    && let Ok(frame) = ByteString::try_from(frame)
-                {
-                    self.write_push(frame);
-                }
+                self.write_push(ByteString::from(crate::wire::push_frame(&m)));
             }
             self.cursor.advance(conv, m.seq);
         }

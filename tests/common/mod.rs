@@ -7,7 +7,10 @@ use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use natter::{config::Config, server::Spawned};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
@@ -742,6 +745,48 @@ impl Drop for Receiver {
         let _ = std::thread::spawn(move || actix_rt::System::new().block_on(handle.stop(false))).join();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// A raw socket upgraded to a WebSocket, for frames no library would send.
+pub async fn raw_socket(server: &TestServer, token: &str) -> TcpStream {
+    let mut io = TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    io.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(WAIT, io.read_exact(&mut byte)).await.unwrap().unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    io
+}
+
+/// The close code of the close frame the server sends (skipping other frames), then the socket's
+/// end; None if it dropped the connection without one.
+pub async fn close_code(io: &mut TcpStream) -> Option<u16> {
+    loop {
+        let mut head = [0u8; 2];
+        match tokio::time::timeout(WAIT, io.read_exact(&mut head)).await.expect("server answered") {
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        let len = match head[1] & 0x7F {
+            126 => io.read_u16().await.unwrap() as usize,
+            127 => io.read_u64().await.unwrap() as usize,
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        io.read_exact(&mut payload).await.unwrap();
+        if head[0] & 0x0F == 0x8 {
+            return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
         }
     }
 }

@@ -1,7 +1,6 @@
-//! Issue 4 acceptance: groups, sync and the delivery guarantees, against a real node.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Groups, sync and the delivery guarantees, against a real node.
 
-mod common;
+use crate::common;
 
 use common::Backend;
 

@@ -1,8 +1,7 @@
 //! Batched presence in the store, on real PostgreSQL and SQLite: one transition per user however
 //! the changes of several nodes are batched and interleaved.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

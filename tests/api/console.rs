@@ -1,8 +1,7 @@
 //! The browser console: served from the binary at `/` under its own content policy, and driven
 //! end to end in headless Chromium (tests/e2e/console.mjs).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,8 +1,6 @@
-//! Issue 6 acceptance: tenants, the signed server API, app-signed user tokens, change of user id.
+//! Tenants, the signed server API, app-signed user tokens, change of user id.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::{process::Command, time::Duration};
 

@@ -1,7 +1,6 @@
-//! Issue 3 acceptance: one embedded node, real HTTP and WebSocket clients.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! One embedded node, real HTTP and WebSocket clients.
 
-mod common;
+use crate::common;
 
 use common::Backend;
 

@@ -1,7 +1,6 @@
 //! The scripts of docs/app-server.md, run as written against a real node.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,9 +2,8 @@
 //! it refuses with a documented 4xx. Random and hostile strings and JSON (unicode, NUL, control
 //! and format characters, deep nesting, huge numbers, lone surrogates in escapes) go through every
 //! write path, on SQLite and PostgreSQL, and one bad message never fails another's send.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,8 +1,7 @@
 //! The WebSocket transport under the session actor: handshakes, frames split across reads,
 //! fragments, control frames and the close handshake, spoken byte by byte where it matters.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

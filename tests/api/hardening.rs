@@ -1,7 +1,6 @@
-//! Issue 10: limits, abuse, bad input and hostile clients, each test printing its figure.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Limits, abuse, bad input and hostile clients, each test printing its figure.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -246,14 +245,14 @@ async fn a_flood_gets_429_then_4003_and_a_huge_fragmented_message_gets_1009() {
 async fn a_client_that_stops_answering_pings_is_closed() {
     let server = TestServer::start_with("[ws]\nheartbeat_interval_secs = 1\nclient_timeout_secs = 2");
     let alice = server.register("alice@example.com").await;
-    let mut ws = server.connect(&alice).await;
-    ws.settle().await;
+    // A raw socket that reads the server's pings and never answers them (nor sends anything).
+    let mut io = common::raw_socket(&server, &alice.token).await;
     let started = Instant::now();
-    // Not reading means not answering pings (and sending nothing).
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let code = ws.closed().await;
-    println!("silent client: closed with {code:?} after {:?}", started.elapsed());
+    let code = common::close_code(&mut io).await;
+    let took = started.elapsed();
+    println!("silent client: closed with {code:?} after {took:?}");
     assert_eq!(code, Some(1000));
+    assert!(took >= Duration::from_secs(2), "closed before the client timeout: {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,12 @@
 //! A hostile client and a newcomer's mistakes at the edges: spoofed forwarding headers,
 //! registration floods, frames that do not parse, RFC 6455 violations, look-alike emails and
 //! requests HTTP itself refuses. Each is answered with a documented code and hurts nobody else.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{TestServer, WAIT};
+use common::{TestServer, WAIT, close_code, raw_socket};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -152,26 +151,6 @@ async fn frames_that_do_not_parse_count_against_the_limit_too() {
     }
 }
 
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-/// A raw socket upgraded to a WebSocket, for frames no library would send.
-async fn raw_socket(server: &TestServer, token: &str) -> TcpStream {
-    let mut io = TcpStream::connect(server.addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\nAuthorization: Bearer {token}\r\n\r\n"
-    );
-    io.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(WAIT, io.read_exact(&mut byte)).await.unwrap().unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    io
-}
-
 fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x11u8, 0x22, 0x33, 0x44];
     let mut out = vec![first];
@@ -185,28 +164,6 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     out
-}
-
-/// The close code of the close frame the server sends (skipping other frames), then the socket's
-/// end; None if it dropped the connection without one.
-async fn close_code(io: &mut TcpStream) -> Option<u16> {
-    loop {
-        let mut head = [0u8; 2];
-        match tokio::time::timeout(WAIT, io.read_exact(&mut head)).await.expect("server answered") {
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-        let len = match head[1] & 0x7F {
-            126 => io.read_u16().await.unwrap() as usize,
-            127 => io.read_u64().await.unwrap() as usize,
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        io.read_exact(&mut payload).await.unwrap();
-        if head[0] & 0x0F == 0x8 {
-            return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
