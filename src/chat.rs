@@ -40,7 +40,16 @@ pub struct SendRequest {
     pub kind: Option<String>,
     #[serde(default)]
     pub meta: Option<Meta>,
+    /// A seq of the same conversation the sender may read.
+    #[serde(default)]
+    pub reply_to: Option<i64>,
+    /// Users the message mentions: members of the conversation.
+    #[serde(default)]
+    pub mentions: Vec<UserId>,
 }
+
+/// Users one message may mention at most.
+pub const MAX_MENTIONS: usize = 50;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SendResult {
@@ -80,7 +89,7 @@ pub fn system_identity(app: &crate::domain::AppId) -> Identity {
     }
 }
 
-fn check_content(content: &str, meta_len: usize, max: usize) -> ApiResult<()> {
+pub(crate) fn check_content(content: &str, meta_len: usize, max: usize) -> ApiResult<()> {
     if content.is_empty() {
         return Err(ApiError::validation("content: must not be empty"));
     }
@@ -124,6 +133,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
         _ => return Err(ApiError::validation("give exactly one of recipient or group")),
     };
     let sender_id = (who.user != SYSTEM_SENDER).then(|| who.id.as_str().to_string());
+    let (reply_to, mentions) = check_references(node, who, &conversation, &req).await?;
     let mut content = req.content;
     let origin = match via {
         Via::Client(origin) => {
@@ -137,30 +147,10 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
                     kind: req.kind.as_deref(),
                     meta: req.meta.as_ref(),
                     client_msg_id: req.client_msg_id.as_str(),
+                    edit_of: None,
                 };
-                match hook::ask(&node.webhook_clients, &app.settings, &request).await {
-                    Ok(Verdict::Allow) => {}
-                    Ok(Verdict::Reject(reason)) => {
-                        metrics::counter!("natter_hook_verdicts_total", "verdict" => "reject").increment(1);
-                        return Err(ApiError::new(ErrorCode::RejectedByHook, reason));
-                    }
-                    Ok(Verdict::Modify(modified)) => {
-                        metrics::counter!("natter_hook_verdicts_total", "verdict" => "modify").increment(1);
-                        check_content(&modified, meta_len, max)?;
-                        content = modified;
-                    }
-                    Err(why) if app.settings.before_send_policy == HookPolicy::Closed => {
-                        metrics::counter!("natter_hook_verdicts_total", "verdict" => "unavailable_closed").increment(1);
-                        tracing::warn!(app = %who.app, error = %why, "before-send hook unavailable; policy closed rejects");
-                        return Err(ApiError::new(
-                            ErrorCode::HookUnavailable,
-                            "the app's before-send hook is unavailable",
-                        ));
-                    }
-                    Err(why) => {
-                        metrics::counter!("natter_hook_verdicts_total", "verdict" => "unavailable_open").increment(1);
-                        tracing::warn!(app = %who.app, error = %why, "before-send hook unavailable; policy open delivers");
-                    }
+                if let Some(modified) = before_send(node, &app.settings, &request, meta_len).await? {
+                    content = modified;
                 }
             }
             Some(origin)
@@ -182,6 +172,8 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             meta: req.meta.as_ref().map(Meta::as_str),
             sender_id: sender_id.as_deref(),
             recipient_id: recipient.as_ref().map(|(_, id)| id.as_str()),
+            reply_to,
+            mentions: &mentions,
             hooks: &hooks,
         })
         .await
@@ -208,6 +200,13 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             content,
             meta: req.meta.map(Meta::into_inner),
             created_at: appended.created_at,
+            edited_at: None,
+            recalled: false,
+            deleted: false,
+            reply_to,
+            mentions: mentions.into_iter().map(|(_, id)| id).collect(),
+            reactions: Vec::new(),
+            change_seq: 0,
         };
         let frame = push_frame(&stored);
         let audience = match &recipient {
@@ -226,9 +225,97 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
     })
 }
 
+/// Checks what a message refers to: `reply_to` must be a seq of the conversation the sender may
+/// read (the app may answer any message of it), `mentions` current members (for a direct
+/// message, its two participants). Returns them resolved, mentions without repeats.
+async fn check_references(
+    node: &Node,
+    who: &Identity,
+    conversation: &ConversationId,
+    req: &SendRequest,
+) -> ApiResult<(Option<i64>, Vec<(UserKey, String)>)> {
+    if req.reply_to.is_none() && req.mentions.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    if req.mentions.len() > MAX_MENTIONS {
+        return Err(ApiError::validation(format!("mentions: at most {MAX_MENTIONS} users")));
+    }
+    let sender = node.store.membership(&who.app, conversation.as_str(), who.user).await?;
+    if let Some(seq) = req.reply_to {
+        let readable = match (&sender, who.user == SYSTEM_SENDER) {
+            _ if seq < 1 => false,
+            (Some(m), _) => seq > m.joined_seq && seq <= m.visible_upto(),
+            (None, true) => {
+                let found =
+                    node.store.messages_after(&who.app, conversation.as_str(), who.user, seq - 1, seq, 1).await?;
+                !found.is_empty()
+            }
+            (None, false) => false,
+        };
+        if !readable {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReply,
+                format!("reply_to: {seq} is not a message of this conversation you can see"),
+            ));
+        }
+    }
+    let mut mentions: Vec<(UserKey, String)> = Vec::new();
+    for id in &req.mentions {
+        if mentions.iter().any(|(_, known)| known == id.as_str()) {
+            continue;
+        }
+        let not_member = || {
+            ApiError::new(ErrorCode::MentionNotAMember, format!("mentions: {id} is not a member of this conversation"))
+        };
+        let key = node.store.user_key_by_id(&who.app, id).await?.ok_or_else(not_member)?;
+        let member = node.store.membership(&who.app, conversation.as_str(), key).await?;
+        let is_member = member.is_some_and(|m| m.is_active())
+            // A first direct message: its conversation does not exist yet.
+            || direct_participants(conversation.as_str()).is_some_and(|(a, b)| key == a || key == b);
+        if !is_member {
+            return Err(not_member());
+        }
+        mentions.push((key, id.as_str().to_string()));
+    }
+    Ok((req.reply_to, mentions))
+}
+
+/// Asks the app's before-send hook about a message (or an edit): `Some` with the content to store
+/// instead when the hook modified it; an error when it rejected it, or was unavailable under the
+/// closed policy.
+pub(crate) async fn before_send(
+    node: &Node,
+    settings: &crate::config::AppSettings,
+    request: &HookRequest<'_>,
+    meta_len: usize,
+) -> ApiResult<Option<String>> {
+    match hook::ask(&node.webhook_clients, settings, request).await {
+        Ok(Verdict::Allow) => Ok(None),
+        Ok(Verdict::Reject(reason)) => {
+            metrics::counter!("natter_hook_verdicts_total", "verdict" => "reject").increment(1);
+            Err(ApiError::new(ErrorCode::RejectedByHook, reason))
+        }
+        Ok(Verdict::Modify(modified)) => {
+            metrics::counter!("natter_hook_verdicts_total", "verdict" => "modify").increment(1);
+            check_content(&modified, meta_len, node.config.chat.max_content_bytes)?;
+            Ok(Some(modified))
+        }
+        Err(why) if settings.before_send_policy == HookPolicy::Closed => {
+            metrics::counter!("natter_hook_verdicts_total", "verdict" => "unavailable_closed").increment(1);
+            tracing::warn!(app = request.app, error = %why, "before-send hook unavailable; policy closed rejects");
+            Err(ApiError::new(ErrorCode::HookUnavailable, "the app's before-send hook is unavailable"))
+        }
+        Err(why) => {
+            metrics::counter!("natter_hook_verdicts_total", "verdict" => "unavailable_open").increment(1);
+            tracing::warn!(app = request.app, error = %why, "before-send hook unavailable; policy open delivers");
+            Ok(None)
+        }
+    }
+}
+
 /// Who hears a conversation the caller is in: both users of a direct conversation (read back
 /// from its id), or the group.
-fn audience_of(conversation: &ConversationId, kind: ConversationKind) -> Option<Audience<'_>> {
+pub(crate) fn audience_of(conversation: &ConversationId, kind: ConversationKind) -> Option<Audience<'_>> {
     match kind {
         ConversationKind::Group => Some(Audience::Group(conversation.as_str())),
         ConversationKind::Direct => direct_participants(conversation.as_str()).map(|(a, b)| Audience::Direct(a, b)),
@@ -237,7 +324,7 @@ fn audience_of(conversation: &ConversationId, kind: ConversationKind) -> Option<
 
 /// The caller's membership of a conversation, or `conversation_not_found` (which also hides
 /// conversations the caller is not in).
-async fn membership_of(node: &Node, who: &Identity, conversation: &ConversationId) -> ApiResult<Membership> {
+pub(crate) async fn membership_of(node: &Node, who: &Identity, conversation: &ConversationId) -> ApiResult<Membership> {
     node.store
         .membership(&who.app, conversation.as_str(), who.user)
         .await?
@@ -254,6 +341,8 @@ pub struct ConversationView {
     pub read_seq: i64,
     /// False once the caller has left or been removed (history up to then stays readable).
     pub active: bool,
+    /// The conversation's change number: give it back as `sync`'s `changes`.
+    pub change_seq: i64,
 }
 
 impl From<&Membership> for ConversationView {
@@ -265,13 +354,9 @@ impl From<&Membership> for ConversationView {
             last_seq: m.visible_upto(),
             read_seq: m.read_seq,
             active: m.is_active(),
+            change_seq: m.change_seq,
         }
     }
-}
-
-pub async fn conversations(node: &Node, who: &Identity) -> ApiResult<Vec<ConversationView>> {
-    let all = node.store.memberships(&who.app, who.user).await?;
-    Ok(all.iter().map(ConversationView::from).collect())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,11 +390,11 @@ pub async fn history(
     let messages = match (req.after_seq, req.before_seq) {
         (Some(after), before) => {
             let upto = before.map_or(upto, |b| (b - 1).min(upto));
-            node.store.messages_after(&who.app, conversation.as_str(), after.max(floor), upto, limit).await?
+            node.store.messages_after(&who.app, conversation.as_str(), who.user, after.max(floor), upto, limit).await?
         }
         (None, before) => {
             let before = before.map_or(upto + 1, |b| b.min(upto + 1));
-            node.store.messages_before(&who.app, conversation.as_str(), floor, before, limit).await?
+            node.store.messages_before(&who.app, conversation.as_str(), who.user, floor, before, limit).await?
         }
     };
     Ok(messages)
@@ -327,7 +412,7 @@ pub async fn gap(
         return Ok(Vec::new());
     };
     let upto = upto.min(m.visible_upto());
-    Ok(node.store.messages_after(&who.app, conversation, after.max(m.joined_seq), upto, 10_000).await?)
+    Ok(node.store.messages_after(&who.app, conversation, who.user, after.max(m.joined_seq), upto, 10_000).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -336,6 +421,10 @@ pub struct SyncRequest {
     /// The last seq the client holds per conversation; conversations left out are sent whole.
     #[serde(default)]
     pub conversations: HashMap<String, i64>,
+    /// The change number the client last saw per conversation (`change_seq`): messages it
+    /// holds (up to its seq in `conversations`) that changed since come back in `updates`.
+    #[serde(default)]
+    pub changes: HashMap<String, i64>,
     #[serde(default)]
     pub cursor: Option<String>,
     #[serde(default)]
@@ -345,7 +434,12 @@ pub struct SyncRequest {
 #[derive(Debug, Serialize)]
 pub struct SyncResponse {
     pub messages: Vec<StoredMessage>,
+    /// Messages the client already held that were edited, recalled, deleted, reacted to or
+    /// hidden since its `changes` number, in their state now.
+    pub updates: Vec<StoredMessage>,
     pub conversations: Vec<ConversationView>,
+    /// Per conversation, the change number the client has now seen: store it for the next sync.
+    pub changes: HashMap<String, i64>,
     pub complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
@@ -391,7 +485,7 @@ pub async fn sync(node: &Node, who: &Identity, req: SyncRequest) -> ApiResult<Sy
             cursor = Some(encode_cursor(&m.conversation_id, from));
             break;
         }
-        let batch = node.store.messages_after(&who.app, &m.conversation_id, from, upto, room as i64).await?;
+        let batch = node.store.messages_after(&who.app, &m.conversation_id, who.user, from, upto, room as i64).await?;
         let last = batch.last().map_or(from, |msg| msg.seq);
         messages.extend(batch);
         if last < upto {
@@ -399,12 +493,55 @@ pub async fn sync(node: &Node, who: &Identity, req: SyncRequest) -> ApiResult<Sy
             break;
         }
     }
+    let (updates, changes, updates_complete) = changed_since(node, who, &memberships, &req, page).await?;
     Ok(SyncResponse {
         messages,
+        updates,
         conversations: memberships.iter().map(ConversationView::from).collect(),
-        complete: cursor.is_none(),
+        changes,
+        complete: cursor.is_none() && updates_complete,
         cursor,
     })
+}
+
+/// The messages the client holds that changed after the change number it gives per
+/// conversation (at most `page`), and the number it has seen per conversation once it applies
+/// them: the conversation's number, or the last update's where the page ran out.
+async fn changed_since(
+    node: &Node,
+    who: &Identity,
+    memberships: &[Membership],
+    req: &SyncRequest,
+    page: usize,
+) -> ApiResult<(Vec<StoredMessage>, HashMap<String, i64>, bool)> {
+    let mut updates: Vec<StoredMessage> = Vec::new();
+    let mut seen = HashMap::with_capacity(memberships.len());
+    let mut complete = true;
+    for m in memberships {
+        seen.insert(m.conversation_id.clone(), m.change_seq);
+        let Some(held) = req.conversations.get(&m.conversation_id) else { continue };
+        let since = req.changes.get(&m.conversation_id).copied().unwrap_or(0);
+        if since >= m.change_seq {
+            continue;
+        }
+        let room = page.saturating_sub(updates.len());
+        if room == 0 {
+            seen.insert(m.conversation_id.clone(), since);
+            complete = false;
+            continue;
+        }
+        let upto = (*held).min(m.visible_upto());
+        let batch = node
+            .store
+            .changes_after(&who.app, &m.conversation_id, who.user, (m.joined_seq, upto), since, room as i64)
+            .await?;
+        if batch.len() == room {
+            seen.insert(m.conversation_id.clone(), batch.last().map_or(since, |u| u.change_seq));
+            complete = false;
+        }
+        updates.extend(batch);
+    }
+    Ok((updates, seen, complete))
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,6 +584,8 @@ pub async fn read(node: &Node, who: &Identity, req: ReadRequest) -> ApiResult<Re
             node.fanout.event(who.app.as_str(), audience, None, frame.as_bytes());
         }
     }
+    // The reader's badges on every device follow the marker.
+    crate::inbox::publish_unread(node, who, &[req.conversation.as_str()]).await;
     Ok(ReadResult { conversation: req.conversation.into_inner(), read_seq: stored })
 }
 

@@ -143,6 +143,8 @@ pub struct ChatConfig {
     pub max_group_size: usize,
     pub sync_page_size: usize,
     pub typing_per_second: u32,
+    pub preview_chars: usize,
+    pub conversation_page_max: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +209,11 @@ pub struct AppSettings {
     pub before_send_policy: HookPolicy,
     /// Sent by the app into every new group as a system message; empty sends nothing.
     pub welcome_message: String,
+    /// Seconds after sending within which a sender may edit a message; 0 means no limit.
+    pub edit_window_secs: u64,
+    /// Seconds after sending within which a sender may recall a message (group owners and
+    /// admins may at any time); 0 means no limit.
+    pub recall_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +248,8 @@ impl Default for AppSettings {
             before_send_timeout_ms: 2000,
             before_send_policy: HookPolicy::Open,
             welcome_message: String::new(),
+            edit_window_secs: 0,
+            recall_window_secs: 120,
         }
     }
 }
@@ -387,6 +396,8 @@ impl Config {
             ("chat.max_content_bytes", self.chat.max_content_bytes as u64),
             ("chat.max_group_size", self.chat.max_group_size as u64),
             ("chat.sync_page_size", self.chat.sync_page_size as u64),
+            ("chat.preview_chars", self.chat.preview_chars as u64),
+            ("chat.conversation_page_max", self.chat.conversation_page_max as u64),
             ("database.max_connections", self.database.max_connections as u64),
         ];
         for (key, value) in nonzero {

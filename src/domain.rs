@@ -192,6 +192,21 @@ string_newtype!(
 );
 
 string_newtype!(
+    /// A reaction: an emoji (joiners and variation selectors included) or an app-defined name
+    /// like `+1`: 1–32 bytes, no whitespace, control or bidi characters, no `/` (it is a path
+    /// segment of the REST API), and something visible.
+    ReactionKey, "key", |s| {
+        if s.is_empty() || s.len() > 32 {
+            Err("must be 1-32 bytes".into())
+        } else if s.chars().any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c) || c == '/') {
+            Err("must not contain whitespace, control or bidi characters, or /".into())
+        } else if s.chars().all(is_invisible) {
+            Err("must contain a visible character".into())
+        } else { Ok(s) }
+    }
+);
+
+string_newtype!(
     /// A client's device id: 1–64 printable characters.
     DeviceId, "device_id", |s| {
         if s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_control()) {

@@ -55,6 +55,10 @@ error_codes! {
     Forbidden => ("forbidden", 403),
     RejectedByHook => ("rejected_by_hook", 403),
     NotAMember => ("not_a_member", 403),
+    // The same name for a request that names a non-member (a mention): the request is wrong,
+    // not the caller's standing.
+    MentionNotAMember => ("not_a_member", 400),
+    InvalidReply => ("invalid_reply", 400),
     GuestSignupDisabled => ("guest_signup_disabled", 403),
     NotGuest => ("not_guest", 403),
     NotFound => ("not_found", 404),
@@ -62,11 +66,15 @@ error_codes! {
     UserNotFound => ("user_not_found", 404),
     GroupNotFound => ("group_not_found", 404),
     ConversationNotFound => ("conversation_not_found", 404),
+    MessageNotFound => ("message_not_found", 404),
     MethodNotAllowed => ("method_not_allowed", 405),
     RequestTimeout => ("request_timeout", 408),
     EmailTaken => ("email_taken", 409),
     Conflict => ("conflict", 409),
     GroupFull => ("group_full", 409),
+    EditWindowPassed => ("edit_window_passed", 409),
+    RecallWindowPassed => ("recall_window_passed", 409),
+    MessageGone => ("message_gone", 409),
     PayloadTooLarge => ("payload_too_large", 413),
     RateLimited => ("rate_limited", 429),
     HeadersTooLarge => ("headers_too_large", 431),
@@ -223,12 +231,20 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    /// Names two codes share, each pair documented in docs/protocol.md: `not_a_member` is 403
+    /// when the caller is not a member and 400 when a request names a non-member (a mention).
+    const SHARED_NAMES: &[&str] = &["not_a_member"];
+
     #[test]
     fn every_error_code_has_a_unique_snake_case_name() {
         let mut seen = HashSet::new();
         for code in ErrorCode::ALL {
             let name = code.as_str();
-            assert!(seen.insert(name), "duplicate {name}");
+            assert!(seen.insert((name, code.status())), "duplicate {name}");
+            assert!(
+                SHARED_NAMES.contains(&name) || ErrorCode::ALL.iter().filter(|c| c.as_str() == name).count() == 1,
+                "{name} names two codes"
+            );
             assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
             assert!((400..600).contains(&code.status()), "{name}");
         }

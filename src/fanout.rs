@@ -30,6 +30,8 @@ pub enum Audience<'a> {
     Direct(UserKey, UserKey),
     /// Every member of a group.
     Group(&'a str),
+    /// Every device of one user.
+    User(UserKey),
 }
 
 #[derive(Clone)]
@@ -80,6 +82,7 @@ impl Fanout {
     fn to_audience(&self, app: &str, audience: Audience<'_>, payload: Bytes) {
         match audience {
             Audience::Group(group) => self.send(self.subjects.group(app, group), payload),
+            Audience::User(user) => self.send(self.subjects.user(app, user.0), payload),
             Audience::Direct(a, b) => {
                 self.send(self.subjects.user(app, a.0), payload.clone());
                 self.send(self.subjects.user(app, b.0), payload);

@@ -168,6 +168,8 @@ pub async fn create(node: &Node, who: &Identity, req: CreateGroupRequest) -> Api
             client_msg_id: ClientMsgId::from_trusted("welcome"),
             kind: Some("welcome".into()),
             meta: None,
+            reply_to: None,
+            mentions: Vec::new(),
         };
         if let Err(e) = chat::send(node, &chat::system_identity(&who.app), welcome, chat::Via::Server).await {
             tracing::warn!(group = %id, error = %e, "welcome message not sent");

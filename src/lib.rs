@@ -13,7 +13,9 @@
 //!   `subjects` (connect-time reads batched across connections), `held` (connections kept past
 //!   sqlx's release ping), `presence` (batched presence transitions), `outbox` (webhook events
 //!   written in the same transaction as their change), `sql` (statements with a variable number
-//!   of bound values, in each dialect's placeholders).
+//!   of bound values, in each dialect's placeholders), `lifecycle` (edits, recalls, deletions,
+//!   reactions, stamped with the conversation's change number), `inbox` (the conversation list
+//!   and unread counts).
 //! - [`batching`]: group commit, the one loop behind every batched write or read (message
 //!   appends, connect reads, presence transitions).
 //! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
@@ -21,6 +23,10 @@
 //! - [`wire`]: how a stored message, a push and an event look on the wire (one encoding, by a
 //!   JSON writer that cannot fail).
 //! - [`chat`]: sending, history, sync, read markers and typing, shared by WebSocket and REST.
+//! - [`lifecycle`]: a message's life after it is sent: edit, recall, delete, react (one
+//!   permission table), with their events and webhooks.
+//! - [`inbox`]: the conversation list (unread counts, mentions, previews, pinned / archived /
+//!   muted) and the `unread` events.
 //! - [`groups`]: group creation and membership, with the events they push.
 //! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations
 //!   (publishing on async-nats, subscriptions on a lean protocol connection of our own), and the
@@ -59,7 +65,9 @@ pub mod fanout;
 pub mod groups;
 pub mod http;
 pub mod hub;
+pub mod inbox;
 pub mod launch;
+pub mod lifecycle;
 pub mod node;
 pub mod presence;
 pub mod ratelimit;

@@ -730,3 +730,53 @@ async fn a_message_sent_once_a_fresh_connection_answers_arrives_live() {
     }
     println!("25 fresh connections, each sent a DM from another node the moment it answered: all live");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_a_recall_and_a_reaction_on_one_node_reach_the_others_and_a_device_that_was_away() {
+    let cluster = Cluster::start(3, SHARED_NATS, 15);
+    let (alice, bob) = (cluster.guest(0).await, cluster.guest(1).await);
+    let mut alice_a = cluster.connect(0, &alice).await;
+    let mut bob_b = cluster.connect(1, &bob).await;
+    let mut bob_c = cluster.connect(2, &bob).await;
+    for ws in [&mut alice_a, &mut bob_b, &mut bob_c] {
+        ws.settle().await;
+    }
+    let conv = alice_a.send_dm(&bob.id, "one", "a1").await["data"]["conversation"].as_str().unwrap().to_string();
+    alice_a.send_dm(&bob.id, "two", "a2").await;
+    for ws in [&mut bob_b, &mut bob_c] {
+        ws.messages(2).await;
+    }
+    // Bob's tablet on node 3 holds both messages, then goes away.
+    let mut tablet = cluster.connect(2, &bob).await;
+    let first = tablet.action("sync", json!({})).await;
+    let since = first["data"]["changes"][&conv].as_i64().unwrap();
+    drop(tablet);
+
+    let ok = |r: Value| assert_eq!(r["code"], 200, "{r}");
+    ok(alice_a.action("edit", json!({"conversation": conv, "seq": 1, "content": "one, edited on node 1"})).await);
+    ok(alice_a.action("recall", json!({"conversation": conv, "seq": 2})).await);
+    ok(alice_a.action("react", json!({"conversation": conv, "seq": 1, "key": "👀", "on": true})).await);
+    for (node, ws) in [("node 2", &mut bob_b), ("node 3", &mut bob_c)] {
+        assert_eq!(ws.next_event("message.edited").await["content"], "one, edited on node 1", "{node}");
+        assert_eq!(ws.next_event("message.recalled").await["seq"], 2, "{node}");
+        let r = ws.next_event("message.reaction").await;
+        assert_eq!(
+            (r["key"].as_str(), r["count"].as_i64(), r["user"].as_str()),
+            (Some("👀"), Some(1), Some(alice.id.as_str())),
+            "{node}"
+        );
+    }
+
+    let mut tablet = cluster.connect(2, &bob).await;
+    let sync =
+        tablet.action("sync", json!({"conversations": {conv.as_str(): 2}, "changes": {conv.as_str(): since}})).await;
+    assert_eq!(sync["code"], 200, "{sync}");
+    let updates = sync["data"]["updates"].as_array().unwrap();
+    let one = updates.iter().find(|m| m["seq"] == 1).expect("seq 1 updated");
+    let two = updates.iter().find(|m| m["seq"] == 2).expect("seq 2 updated");
+    assert_eq!(one["content"], "one, edited on node 1");
+    assert!(one["edited_at"].as_i64().is_some());
+    assert_eq!(one["reactions"], json!({"👀": {"count": 1, "me": false}}));
+    assert_eq!((two["recalled"].as_bool(), two["content"].as_str()), (Some(true), Some("")));
+    assert!(sync["data"]["messages"].as_array().unwrap().is_empty(), "nothing new to send whole");
+}

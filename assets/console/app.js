@@ -19,6 +19,7 @@ const state = {
   names: new Map(), // user id → display name
   typingSent: 0,
   nextLocal: 1,
+  compose: null, // { mode: 'reply' | 'edit', conv, seq }
 };
 
 // ── errors ──────────────────────────────────────────────────────────────────────────────────────
@@ -36,6 +37,9 @@ function explain(err) {
     rate_limited: 'Too many attempts. ',
     guest_signup_disabled: 'Guest sign-up is turned off for this app.',
     user_not_found: 'No such user.',
+    edit_window_passed: 'Too late to edit that message.',
+    recall_window_passed: 'Too late to recall that message.',
+    message_gone: 'That message was recalled or deleted.',
     network: 'The server cannot be reached.',
   };
   const known = messages[err?.code];
@@ -214,7 +218,7 @@ async function onOpen() {
   if (state.everOnline) {
     await catchUp();
   } else {
-    const reply = await state.socket.action('conversations');
+    const reply = await state.socket.action('conversations', { limit: 200 });
     mergeConversations(reply.data);
   }
   state.everOnline = true;
@@ -227,19 +231,33 @@ async function onOpen() {
   render();
 }
 
+/** Messages after what each conversation holds, and the final state of those it holds that
+ * changed meanwhile (edits, recalls, deletions, reactions): `changes` is the cursor of the latter. */
 async function catchUp() {
-  const known = {};
-  for (const c of state.convs.values()) known[c.id] = c.seen;
   let cursor;
   for (let page = 0; page < 100; page++) {
-    const data = { conversations: known };
+    const known = {};
+    const changes = {};
+    for (const c of state.convs.values()) {
+      known[c.id] = c.seen;
+      changes[c.id] = c.change_seq;
+    }
+    const data = { conversations: known, changes };
     if (cursor) data.cursor = cursor;
     const reply = await state.socket.action('sync', data);
     for (const m of reply.data.messages) addMessage(m);
+    for (const m of reply.data.updates) updateMessage(m);
     mergeConversations(reply.data.conversations);
+    for (const [id, n] of Object.entries(reply.data.changes)) {
+      const c = state.convs.get(id);
+      if (c) c.change_seq = n;
+    }
     if (reply.data.complete) break;
     cursor = reply.data.cursor;
   }
+  // Counts that moved while away.
+  const list = await state.socket.action('conversations', { limit: 200 });
+  mergeConversations(list.data);
 }
 
 function conversation(id, kind) {
@@ -253,6 +271,9 @@ function conversation(id, kind) {
       last_seq: 0,
       read_seq: 0,
       seen: 0,
+      unread: 0,
+      mentioned: false,
+      change_seq: 0,
       active: true,
       messages: new Map(),
       pending: new Map(),
@@ -275,6 +296,12 @@ function mergeConversations(list) {
     c.last_seq = Math.max(c.last_seq, v.last_seq);
     c.read_seq = Math.max(c.read_seq, v.read_seq);
     c.active = v.active;
+    if (v.unread !== undefined) {
+      c.unread = v.unread;
+      c.mentioned = v.mentioned;
+    }
+    // The change cursor moves with `sync` only: it says which changes this page has applied.
+    if (!c.loaded && v.change_seq !== undefined) c.change_seq = Math.max(c.change_seq, v.change_seq);
     // Nothing of an unopened conversation is shown, so nothing before its end needs fetching.
     if (!c.loaded) c.seen = Math.max(c.seen, v.last_seq);
   }
@@ -348,7 +375,13 @@ function onFrame(frame) {
       render();
     });
     const c = state.convs.get(m.conversation);
-    if (c) c.typing.delete(m.sender);
+    if (c) {
+      c.typing.delete(m.sender);
+      if (m.sender !== me() && m.seq > c.read_seq) {
+        c.unread += 1;
+        if ((m.mentions ?? []).includes(me())) c.mentioned = true;
+      }
+    }
     markReadIfVisible(c);
     render();
   } else if (frame.type === 'event') {
@@ -377,6 +410,14 @@ function onEvent(event, d) {
     if (!c) return;
     if (d.user === me()) c.read_seq = Math.max(c.read_seq, d.seq);
     else c.readBy.set(d.user, Math.max(c.readBy.get(d.user) ?? 0, d.seq));
+  } else if (event === 'unread') {
+    const c = state.convs.get(d.conversation);
+    if (c) {
+      c.unread = d.unread;
+      if (d.unread === 0) c.mentioned = false;
+    }
+  } else if (event.startsWith('message.')) {
+    onMessageEvent(event, d);
   } else if (event === 'group.created') {
     const c = conversation(d.id, 'group');
     c.name = d.name;
@@ -394,6 +435,38 @@ function onEvent(event, d) {
     subscribePresence();
   }
   render();
+}
+
+/** Applies an edit, recall, deletion or reaction to the message it names, if this page holds it. */
+function onMessageEvent(event, d) {
+  const c = state.convs.get(d.conversation);
+  const m = c?.messages.get(d.seq);
+  if (!m) return;
+  if (event === 'message.edited') {
+    m.content = d.content;
+    m.edited_at = d.edited_at;
+    if (d.meta !== undefined) m.meta = d.meta;
+  } else if (event === 'message.recalled' || event === 'message.deleted') {
+    const wasUnread = m.sender !== me() && m.seq > c.read_seq && !m.recalled && !m.deleted;
+    if (event === 'message.recalled') m.recalled = true;
+    else m.deleted = true;
+    m.content = '';
+    m.reactions = {};
+    // A group sends no fresh count after a removal: one unread message fewer.
+    if (wasUnread && c.kind === 'group' && d.scope !== 'me') c.unread = Math.max(0, c.unread - 1);
+  } else if (event === 'message.reaction') {
+    const reactions = { ...(m.reactions ?? {}) };
+    const mine = d.user === me() ? d.on : Boolean(reactions[d.key]?.me);
+    if (d.count > 0) reactions[d.key] = { count: d.count, me: mine };
+    else delete reactions[d.key];
+    m.reactions = reactions;
+  }
+}
+
+/** A message read again (sync updates): its state now replaces what the page had. */
+function updateMessage(m) {
+  const c = state.convs.get(m.conversation);
+  if (c?.messages.has(m.seq)) c.messages.set(m.seq, m);
 }
 
 function addMessage(m) {
@@ -422,8 +495,18 @@ function newPending(content) {
   };
 }
 
+/** `@id` words naming someone in the conversation become mentions. */
+function mentionsIn(conv, text) {
+  const people = new Set(conv.kind === 'group' ? conv.members : [conv.peer, me()]);
+  const found = [...text.matchAll(/@([A-Za-z0-9_.@-]+)/g)].map((x) => x[1]).filter((id) => people.has(id));
+  return [...new Set(found)];
+}
+
 async function sendPending(conv, m) {
   const data = { content: m.content, client_msg_id: m.client_msg_id };
+  if (m.reply_to) data.reply_to = m.reply_to;
+  const mentions = mentionsIn(conv, m.content);
+  if (mentions.length) data.mentions = mentions;
   if (conv.kind === 'group') data.group = conv.id;
   else data.recipient = conv.peer;
   m.state = 'sending';
@@ -447,6 +530,9 @@ function acked(convId, m, data) {
     content: m.content,
     client_msg_id: m.client_msg_id,
     created_at: data.created_at,
+    reply_to: m.reply_to ?? null,
+    mentions: mentionsIn(c, m.content),
+    reactions: {},
     group: c.kind === 'group' ? c.id : undefined,
     recipient: c.kind === 'direct' ? c.peer : undefined,
   });
@@ -498,6 +584,13 @@ $('composer').addEventListener('submit', (ev) => {
   }
   const c = state.convs.get(state.current);
   if (!c) return;
+  const mode = state.compose?.conv === c.id ? state.compose : null;
+  setCompose(null);
+  if (mode?.mode === 'edit') {
+    act('edit', { conversation: c.id, seq: mode.seq, content: text });
+    return;
+  }
+  if (mode?.mode === 'reply') m.reply_to = mode.seq;
   c.pending.set(m.client_msg_id, m);
   if (state.socket?.ready) sendPending(c, m);
   else m.state = 'waiting';
@@ -517,6 +610,39 @@ $('text').addEventListener('input', () => {
   state.typingSent = Date.now();
   state.socket.action('typing', { conversation: c.id }).catch(() => {});
 });
+
+// ── a message's life: reply, edit, recall, delete, react ─────────────────────────────────────────
+
+function setCompose(mode) {
+  state.compose = mode;
+  const c = mode && state.convs.get(mode.conv);
+  const m = c?.messages.get(mode.seq);
+  show('compose-mode', Boolean(m));
+  if (!m) return;
+  const preview = m.content.length > 40 ? `${m.content.slice(0, 40)}…` : m.content;
+  $('compose-mode-text').textContent = mode.mode === 'edit' ? `Editing #${m.seq}` : `Replying to ${nameOf(m.sender)}: ${preview}`;
+  if (mode.mode === 'edit') $('text').value = m.content;
+  $('text').focus();
+}
+
+$('compose-cancel').addEventListener('click', () => {
+  if (state.compose?.mode === 'edit') $('text').value = '';
+  setCompose(null);
+});
+
+/** A message action over the socket; the server's event updates every page, this one included. */
+async function act(action, data) {
+  try {
+    await state.socket.action(action, data);
+  } catch (e) {
+    showError(e);
+  }
+}
+
+function react(c, m, key) {
+  const on = !m.reactions?.[key]?.me;
+  act('react', { conversation: c.id, seq: m.seq, key, on });
+}
 
 // ── opening conversations ───────────────────────────────────────────────────────────────────────
 
@@ -588,6 +714,7 @@ $('add-form').addEventListener('submit', async (ev) => {
 });
 
 async function open(id) {
+  if (state.compose && state.compose.conv !== id) setCompose(null);
   state.current = id;
   const c = state.convs.get(id);
   render();
@@ -634,6 +761,8 @@ function markReadIfVisible(c) {
   if (c.last_seq > c.read_seq) {
     const seq = c.last_seq;
     c.read_seq = seq;
+    c.unread = 0;
+    c.mentioned = false;
     state.socket.action('read', { conversation: c.id, seq }).catch(() => {});
   }
 }
@@ -651,7 +780,7 @@ function title(c) {
 }
 
 function unread(c) {
-  return Math.max(0, c.last_seq - c.read_seq);
+  return c.unread;
 }
 
 function render() {
@@ -676,6 +805,7 @@ function render() {
           },
           status ? el('span', { class: 'dot', 'data-status': status, 'aria-label': status, role: 'img' }) : null,
           el('span', { class: 'name', text: title(c) + (c.active ? '' : ' (left)') }),
+          c.mentioned && n > 0 ? el('span', { class: 'mention', 'aria-label': 'you were mentioned', text: '@' }) : null,
           n > 0 ? el('span', { class: 'unread', 'aria-label': `${n} unread`, text: String(n) }) : null,
         ),
       );
@@ -727,7 +857,7 @@ function renderPane() {
       const by = readers.filter(([, seq]) => seq >= m.seq).map(([u]) => nameOf(u));
       status = `#${m.seq} · ${by.length ? `read by ${by.join(', ')}` : 'sent'}`;
     }
-    items.push(messageItem(m, mine, status));
+    items.push(messageItem(m, mine, status, undefined, c));
   }
   const pending = c ? [...c.pending.values()] : [...draftsPending].filter((d) => d.peer === draft).map((d) => d.m);
   for (const m of pending) {
@@ -741,21 +871,63 @@ function renderPane() {
   $('typing').textContent = typers.length ? `${typers.join(', ')} ${typers.length > 1 ? 'are' : 'is'} typing…` : '';
 }
 
-function messageItem(m, mine, status, pendingState) {
-  if (m.sender === null && m.seq !== undefined) {
+function messageItem(m, mine, status, pendingState, c) {
+  if (m.sender === null && m.seq !== undefined && !m.recalled && !m.deleted) {
     return el('li', { class: 'msg system', 'data-seq': m.seq, text: m.content });
   }
+  const gone = m.recalled || m.deleted;
+  const body = gone
+    ? el('div', { class: 'body tombstone', text: m.recalled ? 'Message recalled' : 'Message deleted' })
+    : el('div', { class: 'body', text: m.content });
+  const original = m.reply_to ? c?.messages.get(m.reply_to) : null;
+  const quote = m.reply_to && !gone
+    ? el('div', {
+        class: 'quote',
+        text: original
+          ? `↪ ${nameOf(original.sender)}: ${original.recalled || original.deleted ? '(removed)' : original.content.slice(0, 60)}`
+          : `↪ #${m.reply_to}`,
+      })
+    : null;
+  const sent = c && !pendingState && m.seq !== undefined;
+  const reactions = Object.entries(m.reactions ?? {});
   return el(
     'li',
     {
-      class: `msg${mine ? ' mine' : ''}`,
+      class: `msg${mine ? ' mine' : ''}${(m.mentions ?? []).includes(me()) ? ' mentions-me' : ''}`,
       'data-testid': 'message',
       'data-seq': m.seq,
       'data-client-msg-id': m.client_msg_id,
-      'data-state': pendingState ?? 'sent',
+      'data-state': pendingState ?? (m.recalled ? 'recalled' : m.deleted ? 'deleted' : 'sent'),
     },
-    el('div', { class: 'who', text: `${nameOf(m.sender)} · ${time(m.created_at)}` }),
-    el('div', { class: 'body', text: m.content }),
+    el('div', { class: 'who', text: `${nameOf(m.sender)} · ${time(m.created_at)}${m.edited_at && !gone ? ' · edited' : ''}` }),
+    quote,
+    body,
+    reactions.length && !gone
+      ? el(
+          'div',
+          { class: 'reactions' },
+          ...reactions.map(([key, r]) =>
+            el('button', {
+              type: 'button',
+              'aria-pressed': r.me ? 'true' : 'false',
+              'aria-label': `${key} ${r.count}`,
+              text: `${key} ${r.count}`,
+              onclick: () => react(c, m, key),
+            }),
+          ),
+        )
+      : null,
+    sent && !gone
+      ? el(
+          'div',
+          { class: 'actions' },
+          el('button', { type: 'button', text: 'Reply', onclick: () => setCompose({ mode: 'reply', conv: c.id, seq: m.seq }) }),
+          el('button', { type: 'button', text: '👍', 'aria-label': 'React 👍', onclick: () => react(c, m, '👍') }),
+          mine ? el('button', { type: 'button', text: 'Edit', onclick: () => setCompose({ mode: 'edit', conv: c.id, seq: m.seq }) }) : null,
+          mine ? el('button', { type: 'button', text: 'Recall', onclick: () => act('recall', { conversation: c.id, seq: m.seq }) }) : null,
+          el('button', { type: 'button', text: 'Delete for me', onclick: () => act('delete', { conversation: c.id, seq: m.seq, scope: 'me' }) }),
+        )
+      : null,
     status ? el('div', { class: `state${pendingState === 'failed' ? ' failed' : ''}`, text: status }) : null,
   );
 }

@@ -12,10 +12,12 @@
 //! - `floor`: the minimal broadcast server.
 //! - `suite`: the standard suite (starts servers, runs scenarios, writes results).
 //! - `auth_flood`: login latency while a registration flood keeps the password hasher busy.
+//! - `inbox`: the conversation-list latency of a user in a thousand conversations.
 
 mod auth_flood;
 mod conn;
 mod floor;
+mod inbox;
 mod plan;
 mod procfs;
 mod report;
@@ -52,6 +54,8 @@ enum Cmd {
     Suite(suite::SuiteArgs),
     /// Login latency during a registration flood (prints one JSON line).
     AuthFlood(auth_flood::AuthFloodArgs),
+    /// Conversation-list latency for a user in many conversations (prints one JSON line).
+    Inbox(inbox::InboxArgs),
     /// (internal) One worker process of a run.
     #[command(hide = true)]
     Worker {
@@ -86,6 +90,11 @@ fn main() -> ExitCode {
             Cmd::Suite(args) => suite::run(&args).await,
             Cmd::AuthFlood(args) => {
                 let outcome = auth_flood::run(&args).await?;
+                println!("{}", serde_json::to_string(&outcome)?);
+                Ok(true)
+            }
+            Cmd::Inbox(args) => {
+                let outcome = inbox::run(&args).await?;
                 println!("{}", serde_json::to_string(&outcome)?);
                 Ok(true)
             }

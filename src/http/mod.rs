@@ -10,6 +10,7 @@ pub mod groups;
 pub mod health;
 pub mod rejections;
 pub mod server;
+pub mod server_messages;
 pub mod users;
 
 use actix_web::{
@@ -62,6 +63,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/groups/{id}/members/{user}", web::delete().to(groups::remove_member))
             .route("/conversations", web::get().to(chat::conversations))
             .route("/conversations/{id}/messages", web::get().to(chat::messages))
+            .route("/conversations/{id}", web::patch().to(chat::set_conversation))
+            .route("/conversations/{id}/messages/{seq}", web::patch().to(chat::edit))
+            .route("/conversations/{id}/messages/{seq}", web::delete().to(chat::delete))
+            .route("/conversations/{id}/messages/{seq}/recall", web::post().to(chat::recall))
+            .route("/conversations/{id}/messages/{seq}/reactions/{key}", web::put().to(chat::react_on))
+            .route("/conversations/{id}/messages/{seq}/reactions/{key}", web::delete().to(chat::react_off))
             .route("/server/users/token", web::post().to(server::user_token))
             .route("/server/users", web::post().to(server::import_user))
             .route("/server/users/{id}", web::get().to(server::get_user))
@@ -72,7 +79,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/server/groups", web::post().to(server::create_group))
             .route("/server/groups/{id}/members", web::post().to(server::add_members))
             .route("/server/groups/{id}/members/{user}", web::delete().to(server::remove_member))
-            .route("/server/messages", web::post().to(server::send_message)),
+            .route("/server/messages", web::post().to(server::send_message))
+            .route("/server/users/{id}/conversations", web::get().to(server_messages::conversations))
+            .route("/server/conversations/{id}/messages/{seq}", web::patch().to(server_messages::edit))
+            .route("/server/conversations/{id}/messages/{seq}", web::delete().to(server_messages::delete))
+            .route("/server/conversations/{id}/messages/{seq}/recall", web::post().to(server_messages::recall))
+            .route(
+                "/server/conversations/{id}/messages/{seq}/reactions/{key}",
+                web::put().to(server_messages::react_on),
+            )
+            .route(
+                "/server/conversations/{id}/messages/{seq}/reactions/{key}",
+                web::delete().to(server_messages::react_off),
+            ),
     );
 }
 
@@ -175,6 +194,16 @@ where
 }
 
 /// `{"data": …}` with a status.
+/// One page of a list: `{"data": [...], "cursor": …}` (`null` on the last page).
+pub fn ok_page<T: Serialize>(items: &[T], cursor: Option<&str>) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Page<'a, T> {
+        data: &'a [T],
+        cursor: Option<&'a str>,
+    }
+    HttpResponse::Ok().json(Page { data: items, cursor })
+}
+
 pub fn ok<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
     #[derive(Serialize)]
     struct Data<T> {

@@ -22,13 +22,13 @@ use crate::{
     },
 };
 
-async fn signed(req: &HttpRequest, body: &[u8]) -> ApiResult<(Node, AppRecord)> {
+pub(super) async fn signed(req: &HttpRequest, body: &[u8]) -> ApiResult<(Node, AppRecord)> {
     let node = node(req)?;
     let app = server_sig::verify(&node, req, body).await?;
     Ok((node, app))
 }
 
-fn identity(app: &AppRecord, user: &UserRecord) -> ApiResult<Identity> {
+pub(super) fn identity(app: &AppRecord, user: &UserRecord) -> ApiResult<Identity> {
     Ok(Identity {
         app: app.id.clone(),
         user: user.key,
@@ -43,7 +43,7 @@ fn user_id(raw: &str) -> ApiResult<UserId> {
     UserId::parse(raw).map_err(|e| ApiError::validation(e.0))
 }
 
-async fn user(node: &Node, app: &AppRecord, id: &UserId) -> ApiResult<UserRecord> {
+pub(super) async fn user(node: &Node, app: &AppRecord, id: &UserId) -> ApiResult<UserRecord> {
     node.store
         .user_by_id(&app.id, id)
         .await?
@@ -291,6 +291,10 @@ struct ServerMessage {
     kind: Option<String>,
     #[serde(default)]
     meta: Option<crate::domain::Meta>,
+    #[serde(default)]
+    reply_to: Option<i64>,
+    #[serde(default)]
+    mentions: Vec<UserId>,
 }
 
 /// `POST /v1/server/messages`: send as a user or as the app (`from` absent: `sender` is null),
@@ -309,6 +313,8 @@ pub async fn send_message(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpR
         client_msg_id: input.client_msg_id,
         kind: input.kind,
         meta: input.meta,
+        reply_to: input.reply_to,
+        mentions: input.mentions,
     };
     let result = chat::send(&node, &sender, send, chat::Via::Server).await?;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };

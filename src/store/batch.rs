@@ -21,7 +21,7 @@ use super::{Dialect, Store, WriteTx, begin_write_on, observe, pool_options};
 use crate::batching;
 use crate::domain::{ConversationKind, UserKey};
 
-/// Messages per transaction at most (11 bound values each: well under every placeholder limit).
+/// Messages per transaction at most (13 bound values each: well under every placeholder limit).
 pub const MAX_BATCH: usize = 256;
 
 type Answer = Result<Appended, AppendError>;
@@ -244,6 +244,8 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
     if !fresh.is_empty() {
         insert_messages(&mut tx, writer.dialect, jobs, &fresh, now).await?;
         bump_conversations(&mut tx, writer.dialect, jobs, &fresh, &seqs).await?;
+        senders_have_read(&mut tx, writer.dialect, jobs, &fresh).await?;
+        insert_mentions(&mut tx, writer.dialect, jobs, &fresh).await?;
         for (i, id, seq) in &fresh {
             let j = &jobs[*i];
             if j.hook {
@@ -259,6 +261,13 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
                     content: j.content.clone(),
                     meta: j.meta.clone(),
                     created_at: now,
+                    edited_at: None,
+                    recalled: false,
+                    deleted: false,
+                    reply_to: j.reply_to,
+                    mentions: j.mentions.iter().map(|(_, id)| id.clone()).collect(),
+                    reactions: Vec::new(),
+                    change_seq: 0,
                 };
                 super::outbox::enqueue(&mut tx, &j.app, "message.sent", &event).await?;
             }
@@ -418,7 +427,7 @@ async fn insert_messages(
     let mut sql = Sql::new(
         dialect,
         "INSERT INTO messages (app_id, conversation_id, seq, id, sender_key, recipient_key, client_msg_id, kind, \
-         content, meta, created_at) VALUES ",
+         content, meta, created_at, reply_to, mentions) VALUES ",
     );
     sql.push_tuples(fresh, |row, (i, id, seq)| {
         let j = &jobs[*i];
@@ -432,7 +441,9 @@ async fn insert_messages(
             .push_bind(j.message_kind.clone())
             .push_bind(j.content.as_str())
             .push_bind(j.meta.clone())
-            .push_bind(now);
+            .push_bind(now)
+            .push_bind(j.reply_to)
+            .push_bind(mentions_text(&j.mentions));
     });
     sql.build()?.execute(&mut ***tx).await?;
     Ok(())
@@ -464,5 +475,80 @@ async fn bump_conversations(
         sql.push_list(convs.iter().map(|(conv, _)| *conv)).push(")");
         sql.build()?.execute(&mut ***tx).await?;
     }
+    Ok(())
+}
+
+/// The mentioned ids as stored for rendering: a JSON array of strings, `None` when there are none.
+fn mentions_text(mentions: &[(UserKey, String)]) -> Option<String> {
+    if mentions.is_empty() {
+        return None;
+    }
+    let mut text = String::from("[");
+    for (n, (_, id)) in mentions.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        // Ids are parsed `UserId`s (A-Z a-z 0-9 _ . @ -): nothing in them needs escaping.
+        text.push('"');
+        text.push_str(id);
+        text.push('"');
+    }
+    text.push(']');
+    Some(text)
+}
+
+/// A sender has read what they sent: their read marker moves to their newest message of the
+/// batch in each conversation (never back), so unread counts never include one's own messages.
+async fn senders_have_read(
+    tx: &mut WriteTx,
+    dialect: Dialect,
+    jobs: &[Job],
+    fresh: &[(usize, String, i64)],
+) -> Result<(), sqlx::Error> {
+    let mut newest: HashMap<(&str, &str, i64), i64> = HashMap::new();
+    for (i, _, seq) in fresh {
+        let j = &jobs[*i];
+        if j.sender != SYSTEM_SENDER {
+            let entry = newest.entry((j.app.as_str(), j.conversation.as_str(), j.sender.0)).or_insert(*seq);
+            *entry = (*entry).max(*seq);
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(dialect, "UPDATE members SET read_seq = v.column4 FROM (VALUES ");
+    sql.push_tuples(newest, |row, ((app, conv, user), seq)| {
+        row.push_bind(app).push_bind(conv).push_bind(user).push_bind(seq);
+    });
+    sql.push(
+        ") v WHERE members.app_id = v.column1 AND members.conversation_id = v.column2 \
+         AND members.user_key = v.column3 AND members.read_seq < v.column4",
+    );
+    sql.build()?.execute(&mut ***tx).await?;
+    Ok(())
+}
+
+async fn insert_mentions(
+    tx: &mut WriteTx,
+    dialect: Dialect,
+    jobs: &[Job],
+    fresh: &[(usize, String, i64)],
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<(&str, i64, &str, i64)> = fresh
+        .iter()
+        .flat_map(|(i, _, seq)| {
+            let j = &jobs[*i];
+            j.mentions.iter().map(move |(key, _)| (j.app.as_str(), key.0, j.conversation.as_str(), *seq))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(dialect, "INSERT INTO mentions (app_id, user_key, conversation_id, seq) VALUES ");
+    sql.push_tuples(rows, |row, (app, user, conv, seq)| {
+        row.push_bind(app).push_bind(user).push_bind(conv).push_bind(seq);
+    });
+    sql.push(" ON CONFLICT (app_id, user_key, conversation_id, seq) DO NOTHING");
+    sql.build()?.execute(&mut ***tx).await?;
     Ok(())
 }

@@ -30,17 +30,55 @@ pub struct StoredMessage {
     pub content: String,
     pub meta: Option<String>,
     pub created_at: i64,
+    pub edited_at: Option<i64>,
+    /// Recalled by its sender (or a group owner/admin): content and meta are gone.
+    pub recalled: bool,
+    /// Deleted for everyone, or hidden for the reader ("delete for me"): content and meta are
+    /// not shown.
+    pub deleted: bool,
+    pub reply_to: Option<i64>,
+    /// Public ids of the users it mentions.
+    pub mentions: Vec<String>,
+    /// Per key, as the reader sees them (in key order).
+    pub reactions: Vec<ReactionCount>,
+    /// The conversation's change number when it last changed (0: never).
+    pub change_seq: i64,
 }
 
-const MESSAGE_SELECT: &str = "SELECT m.id, m.conversation_id, c.kind AS conv_kind, m.seq, su.public_id AS sender, \
-     ru.public_id AS recipient, m.client_msg_id, m.kind, m.content, m.meta, m.created_at \
-     FROM messages m \
-     JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
-     LEFT JOIN users su ON su.user_key = m.sender_key \
-     LEFT JOIN users ru ON ru.user_key = m.recipient_key";
+/// How many users react to a message with a key, and whether the reader is one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionCount {
+    pub key: String,
+    pub count: i64,
+    pub me: bool,
+}
+
+/// Messages as `viewer` (the `$N` placeholder that binds the reader's key) sees them.
+fn message_select(viewer: &str) -> String {
+    format!(
+        "SELECT m.id, m.conversation_id, c.kind AS conv_kind, m.seq, su.public_id AS sender, \
+         ru.public_id AS recipient, m.client_msg_id, m.kind, m.content, m.meta, m.created_at, m.edited_at, \
+         m.recalled_at, m.deleted_at, m.reply_to, m.mentions, m.change_seq, h.seq AS hidden, h.change_seq AS hidden_change \
+         FROM messages m \
+         JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
+         LEFT JOIN users su ON su.user_key = m.sender_key \
+         LEFT JOIN users ru ON ru.user_key = m.recipient_key \
+         LEFT JOIN hidden_messages h ON h.app_id = m.app_id AND h.conversation_id = m.conversation_id \
+         AND h.seq = m.seq AND h.user_key = {viewer}"
+    )
+}
 
 fn row_to_message(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
     let kind: String = row.try_get("conv_kind")?;
+    let recalled = row.try_get::<Option<i64>, _>("recalled_at")?.is_some();
+    let deleted =
+        row.try_get::<Option<i64>, _>("deleted_at")?.is_some() || row.try_get::<Option<i64>, _>("hidden")?.is_some();
+    let gone = recalled || deleted;
+    let mentions: Option<String> = row.try_get("mentions")?;
+    let mentions = match mentions.as_deref() {
+        Some(text) => serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        None => Vec::new(),
+    };
     Ok(StoredMessage {
         id: row.try_get("id")?,
         conversation_id: row.try_get("conversation_id")?,
@@ -50,9 +88,16 @@ fn row_to_message(row: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
         recipient: row.try_get("recipient")?,
         client_msg_id: row.try_get("client_msg_id")?,
         kind: row.try_get("kind")?,
-        content: row.try_get("content")?,
-        meta: row.try_get("meta")?,
+        content: if gone { String::new() } else { row.try_get("content")? },
+        meta: if gone { None } else { row.try_get("meta")? },
         created_at: row.try_get("created_at")?,
+        edited_at: row.try_get("edited_at")?,
+        recalled,
+        deleted,
+        reply_to: row.try_get("reply_to")?,
+        mentions,
+        reactions: Vec::new(),
+        change_seq: row.try_get("change_seq")?,
     })
 }
 
@@ -67,6 +112,8 @@ pub struct Membership {
     pub joined_seq: i64,
     pub left_seq: Option<i64>,
     pub role: Role,
+    /// The conversation's change number (edits, recalls, deletions, reactions so far).
+    pub change_seq: i64,
 }
 
 impl Membership {
@@ -80,8 +127,8 @@ impl Membership {
     }
 }
 
-const MEMBERSHIP_SELECT: &str = "SELECT c.id AS conversation_id, c.kind, c.name, c.last_seq, m.read_seq, m.joined_seq, \
-     m.left_seq, m.role FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id";
+const MEMBERSHIP_SELECT: &str = "SELECT c.id AS conversation_id, c.kind, c.name, c.last_seq, c.change_seq, m.read_seq, \
+     m.joined_seq, m.left_seq, m.role FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id";
 
 fn row_to_membership(row: &AnyRow) -> Result<Membership, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
@@ -96,6 +143,7 @@ fn row_to_membership(row: &AnyRow) -> Result<Membership, sqlx::Error> {
         joined_seq: row.try_get("joined_seq")?,
         left_seq: row.try_get("left_seq")?,
         role: Role::parse(&role).map_err(decode)?,
+        change_seq: row.try_get("change_seq")?,
     })
 }
 
@@ -112,6 +160,9 @@ pub struct Job {
     pub meta: Option<String>,
     pub sender_id: Option<String>,
     pub recipient_id: Option<String>,
+    pub reply_to: Option<i64>,
+    /// Mentioned users: their keys (for "an unread message mentions me") and public ids.
+    pub mentions: Vec<(UserKey, String)>,
     /// The app wants a `message.sent` webhook event.
     pub hook: bool,
 }
@@ -137,6 +188,10 @@ pub struct NewMessage<'a> {
     /// Public ids for the `message.sent` event (sender `None` for the app itself).
     pub sender_id: Option<&'a str>,
     pub recipient_id: Option<&'a str>,
+    /// A seq of this conversation the sender may read (checked by the caller).
+    pub reply_to: Option<i64>,
+    /// Members of the conversation (checked by the caller).
+    pub mentions: &'a [(UserKey, String)],
     pub hooks: &'a super::outbox::Hooks,
 }
 
@@ -210,6 +265,8 @@ impl Store {
                 meta: new.meta.map(str::to_string),
                 sender_id: new.sender_id.map(str::to_string),
                 recipient_id: new.recipient_id.map(str::to_string),
+                reply_to: new.reply_to,
+                mentions: new.mentions.to_vec(),
                 hook: new.hooks.wants("message.sent"),
             })
             .await;
@@ -252,54 +309,140 @@ impl Store {
         row.as_ref().map(row_to_membership).transpose()
     }
 
-    /// Messages with `after < seq <= upto`, oldest first, at most `limit`.
+    /// Messages with `after < seq <= upto`, oldest first, at most `limit`, as `viewer` sees them.
     pub async fn messages_after(
         &self,
         app: &AppId,
         conversation: &str,
+        viewer: UserKey,
         after: i64,
         upto: i64,
         limit: i64,
     ) -> Result<Vec<StoredMessage>, sqlx::Error> {
         let started = Instant::now();
         let rows = sqlx::query(&format!(
-            "{MESSAGE_SELECT} WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.seq > $3 AND m.seq <= $4 ORDER BY m.seq LIMIT $5"
+            "{} WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.seq > $3 AND m.seq <= $4 ORDER BY m.seq LIMIT $5",
+            message_select("$6")
         ))
         .bind(app.as_str())
         .bind(conversation)
         .bind(after)
         .bind(upto)
         .bind(limit)
+        .bind(viewer.0)
         .fetch_all(self.pool())
         .await?;
+        let mut out: Vec<StoredMessage> = rows.iter().map(row_to_message).collect::<Result<_, _>>()?;
+        self.attach_reactions(app, conversation, viewer, &mut out).await?;
         observe("messages_after", started);
-        rows.iter().map(row_to_message).collect()
+        Ok(out)
     }
 
-    /// The newest `limit` messages with `floor < seq < before`, returned oldest first.
+    /// The newest `limit` messages with `floor < seq < before`, returned oldest first, as
+    /// `viewer` sees them.
     pub async fn messages_before(
         &self,
         app: &AppId,
         conversation: &str,
+        viewer: UserKey,
         floor: i64,
         before: i64,
         limit: i64,
     ) -> Result<Vec<StoredMessage>, sqlx::Error> {
         let started = Instant::now();
         let rows = sqlx::query(&format!(
-            "{MESSAGE_SELECT} WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.seq > $3 AND m.seq < $4 ORDER BY m.seq DESC LIMIT $5"
+            "{} WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.seq > $3 AND m.seq < $4 ORDER BY m.seq DESC LIMIT $5",
+            message_select("$6")
         ))
         .bind(app.as_str())
         .bind(conversation)
         .bind(floor)
         .bind(before)
         .bind(limit)
+        .bind(viewer.0)
         .fetch_all(self.pool())
         .await?;
-        observe("messages_before", started);
         let mut out: Vec<StoredMessage> = rows.iter().map(row_to_message).collect::<Result<_, _>>()?;
         out.reverse();
+        self.attach_reactions(app, conversation, viewer, &mut out).await?;
+        observe("messages_before", started);
         Ok(out)
+    }
+
+    /// Messages with `floor < seq <= upto` changed after the change number `after` (edited,
+    /// recalled, deleted, reacted to, or hidden for `viewer`), in change order, at most `limit`,
+    /// as `viewer` sees them now.
+    pub async fn changes_after(
+        &self,
+        app: &AppId,
+        conversation: &str,
+        viewer: UserKey,
+        (floor, upto): (i64, i64),
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
+        let started = Instant::now();
+        let rows = sqlx::query(&format!(
+            "{} WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.seq > $3 AND m.seq <= $4 \
+             AND (m.change_seq > $5 OR h.change_seq > $5) \
+             ORDER BY CASE WHEN h.change_seq > m.change_seq THEN h.change_seq ELSE m.change_seq END LIMIT $6",
+            message_select("$7")
+        ))
+        .bind(app.as_str())
+        .bind(conversation)
+        .bind(floor)
+        .bind(upto)
+        .bind(after)
+        .bind(limit)
+        .bind(viewer.0)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: Vec<StoredMessage> = rows.iter().map(row_to_message).collect::<Result<_, _>>()?;
+        for (m, row) in out.iter_mut().zip(&rows) {
+            // The number the reader's cursor moves to: the later of the message's and its hiding.
+            let hidden: Option<i64> = row.try_get("hidden_change")?;
+            m.change_seq = m.change_seq.max(hidden.unwrap_or(0));
+        }
+        self.attach_reactions(app, conversation, viewer, &mut out).await?;
+        observe("changes_after", started);
+        Ok(out)
+    }
+
+    /// Fills in the reactions of a page of one conversation's messages. Every reaction stamps
+    /// its message with a change number, so a page of never-changed messages costs no query.
+    async fn attach_reactions(
+        &self,
+        app: &AppId,
+        conversation: &str,
+        viewer: UserKey,
+        messages: &mut [StoredMessage],
+    ) -> Result<(), sqlx::Error> {
+        let changed: Vec<i64> =
+            messages.iter().filter(|m| m.change_seq > 0 && !m.recalled && !m.deleted).map(|m| m.seq).collect();
+        let (Some(lo), Some(hi)) = (changed.iter().min(), changed.iter().max()) else { return Ok(()) };
+        let rows = sqlx::query(
+            "SELECT seq, reaction, COUNT(*) AS n, SUM(CASE WHEN user_key = $1 THEN 1 ELSE 0 END) AS mine \
+             FROM reactions WHERE app_id = $2 AND conversation_id = $3 AND seq >= $4 AND seq <= $5 \
+             GROUP BY seq, reaction ORDER BY seq, reaction",
+        )
+        .bind(viewer.0)
+        .bind(app.as_str())
+        .bind(conversation)
+        .bind(*lo)
+        .bind(*hi)
+        .fetch_all(self.pool())
+        .await?;
+        for row in rows {
+            let seq: i64 = row.try_get("seq")?;
+            if let Some(m) = messages.iter_mut().find(|m| m.seq == seq && !m.recalled && !m.deleted) {
+                m.reactions.push(ReactionCount {
+                    key: row.try_get("reaction")?,
+                    count: row.try_get("n")?,
+                    me: row.try_get::<i64, _>("mine")? > 0,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Raises the member's read marker (never lowers it); returns the marker now stored.

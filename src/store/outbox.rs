@@ -22,6 +22,9 @@ pub struct Hooks {
 /// Every event name, in the order the docs list them.
 pub const EVENTS: &[&str] = &[
     "message.sent",
+    "message.edited",
+    "message.recalled",
+    "message.deleted",
     "group.created",
     "group.member_added",
     "group.member_removed",

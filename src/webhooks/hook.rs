@@ -26,6 +26,9 @@ pub struct HookRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<&'a crate::domain::Meta>,
     pub client_msg_id: &'a str,
+    /// For an edit: the seq of the message being edited (`client_msg_id` is the original's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit_of: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

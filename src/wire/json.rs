@@ -63,6 +63,24 @@ impl Object<'_> {
         self
     }
 
+    /// `null` when absent.
+    pub fn opt_int(&mut self, key: &str, value: Option<i64>) -> &mut Self {
+        match value {
+            Some(v) => self.int(key, v),
+            None => {
+                self.key(key).push_str("null");
+                self
+            }
+        }
+    }
+
+    /// A nested object whose members `fields` writes.
+    pub fn object(&mut self, key: &str, fields: impl FnOnce(&mut Object<'_>)) -> &mut Self {
+        let out = self.key(key);
+        write_object(out, fields);
+        self
+    }
+
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key).push_str(if value { "true" } else { "false" });
         self

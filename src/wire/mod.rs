@@ -23,6 +23,15 @@ impl Encode for StoredMessage {
         if let Some(kind) = &self.kind {
             o.str("kind", kind);
         }
+        o.opt_int("edited_at", self.edited_at).bool("recalled", self.recalled).bool("deleted", self.deleted);
+        o.opt_int("reply_to", self.reply_to).strs("mentions", &self.mentions);
+        o.object("reactions", |o| {
+            for r in &self.reactions {
+                o.object(&r.key, |o| {
+                    o.int("count", r.count).bool("me", r.me);
+                });
+            }
+        });
         // Writes refuse meta that is not valid JSON; a row from before that rule (or altered in
         // the database) is shown without it and reported, never failing the page it is on.
         if let Some(meta) = self.meta.as_deref() {
@@ -85,6 +94,13 @@ mod tests {
             content: "hi".into(),
             meta: Some(r#"{"x":1}"#.into()),
             created_at: 10,
+            edited_at: None,
+            recalled: false,
+            deleted: false,
+            reply_to: Some(2),
+            mentions: vec!["bob".into()],
+            reactions: vec![crate::store::conversations::ReactionCount { key: "👍".into(), count: 2, me: true }],
+            change_seq: 4,
         }
     }
 
@@ -95,6 +111,11 @@ mod tests {
         assert_eq!(v["data"]["recipient"], "bob");
         assert_eq!(v["data"]["meta"]["x"], 1);
         assert!(v["data"].get("group").is_none());
+        assert_eq!(v["data"]["edited_at"], serde_json::Value::Null);
+        assert_eq!((v["data"]["recalled"].as_bool(), v["data"]["deleted"].as_bool()), (Some(false), Some(false)));
+        assert_eq!(v["data"]["reply_to"], 2);
+        assert_eq!(v["data"]["mentions"], serde_json::json!(["bob"]));
+        assert_eq!(v["data"]["reactions"], serde_json::json!({"👍": {"count": 2, "me": true}}));
         let v: serde_json::Value = serde_json::from_str(&push_frame(&message(ConversationKind::Group))).unwrap();
         assert_eq!(v["data"]["group"], "c1");
         assert!(v["data"].get("recipient").is_none());

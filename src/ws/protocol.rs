@@ -15,6 +15,8 @@ use crate::{
     domain::{AppId, ConversationId, DeviceId, Email, GroupId, Password, UserId},
     error::{ApiError, ErrorCode},
     groups::{CreateGroupRequest, MembersRequest},
+    inbox::{ListRequest, PrefsRequest},
+    lifecycle::{DeleteRequest, EditRequest, MessageRef, ReactRequest},
 };
 
 #[derive(Deserialize)]
@@ -101,6 +103,28 @@ pub struct GroupMemberData {
     pub member: UserId,
 }
 
+/// `conversation.set`: the caller's own settings of one conversation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationPrefs {
+    pub conversation: ConversationId,
+    #[serde(default)]
+    pub pinned: Option<bool>,
+    #[serde(default)]
+    pub archived: Option<bool>,
+    #[serde(default, deserialize_with = "crate::inbox::present")]
+    pub muted_until: Option<Option<i64>>,
+}
+
+impl ConversationPrefs {
+    pub fn split(self) -> (ConversationId, PrefsRequest) {
+        (
+            self.conversation,
+            PrefsRequest { pinned: self.pinned, archived: self.archived, muted_until: self.muted_until },
+        )
+    }
+}
+
 #[derive(Debug)]
 pub enum Action {
     Login(LoginData),
@@ -112,7 +136,12 @@ pub enum Action {
     Typing(TypingRequest),
     Presence(PresenceData),
     History(HistoryData),
-    Conversations,
+    Conversations(ListRequest),
+    Edit(EditRequest),
+    Recall(MessageRef),
+    Delete(DeleteRequest),
+    React(ReactRequest),
+    ConversationSet(ConversationPrefs),
     GroupCreate(CreateGroupRequest),
     GroupList,
     GroupShow(GroupRef),
@@ -198,7 +227,12 @@ pub fn parse(text: &str) -> Result<Parsed, FrameError> {
                 Some("typing") => Action::Typing(data(raw.data).map_err(fail)?),
                 Some("presence") => Action::Presence(data(raw.data).map_err(fail)?),
                 Some("history") => Action::History(data(raw.data).map_err(fail)?),
-                Some("conversations") => Action::Conversations,
+                Some("conversations") => Action::Conversations(data(raw.data).map_err(fail)?),
+                Some("conversation.set") => Action::ConversationSet(data(raw.data).map_err(fail)?),
+                Some("edit") => Action::Edit(data(raw.data).map_err(fail)?),
+                Some("recall") => Action::Recall(data(raw.data).map_err(fail)?),
+                Some("delete") => Action::Delete(data(raw.data).map_err(fail)?),
+                Some("react") => Action::React(data(raw.data).map_err(fail)?),
                 Some("group.create") => Action::GroupCreate(data(raw.data).map_err(fail)?),
                 Some("group.list") => Action::GroupList,
                 Some("group.show") => Action::GroupShow(data(raw.data).map_err(fail)?),
@@ -237,6 +271,25 @@ struct Reply<'a, T: Serialize> {
 /// an `internal` error reply to the same id (logged), never an empty frame.
 pub fn reply<T: Serialize>(id: Option<&RawValue>, code: u16, msg: &str, data: Option<&T>) -> String {
     match serde_json::to_string(&Reply { r#type: "reply", id, code, msg, data, error: None }) {
+        Ok(text) => text,
+        Err(e) => error_reply(id, &ApiError::internal(format_args!("encoding a reply: {e}"))),
+    }
+}
+
+/// A reply holding one page of a list: the items as `data`, and `cursor` beside it (`null` on
+/// the last page), as REST answers a page.
+pub fn reply_page<T: Serialize>(id: Option<&RawValue>, items: &[T], cursor: Option<&str>) -> String {
+    #[derive(Serialize)]
+    struct PageReply<'a, T: Serialize> {
+        r#type: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+        code: u16,
+        msg: &'a str,
+        data: &'a [T],
+        cursor: Option<&'a str>,
+    }
+    match serde_json::to_string(&PageReply { r#type: "reply", id, code: 200, msg: "ok", data: items, cursor }) {
         Ok(text) => text,
         Err(e) => error_reply(id, &ApiError::internal(format_args!("encoding a reply: {e}"))),
     }

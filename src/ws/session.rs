@@ -145,6 +145,11 @@ impl WsSession {
         self.socket.text(Bytes::from(protocol::reply(id.as_deref(), code, msg, data)));
     }
 
+    fn send_page<T: Serialize>(&self, id: &Id, items: &[T], cursor: Option<&str>) {
+        metrics::counter!("natter_ws_frames_sent_total").increment(1);
+        self.socket.text(Bytes::from(protocol::reply_page(id.as_deref(), items, cursor)));
+    }
+
     fn send_error(&self, id: &Id, error: &ApiError) {
         metrics::counter!("natter_ws_frames_sent_total").increment(1);
         self.socket.text(Bytes::from(protocol::error_reply(id.as_deref(), error)));

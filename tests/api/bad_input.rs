@@ -508,6 +508,8 @@ async fn one_refused_message_fails_no_other_message_of_its_commit_batch() {
                     meta: None,
                     sender_id: None,
                     recipient_id: None,
+                    reply_to: None,
+                    mentions: &[],
                     hooks: &hooks,
                 })
                 .await;

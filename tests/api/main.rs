@@ -16,6 +16,7 @@ mod console;
 mod delivery;
 mod hardening;
 mod hostile;
+mod lifecycle;
 mod presence_store;
 mod server_api;
 mod single_node;

@@ -132,6 +132,21 @@ impl TestServer {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any method, with an optional bearer token and JSON body.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = reqwest::Client::new().request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = tokio::time::timeout(WAIT, req.send()).await.expect("http timeout").expect("http");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
         let res = tokio::time::timeout(WAIT, reqwest::Client::new().delete(self.url(path)).bearer_auth(token).send())
             .await

@@ -5,7 +5,9 @@
 //
 // Two people sign up, open a DM by email, talk both ways (read markers, typing, presence), a guest
 // joins a group, the server is killed and restarted mid-conversation, and every page must show
-// every message exactly once. Screenshots go to target/e2e-screenshots/.
+// every message exactly once; then a message's life (a reply with a mention and its badge, a
+// reaction, an edit, a recall, a deletion for one member) shows on every page. Screenshots go to
+// target/e2e-screenshots/.
 
 import { execSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -213,6 +215,44 @@ async function main() {
     await expectOnce(alice, 'Sent while down');
     await shot(alice, 'console');
 
+    log("a message's life: a reply that mentions, a reaction, an edit, a recall, a deletion for me");
+    const aliceId = await myId(alice);
+    await openConv(bob, 'Team');
+    await send(alice, 'Lunch at noon?');
+    await expectOnce(bob, 'Lunch at noon?');
+    await openConv(alice, 'Bob');
+    const lunch = (p) => messages(p).filter({ hasText: 'Lunch at' });
+    await lunch(bob).getByRole('button', { name: 'Reply' }).click();
+    await bob.locator('#compose-mode', { hasText: 'Replying to Alice' }).waitFor();
+    await send(bob, `Yes @${aliceId}`);
+    const team = alice.locator('.conv', { hasText: 'Team' });
+    await team.locator('.mention').waitFor();
+    await team.locator('.unread', { hasText: '1' }).waitFor();
+    await shot(alice, '07-mentioned');
+    await openConv(alice, 'Team');
+    const yes = (p) => messages(p).filter({ hasText: 'Yes @' });
+    await yes(alice).and(alice.locator('.mentions-me')).locator('.quote', { hasText: 'Lunch at noon?' }).waitFor();
+    await team.locator('.unread').waitFor({ state: 'detached' });
+    await yes(alice).getByRole('button', { name: 'React 👍' }).click();
+    for (const p of [bob, carol]) await yes(p).locator('.reactions button', { hasText: '👍 1' }).waitFor();
+    await lunch(alice).getByRole('button', { name: 'Edit' }).click();
+    await alice.locator('#compose-mode', { hasText: 'Editing #' }).waitFor();
+    await alice.fill('#text', 'Lunch at 1pm?');
+    await alice.press('#text', 'Enter');
+    for (const p of [bob, carol]) {
+      await lunch(p).filter({ hasText: 'Lunch at 1pm?' }).locator('.who', { hasText: 'edited' }).waitFor();
+    }
+    await yes(bob).getByRole('button', { name: 'Recall' }).click();
+    for (const p of [alice, carol]) {
+      await messages(p).and(p.locator('[data-state=recalled]')).filter({ hasText: 'Message recalled' }).waitFor();
+      if ((await yes(p).count()) !== 0) throw new Error('a recalled message is still shown');
+    }
+    await lunch(carol).getByRole('button', { name: 'Delete for me' }).click();
+    await messages(carol).and(carol.locator('[data-state=deleted]')).waitFor();
+    if ((await lunch(carol).count()) !== 0) throw new Error('a message deleted for carol is still shown to her');
+    await expectOnce(alice, 'Lunch at 1pm?');
+    await shot(carol, '08-lifecycle');
+
     log('a wrong password gets a clear error');
     const dave = await page('dave');
     const login = dave.locator('#login-form');
@@ -220,7 +260,7 @@ async function main() {
     await login.getByLabel('Password').fill('not the password');
     await login.getByRole('button', { name: 'Log in' }).click();
     await dave.locator('#error', { hasText: 'Wrong email or password' }).waitFor();
-    await shot(dave, '06-error');
+    await shot(dave, '09-error');
     log(`ok: bob ${bobId}, carol ${carolId}; screenshots in ${shots}`);
   } catch (e) {
     for (const [i, c] of browser.contexts().entries()) {

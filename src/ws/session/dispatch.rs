@@ -13,6 +13,8 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
     groups,
     hub::router::Watch,
+    inbox,
+    lifecycle::{self, Actor},
     node::Node,
     store::conversations::Active,
     ws::protocol::{self, Action, ClientFrame, LoginData, Parsed},
@@ -50,7 +52,27 @@ impl WsSession {
                 self.send_error(&id, &ApiError::new(ErrorCode::AlreadyAuthenticated, "already logged in"))
             }
             Action::Query(q) => self.run(ctx, id, async move { accounts::query(&node, &who.app, q).await }),
-            Action::Conversations => self.run(ctx, id, async move { chat::conversations(&node, &who).await }),
+            Action::Conversations(req) => {
+                let fut = detached(async move { inbox::list(&node, &who.app, who.user, req).await });
+                ctx.spawn(fut.into_actor(self).map(move |res, act, _| match res {
+                    Ok(page) => act.send_page(&id, &page.conversations, page.cursor.as_deref()),
+                    Err(e) => act.send_error(&id, &e),
+                }));
+            }
+            Action::ConversationSet(req) => {
+                let (conversation, prefs) = req.split();
+                self.run(ctx, id, async move { inbox::set_prefs(&node, &who, &conversation, prefs).await })
+            }
+            Action::Edit(req) => self.run(ctx, id, async move { lifecycle::edit(&node, Actor::User(&who), req).await }),
+            Action::Recall(req) => {
+                self.run(ctx, id, async move { lifecycle::recall(&node, Actor::User(&who), req).await })
+            }
+            Action::Delete(req) => {
+                self.run(ctx, id, async move { lifecycle::delete(&node, Actor::User(&who), req).await })
+            }
+            Action::React(req) => {
+                self.run(ctx, id, async move { lifecycle::react(&node, Actor::User(&who), req).await })
+            }
             Action::History(h) => {
                 let (conv, req) = h.split();
                 let fut = detached(async move { chat::history(&node, &who, &conv, req).await });

@@ -1,0 +1,208 @@
+//! A member's conversation list: each conversation with its last visible message, the member's
+//! own settings (pinned, archived, muted), and unread counts.
+
+use std::{collections::HashMap, time::Instant};
+
+use sqlx::Row;
+
+use super::{Store, observe, sql::Sql};
+use crate::domain::{AppId, ConversationKind, Role, UserKey};
+
+/// The last message a member may see, as the list previews it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastMessage {
+    pub seq: i64,
+    pub sender: Option<String>,
+    /// The first characters only (`chat.preview_chars`); empty when recalled or deleted.
+    pub content: String,
+    pub created_at: i64,
+    pub recalled: bool,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    pub conversation_id: String,
+    pub kind: ConversationKind,
+    pub name: Option<String>,
+    pub last_seq: i64,
+    pub read_seq: i64,
+    pub joined_seq: i64,
+    pub left_seq: Option<i64>,
+    pub role: Role,
+    pub change_seq: i64,
+    pub pinned_at: Option<i64>,
+    pub archived_at: Option<i64>,
+    pub muted_until: Option<i64>,
+    pub last_message: Option<LastMessage>,
+    /// The last message's time, or when the member joined.
+    pub last_activity: i64,
+}
+
+/// Unread messages of one conversation: others' messages after the read marker that are not
+/// recalled, deleted or hidden for the member; and whether one of them mentions the member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unread {
+    pub count: i64,
+    pub mentioned: bool,
+    /// The member muted the conversation until a time still to come.
+    pub muted: bool,
+}
+
+/// A change to a member's own settings of a conversation (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct Prefs {
+    pub pinned: Option<bool>,
+    pub archived: Option<bool>,
+    /// `Some(None)` unmutes.
+    pub muted_until: Option<Option<i64>>,
+}
+
+impl Store {
+    /// Every conversation the user is or was in, with its last visible message (one statement).
+    pub async fn inbox(
+        &self,
+        app: &AppId,
+        user: UserKey,
+        preview_chars: usize,
+    ) -> Result<Vec<InboxEntry>, sqlx::Error> {
+        let started = Instant::now();
+        let rows = sqlx::query(
+            "SELECT c.id, c.kind, c.name, c.last_seq, c.change_seq, m.read_seq, m.joined_seq, m.left_seq, m.role, \
+             m.joined_at, m.pinned_at, m.archived_at, m.muted_until, \
+             lm.seq AS lm_seq, su.public_id AS lm_sender, SUBSTR(lm.content, 1, CAST($3 AS INTEGER)) AS lm_content, \
+             lm.created_at AS lm_created, lm.recalled_at AS lm_recalled, lm.deleted_at AS lm_deleted, h.seq AS lm_hidden \
+             FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
+             LEFT JOIN messages lm ON lm.app_id = m.app_id AND lm.conversation_id = m.conversation_id \
+             AND lm.seq = COALESCE(m.left_seq, c.last_seq) AND lm.seq > m.joined_seq \
+             LEFT JOIN users su ON su.user_key = lm.sender_key \
+             LEFT JOIN hidden_messages h ON h.app_id = lm.app_id AND h.conversation_id = lm.conversation_id \
+             AND h.seq = lm.seq AND h.user_key = m.user_key \
+             WHERE m.app_id = $1 AND m.user_key = $2",
+        )
+        .bind(app.as_str())
+        .bind(user.0)
+        .bind(preview_chars as i64)
+        .fetch_all(self.pool())
+        .await?;
+        observe("inbox", started);
+        let decode = |e: crate::domain::ParseError| sqlx::Error::Decode(Box::new(e));
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                let role: String = r.try_get("role")?;
+                let last_message = match r.try_get::<Option<i64>, _>("lm_seq")? {
+                    None => None,
+                    Some(seq) => {
+                        let recalled = r.try_get::<Option<i64>, _>("lm_recalled")?.is_some();
+                        let deleted = r.try_get::<Option<i64>, _>("lm_deleted")?.is_some()
+                            || r.try_get::<Option<i64>, _>("lm_hidden")?.is_some();
+                        let content: String = r.try_get("lm_content")?;
+                        Some(LastMessage {
+                            seq,
+                            sender: r.try_get("lm_sender")?,
+                            content: if recalled || deleted { String::new() } else { content },
+                            created_at: r.try_get("lm_created")?,
+                            recalled,
+                            deleted,
+                        })
+                    }
+                };
+                let joined_at: i64 = r.try_get("joined_at")?;
+                Ok(InboxEntry {
+                    conversation_id: r.try_get("id")?,
+                    kind: ConversationKind::parse(&kind).map_err(decode)?,
+                    name: r.try_get("name")?,
+                    last_seq: r.try_get("last_seq")?,
+                    read_seq: r.try_get("read_seq")?,
+                    joined_seq: r.try_get("joined_seq")?,
+                    left_seq: r.try_get("left_seq")?,
+                    role: Role::parse(&role).map_err(decode)?,
+                    change_seq: r.try_get("change_seq")?,
+                    pinned_at: r.try_get("pinned_at")?,
+                    archived_at: r.try_get("archived_at")?,
+                    muted_until: r.try_get("muted_until")?,
+                    last_activity: last_message.as_ref().map_or(joined_at, |m| m.created_at.max(joined_at)),
+                    last_message,
+                })
+            })
+            .collect()
+    }
+
+    /// Unread counts of the user's conversations (only `of` when given); conversations with
+    /// nothing unread are left out.
+    pub async fn unread(
+        &self,
+        app: &AppId,
+        user: UserKey,
+        of: Option<&[&str]>,
+    ) -> Result<HashMap<String, Unread>, sqlx::Error> {
+        let started = Instant::now();
+        let mut sql = Sql::new(
+            self.dialect(),
+            "SELECT m.conversation_id, COUNT(*) AS n, MAX(CASE WHEN mn.seq IS NULL THEN 0 ELSE 1 END) AS mentioned, \
+             MAX(CASE WHEN m.muted_until > ",
+        );
+        sql.push_bind(crate::domain::now_millis()).push(
+            " THEN 1 ELSE 0 END) AS muted \
+             FROM members m JOIN messages msg ON msg.app_id = m.app_id AND msg.conversation_id = m.conversation_id \
+             AND msg.seq > m.read_seq AND msg.seq > m.joined_seq AND (m.left_seq IS NULL OR msg.seq <= m.left_seq) \
+             LEFT JOIN hidden_messages h ON h.app_id = m.app_id AND h.conversation_id = m.conversation_id \
+             AND h.user_key = m.user_key AND h.seq = msg.seq \
+             LEFT JOIN mentions mn ON mn.app_id = m.app_id AND mn.user_key = m.user_key \
+             AND mn.conversation_id = m.conversation_id AND mn.seq = msg.seq \
+             WHERE m.app_id = ",
+        );
+        sql.push_bind(app.as_str()).push(" AND m.user_key = ").push_bind(user.0);
+        sql.push(" AND msg.sender_key <> ").push_bind(user.0);
+        sql.push(" AND msg.recalled_at IS NULL AND msg.deleted_at IS NULL AND h.seq IS NULL");
+        if let Some(of) = of {
+            if of.is_empty() {
+                return Ok(HashMap::new());
+            }
+            sql.push(" AND m.conversation_id IN (").push_list(of.iter().copied()).push(")");
+        }
+        sql.push(" GROUP BY m.conversation_id");
+        let rows = sql.build()?.fetch_all(self.pool()).await?;
+        observe("unread", started);
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("conversation_id")?,
+                    Unread {
+                        count: r.try_get("n")?,
+                        mentioned: r.try_get::<i64, _>("mentioned")? > 0,
+                        muted: r.try_get::<i64, _>("muted")? > 0,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Changes the member's own settings of a conversation; false when they are not a member.
+    pub async fn set_prefs(
+        &self,
+        app: &AppId,
+        conversation: &str,
+        user: UserKey,
+        prefs: &Prefs,
+    ) -> Result<bool, sqlx::Error> {
+        let now = crate::domain::now_millis();
+        let mut sql = Sql::new(self.dialect(), "UPDATE members SET user_key = user_key");
+        if let Some(pinned) = prefs.pinned {
+            sql.push(", pinned_at = ").push_bind(pinned.then_some(now));
+        }
+        if let Some(archived) = prefs.archived {
+            sql.push(", archived_at = ").push_bind(archived.then_some(now));
+        }
+        if let Some(muted) = prefs.muted_until {
+            sql.push(", muted_until = ").push_bind(muted);
+        }
+        sql.push(" WHERE app_id = ").push_bind(app.as_str());
+        sql.push(" AND conversation_id = ").push_bind(conversation).push(" AND user_key = ").push_bind(user.0);
+        let mut tx = self.begin_write().await?;
+        let done = sql.build()?.execute(&mut **tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(done > 0)
+    }
+}
