@@ -142,6 +142,7 @@ fn ttl(app_setting: u64, default: u64) -> u64 {
 
 /// Opens a device session for the user and issues its first token pair.
 async fn issue(node: &Node, app: &AppRecord, user: &UserRecord, device: Option<&DeviceId>) -> ApiResult<AuthResponse> {
+    crate::auth::refuse_banned(user)?;
     let refresh = new_refresh_token();
     let refresh_ttl = ttl(app.settings.refresh_ttl, node.config.auth.refresh_ttl_secs);
     let refresh_expires = crate::domain::now_millis() + refresh_ttl as i64 * 1000;
@@ -302,6 +303,8 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
             let app_id = AppId::parse(app_id).map_err(ApiError::caused_by)?;
             let app = node.app(&app_id).await?;
             let user = node.store.user_by_key(&app_id, user_key).await?.ok_or_else(invalid)?;
+            // The presented token is spent: a banned user logs in again once the ban ends.
+            crate::auth::refuse_banned(&user)?;
             let (access_token, expires_at) = node.tokens.issue(&NewToken {
                 app: app_id.as_str(),
                 user: user.key.0,

@@ -188,6 +188,11 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
     };
     metrics::counter!("natter_messages_received_total", "kind" => kind_label).increment(1);
     if appended.created {
+        if who.user != SYSTEM_SENDER {
+            // One's own messages are read: the marker follows (shortly, in a batch: see
+            // `store/markers.rs`).
+            node.store.sent_up_to(who.app.as_str(), conversation.as_str(), who.user.0, appended.seq);
+        }
         let stored = StoredMessage {
             id: appended.id.clone(),
             conversation_id: conversation.as_str().to_string(),

@@ -61,6 +61,7 @@ error_codes! {
     InvalidReply => ("invalid_reply", 400),
     GuestSignupDisabled => ("guest_signup_disabled", 403),
     NotGuest => ("not_guest", 403),
+    Banned => ("banned", 403),
     NotFound => ("not_found", 404),
     AppNotFound => ("app_not_found", 404),
     UserNotFound => ("user_not_found", 404),

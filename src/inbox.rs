@@ -3,6 +3,8 @@
 //! own settings (pinned, archived, muted); pinned first, then newest activity first, paged with
 //! a cursor. And the `unread` events that keep a client's badges right.
 
+use std::cmp::Reverse;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -80,8 +82,8 @@ pub struct ListPage {
 }
 
 /// Where an entry sorts: pinned first, then newest activity first, then by id.
-fn sort_key(e: &InboxEntry) -> (bool, i64, &str) {
-    (e.pinned_at.is_none(), -e.last_activity, e.conversation_id.as_str())
+fn sort_key(e: &InboxEntry) -> (bool, Reverse<i64>, &str) {
+    (e.pinned_at.is_none(), Reverse(e.last_activity), e.conversation_id.as_str())
 }
 
 fn encode_cursor(e: &InboxEntry) -> String {
@@ -141,7 +143,7 @@ pub async fn list(node: &Node, app: &AppId, user: UserKey, req: ListRequest) -> 
     entries.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     let start = match &after {
         Some((unpinned, activity, id)) => {
-            let key = (*unpinned, -*activity, id.as_str());
+            let key = (*unpinned, Reverse(*activity), id.as_str());
             entries.partition_point(|e| sort_key(e) <= key)
         }
         None => 0,
@@ -285,5 +287,7 @@ mod tests {
         assert!(decode_cursor("not base64!").is_err());
         let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("2\nx\ny");
         assert!(decode_cursor(&forged).is_err());
+        let extreme = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("0\n{}\nz", i64::MIN));
+        assert_eq!(decode_cursor(&extreme).unwrap().1, i64::MIN, "any number a client forges sorts, none overflows");
     }
 }

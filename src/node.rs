@@ -148,6 +148,7 @@ impl Node {
         };
         let (user, session_ok, convs) =
             subject.ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "token's user no longer exists"))?;
+        crate::auth::refuse_banned(&user)?;
         if !session_ok || user.token_version != claims.ver {
             return Err(ApiError::new(ErrorCode::TokenRevoked, "token has been revoked"));
         }

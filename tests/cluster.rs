@@ -780,3 +780,39 @@ async fn an_edit_a_recall_and_a_reaction_on_one_node_reach_the_others_and_a_devi
     assert_eq!((two["recalled"].as_bool(), two["content"].as_str()), (Some(true), Some("")));
     assert!(sync["data"]["messages"].as_array().unwrap().is_empty(), "nothing new to send whole");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_issued_on_one_node_closes_the_users_sockets_on_every_node_with_4503_and_refuses_reconnects() {
+    use sqlx::{Connection, Row};
+    let cluster = Cluster::start(3, SHARED_NATS, 15);
+    let alice = cluster.guest(0).await;
+    let mut sockets = Vec::new();
+    for node in 0..3 {
+        let mut ws = cluster.connect(node, &alice).await;
+        ws.settle().await;
+        sockets.push(ws);
+    }
+    let mut conn = sqlx::PgConnection::connect(&cluster.db).await.unwrap();
+    let row =
+        sqlx::query("SELECT api_key, api_secret FROM apps WHERE id = 'default'").fetch_one(&mut conn).await.unwrap();
+    let api = common::ServerClient {
+        addr: cluster.nodes[0].addr,
+        key: row.get("api_key"),
+        secret: row.get("api_secret"),
+        scheme: natter::auth::server_sig::Scheme::V2HmacSha256,
+    };
+    let started = Instant::now();
+    let (status, body) =
+        api.call("POST", &format!("/v1/server/users/{}/ban", alice.id), Some(json!({"reason": "abuse"}))).await;
+    assert_eq!(status, 200, "{body}");
+    for (node, ws) in sockets.iter_mut().enumerate() {
+        assert_eq!(ws.closed().await, Some(4503), "node {}", node + 1);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    for node in 0..3 {
+        let mut again = Ws::connect(&cluster.nodes[node].ws(), Some(&alice.token)).await;
+        assert_eq!(again.closed().await, Some(4503), "a reconnect to node {} is refused", node + 1);
+    }
+    println!("ban: sockets on 3 nodes closed with 4503 within {took:?}; reconnects refused on each");
+}

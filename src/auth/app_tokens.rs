@@ -90,6 +90,7 @@ pub async fn verify(store: &Store, token: &str) -> ApiResult<Identity> {
                 .0
         }
     };
+    super::refuse_banned(&user)?;
     if user.tokens_revoked_at.is_some_and(|revoked| claims.iat * 1000 < revoked) {
         return Err(ApiError::new(ErrorCode::TokenRevoked, "token has been revoked"));
     }

@@ -5,7 +5,27 @@ pub mod password;
 pub mod server_sig;
 pub mod tokens;
 
-use crate::domain::{AppId, UserId, UserKey, UserKind};
+use crate::{
+    domain::{AppId, UserId, UserKey, UserKind},
+    error::{ApiError, ApiResult, ErrorCode},
+    store::users::UserRecord,
+};
+
+/// Refuses a user the app has banned: 403 `banned`, saying until when and why. Every way in
+/// (login, refresh, a token of ours or the app's, a connect) asks this of the user row it read
+/// anyway, so a ban holds from its commit on every node and ends by itself at its time.
+pub fn refuse_banned(user: &UserRecord) -> ApiResult<()> {
+    let Some(ban) = user.ban_at(crate::domain::now_millis()) else { return Ok(()) };
+    let until = match ban.until {
+        Some(ms) => format!(" until {ms} (unix ms)"),
+        None => String::new(),
+    };
+    let reason = match &ban.reason {
+        Some(r) => format!(": {r}"),
+        None => String::new(),
+    };
+    Err(ApiError::new(ErrorCode::Banned, format!("banned{until}{reason}")))
+}
 
 /// Who is on the other end of a request or socket, established once per request/connection.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ pub mod health;
 pub mod rejections;
 pub mod server;
 pub mod server_messages;
+pub mod server_moderation;
 pub mod users;
 
 use actix_web::{
@@ -81,6 +82,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/server/groups/{id}/members/{user}", web::delete().to(server::remove_member))
             .route("/server/messages", web::post().to(server::send_message))
             .route("/server/users/{id}/conversations", web::get().to(server_messages::conversations))
+            .route("/server/users/{id}/ban", web::post().to(server_moderation::ban))
+            .route("/server/users/{id}/ban", web::delete().to(server_moderation::lift))
+            .route("/server/bans", web::get().to(server_moderation::bans))
+            .route("/server/audit", web::get().to(server_moderation::audit))
             .route("/server/conversations/{id}/messages/{seq}", web::patch().to(server_messages::edit))
             .route("/server/conversations/{id}/messages/{seq}", web::delete().to(server_messages::delete))
             .route("/server/conversations/{id}/messages/{seq}/recall", web::post().to(server_messages::recall))

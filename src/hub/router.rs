@@ -258,7 +258,8 @@ impl Handler<BusDelivery> for Router {
                     if session.is_some() && entry.auth_session != session {
                         continue;
                     }
-                    entry.handle.close(code, "token revoked");
+                    let reason = if code == CloseCode::Banned { "banned" } else { "token revoked" };
+                    entry.handle.close(code, reason);
                 }
             }
             (Envelope::Presence { .. }, None) => {

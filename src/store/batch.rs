@@ -244,7 +244,6 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
     if !fresh.is_empty() {
         insert_messages(&mut tx, writer.dialect, jobs, &fresh, now).await?;
         bump_conversations(&mut tx, writer.dialect, jobs, &fresh, &seqs).await?;
-        senders_have_read(&mut tx, writer.dialect, jobs, &fresh).await?;
         insert_mentions(&mut tx, writer.dialect, jobs, &fresh).await?;
         for (i, id, seq) in &fresh {
             let j = &jobs[*i];
@@ -495,37 +494,6 @@ fn mentions_text(mentions: &[(UserKey, String)]) -> Option<String> {
     }
     text.push(']');
     Some(text)
-}
-
-/// A sender has read what they sent: their read marker moves to their newest message of the
-/// batch in each conversation (never back), so unread counts never include one's own messages.
-async fn senders_have_read(
-    tx: &mut WriteTx,
-    dialect: Dialect,
-    jobs: &[Job],
-    fresh: &[(usize, String, i64)],
-) -> Result<(), sqlx::Error> {
-    let mut newest: HashMap<(&str, &str, i64), i64> = HashMap::new();
-    for (i, _, seq) in fresh {
-        let j = &jobs[*i];
-        if j.sender != SYSTEM_SENDER {
-            let entry = newest.entry((j.app.as_str(), j.conversation.as_str(), j.sender.0)).or_insert(*seq);
-            *entry = (*entry).max(*seq);
-        }
-    }
-    if newest.is_empty() {
-        return Ok(());
-    }
-    let mut sql = Sql::new(dialect, "UPDATE members SET read_seq = v.column4 FROM (VALUES ");
-    sql.push_tuples(newest, |row, ((app, conv, user), seq)| {
-        row.push_bind(app).push_bind(conv).push_bind(user).push_bind(seq);
-    });
-    sql.push(
-        ") v WHERE members.app_id = v.column1 AND members.conversation_id = v.column2 \
-         AND members.user_key = v.column3 AND members.read_seq < v.column4",
-    );
-    sql.build()?.execute(&mut ***tx).await?;
-    Ok(())
 }
 
 async fn insert_mentions(

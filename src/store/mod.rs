@@ -5,6 +5,7 @@
 //! `sql` (the dialect's placeholders). Every query names its app. Timestamps are unix milliseconds.
 
 pub mod apps;
+pub mod audit;
 mod batch;
 pub mod conversations;
 mod held;
@@ -12,6 +13,7 @@ pub mod inbox;
 pub mod keys;
 pub mod lifecycle;
 pub mod limits;
+mod markers;
 pub mod outbox;
 pub mod presence;
 mod sql;
@@ -58,6 +60,8 @@ pub struct Store {
     held: Arc<held::Held>,
     /// Connections' token subjects, read in batches.
     subjects: Arc<subjects::Batcher>,
+    /// Read markers moved by sending, written in batches.
+    markers: Arc<markers::Markers>,
 }
 
 /// How long a node trusts its copy of an app's settings (and of a user's key by public id).
@@ -115,6 +119,7 @@ impl Store {
             presence_changes: Arc::default(),
             held: Arc::new(held::Held::new(config.max_connections)),
             subjects: Arc::default(),
+            markers: Arc::default(),
         })
     }
 

@@ -23,10 +23,32 @@ pub struct UserRecord {
     pub tokens_revoked_at: Option<i64>,
     pub last_seen_at: Option<i64>,
     pub created_at: i64,
+    /// Banned while this is in the future ([`BANNED_UNTIL_LIFTED`]: until lifted).
+    pub banned_until: Option<i64>,
+    pub ban_reason: Option<String>,
+}
+
+/// The stored end of a ban that has none.
+pub const BANNED_UNTIL_LIFTED: i64 = i64::MAX;
+
+/// A ban in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    /// When it ends by itself; `None` until it is lifted.
+    pub until: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl UserRecord {
+    /// The ban in force at `now` (unix ms), if any.
+    pub fn ban_at(&self, now: i64) -> Option<Ban> {
+        let until = self.banned_until.filter(|until| *until > now)?;
+        Some(Ban { until: (until != BANNED_UNTIL_LIFTED).then_some(until), reason: self.ban_reason.clone() })
+    }
 }
 
 pub(super) const USER_COLUMNS: &str = "user_key, app_id, public_id, email, password_hash, first_name, last_name, \
-     nickname, avatar_url, kind, token_version, tokens_revoked_at, last_seen_at, created_at";
+     nickname, avatar_url, kind, token_version, tokens_revoked_at, last_seen_at, created_at, banned_until, ban_reason";
 
 pub(super) fn row_to_user(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
@@ -45,6 +67,8 @@ pub(super) fn row_to_user(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
         tokens_revoked_at: row.try_get("tokens_revoked_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
         created_at: row.try_get("created_at")?,
+        banned_until: row.try_get("banned_until")?,
+        ban_reason: row.try_get("ban_reason")?,
     })
 }
 
@@ -536,6 +560,66 @@ impl Store {
     }
 
     /// Invalidates every token issued so far: access tokens by version, app-signed ones by time.
+    /// Bans a user until `until` (unix ms; [`BANNED_UNTIL_LIFTED`] for no end), replacing any ban.
+    pub async fn ban_user(
+        &self,
+        app: &AppId,
+        key: UserKey,
+        until: i64,
+        reason: Option<&str>,
+        audit: &super::audit::NewAudit<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        super::audit::record(&mut tx, app, audit).await?;
+        sqlx::query("UPDATE users SET banned_until = $1, ban_reason = $2 WHERE app_id = $3 AND user_key = $4")
+            .bind(until)
+            .bind(reason)
+            .bind(app.as_str())
+            .bind(key.0)
+            .execute(&mut **tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lifts a user's ban; false when none was in force.
+    pub async fn lift_ban(
+        &self,
+        app: &AppId,
+        key: UserKey,
+        audit: &super::audit::NewAudit<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        let lifted = sqlx::query(
+            "UPDATE users SET banned_until = NULL, ban_reason = NULL \
+             WHERE app_id = $1 AND user_key = $2 AND banned_until > $3",
+        )
+        .bind(app.as_str())
+        .bind(key.0)
+        .bind(crate::domain::now_millis())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if lifted > 0 {
+            super::audit::record(&mut tx, app, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(lifted > 0)
+    }
+
+    /// The app's users banned at `now`, soonest end first (bans without an end last).
+    pub async fn banned_users(&self, app: &AppId, now: i64, limit: i64) -> Result<Vec<UserRecord>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE app_id = $1 AND banned_until > $2 ORDER BY banned_until, public_id LIMIT $3"
+        ))
+        .bind(app.as_str())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(row_to_user).collect()
+    }
+
     pub async fn revoke_user_tokens(&self, app: &AppId, key: UserKey) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE users SET token_version = token_version + 1, tokens_revoked_at = $1 WHERE app_id = $2 AND user_key = $3",

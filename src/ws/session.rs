@@ -71,7 +71,8 @@ pub struct WsSession {
     /// Conversations loaded at authentication: the groups are handed to the Router at
     /// registration, and every head becomes the delivered baseline.
     conversations: Vec<Active>,
-    /// Why a token given at connect was refused: the socket closes with 4501 at once.
+    /// Why a token given at connect was refused: the socket closes with 4501 (4503 when the
+    /// user is banned) at once.
     rejected: Option<ApiError>,
     app_hint: Option<crate::domain::AppId>,
     /// The client's address, for login rate limits.
@@ -260,7 +261,9 @@ impl Actor for WsSession {
         if let Some(error) = self.rejected.take() {
             metrics::counter!("natter_ws_connects_total", "result" => "rejected").increment(1);
             let reason = format!("{}: {}", error.code.as_str(), error.message);
-            return self.close(ctx, CloseCode::Unauthorized, &reason);
+            // A banned user is told so in the close code too (4503), the rest with 4501.
+            let code = if error.code == ErrorCode::Banned { CloseCode::Banned } else { CloseCode::Unauthorized };
+            return self.close(ctx, code, &reason);
         }
         self.heartbeat(ctx);
         if self.identity.is_some() {

@@ -525,6 +525,43 @@ async fn edits_recalls_and_deletions_reach_the_apps_webhooks(backend: Backend) {
     assert_eq!((deleted["seq"].as_i64(), deleted["by"].clone()), (Some(1), Value::Null), "the app deleted it");
 }
 
+async fn the_before_send_hook_sees_edits_and_may_reject_or_modify_them(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
+    let receiver = Receiver::start();
+    let (alice, bob, _) = three_users(&server).await;
+    let mut alice_ws = server.connect(&alice).await;
+    let conv = alice_ws.send_dm(&bob.id, "original", "a1").await["data"]["conversation"].as_str().unwrap().to_string();
+    let url = receiver.url("/before-send");
+    server
+        .configure_app("default", move |s| {
+            s.before_send_url = url;
+            s.allow_private_targets = true;
+        })
+        .await;
+    receiver.state.lock().unwrap().hook_answer = json!({"action": "reject", "reason": "no edits today"});
+    let refused = alice_ws.action("edit", json!({"conversation": conv, "seq": 1, "content": "changed"})).await;
+    assert_eq!((error_of(&refused), refused["msg"].as_str()), ((403, "rejected_by_hook"), Some("no edits today")));
+    assert_eq!(read_back(&server, &bob, &conv, 1).await["content"], "original", "a rejected edit changes nothing");
+    let call = receiver.state.lock().unwrap().hook_calls.last().cloned().unwrap();
+    assert_eq!(
+        (call["edit_of"].as_i64(), call["client_msg_id"].as_str(), call["content"].as_str()),
+        (Some(1), Some("a1"), Some("changed"))
+    );
+
+    receiver.state.lock().unwrap().hook_answer = json!({"action": "modify", "content": "changed, politely"});
+    action_ok(&mut alice_ws, "edit", json!({"conversation": conv, "seq": 1, "content": "changed"})).await;
+    let m = read_back(&server, &bob, &conv, 1).await;
+    assert_eq!((m["content"].as_str(), m["edited_at"].is_i64()), (Some("changed, politely"), true));
+    // The app's own edits skip the hook.
+    let calls = receiver.state.lock().unwrap().hook_calls.len();
+    let api = server.server_client("default", Scheme::V2HmacSha256).await;
+    let (status, _) = api
+        .call("PATCH", &format!("/v1/server/conversations/{conv}/messages/1"), Some(json!({"content": "by the app"})))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(receiver.state.lock().unwrap().hook_calls.len(), calls);
+}
+
 on_both_stores!(
     edits_recalls_deletes_and_reactions_reach_every_device_and_read_back_everywhere,
     every_refusal_has_its_code_and_changes_nothing,
@@ -533,4 +570,5 @@ on_both_stores!(
     a_device_that_was_away_learns_the_final_state_of_what_it_held_through_sync,
     rest_and_the_server_api_follow_the_same_rules,
     edits_recalls_and_deletions_reach_the_apps_webhooks,
+    the_before_send_hook_sees_edits_and_may_reject_or_modify_them,
 );

@@ -17,6 +17,7 @@ mod delivery;
 mod hardening;
 mod hostile;
 mod lifecycle;
+mod moderation;
 mod presence_store;
 mod server_api;
 mod single_node;
