@@ -1,6 +1,6 @@
 //! Group commit, the one loop every batched write or read of the node runs: message appends
-//! (`store::batch`), connect-time reads (`store::subjects`), presence transitions (`presence`)
-//! and read markers moved by sending (`store::markers`).
+//! (`store::batch`), connect-time reads (`store::subjects`) and presence transitions
+//! (`presence`).
 //!
 //! Requests queue; a batch is whatever queued while the previous batches were being served, so
 //! at low load every request is its own batch (no added latency) and under load batches grow

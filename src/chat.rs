@@ -180,6 +180,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
         .map_err(|e| match e {
             AppendError::NotFound => ApiError::new(ErrorCode::GroupNotFound, "no such group"),
             AppendError::NotAMember => ApiError::new(ErrorCode::NotAMember, "you are not a member of this group"),
+            AppendError::Blocked => ApiError::new(ErrorCode::Blocked, "the recipient does not accept your messages"),
             AppendError::Db(e) => e.into(),
         })?;
     let kind_label = match kind {
@@ -188,11 +189,6 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
     };
     metrics::counter!("natter_messages_received_total", "kind" => kind_label).increment(1);
     if appended.created {
-        if who.user != SYSTEM_SENDER {
-            // One's own messages are read: the marker follows (shortly, in a batch: see
-            // `store/markers.rs`).
-            node.store.sent_up_to(who.app.as_str(), conversation.as_str(), who.user.0, appended.seq);
-        }
         let stored = StoredMessage {
             id: appended.id.clone(),
             conversation_id: conversation.as_str().to_string(),
@@ -570,6 +566,8 @@ pub async fn read(node: &Node, who: &Identity, req: ReadRequest) -> ApiResult<Re
     let m = membership_of(node, who, &req.conversation).await?;
     let seq = req.seq.min(m.visible_upto());
     let stored = node.store.mark_read(&who.app, req.conversation.as_str(), who.user, seq).await?.unwrap_or(seq);
+    // Sending may already have moved it further (a direct conversation's marker, see the store).
+    let stored = stored.max(m.read_seq);
     if m.is_active() {
         struct ReadEvent<'a> {
             conversation: &'a str,
@@ -613,6 +611,14 @@ pub async fn typing(node: &Node, who: &Identity, req: TypingRequest, origin: Opt
     impl Encode for TypingEvent<'_> {
         fn encode(&self, o: &mut Object<'_>) {
             o.str("conversation", self.conversation).str("user", self.user);
+        }
+    }
+    // Someone who blocks me does not see me typing (and nor do my other devices need to).
+    if let Some((a, b)) = direct_participants(req.conversation.as_str()).filter(|_| m.kind == ConversationKind::Direct)
+    {
+        let other = if a == who.user { b } else { a };
+        if node.store.blocked_among(&who.app, other, &[who.user]).await?.contains(&who.user) {
+            return Ok(());
         }
     }
     let frame = event_frame("typing", &TypingEvent { conversation: req.conversation.as_str(), user: who.id.as_str() });

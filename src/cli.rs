@@ -59,6 +59,19 @@ enum Command {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// An app's moderation trail (bans, unbans, …), newest first, one JSON object a line.
+    Audit {
+        #[arg(long)]
+        app: String,
+        /// Only acts on this user (public id).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only acts on this group.
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +179,24 @@ pub fn run() -> anyhow::Result<()> {
             }
             Some(Command::App { command }) => app_command(&config, command).await,
             Some(Command::Webhooks { command }) => webhook_command(&config, command).await,
+            Some(Command::Audit { app, user, group, limit }) => {
+                let app = AppId::parse(app).map_err(|e| anyhow::anyhow!(e.0))?;
+                if !(1..=100_000).contains(&limit) {
+                    anyhow::bail!("--limit must be 1-100000");
+                }
+                let store = crate::server::prepare_store(&config).await?;
+                let query = crate::store::audit::AuditQuery {
+                    user: user.as_deref(),
+                    group: group.as_deref(),
+                    before: None,
+                    limit,
+                };
+                for entry in store.audit_log(&app, &query).await? {
+                    println!("{}", serde_json::to_string(&entry)?);
+                }
+                store.close().await;
+                Ok(())
+            }
             Some(Command::Keys { command }) => {
                 if config.configured_signing_key()?.is_some() {
                     anyhow::bail!("auth.signing_key(_file) is set: rotate by changing the configured key instead");

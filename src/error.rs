@@ -62,6 +62,7 @@ error_codes! {
     GuestSignupDisabled => ("guest_signup_disabled", 403),
     NotGuest => ("not_guest", 403),
     Banned => ("banned", 403),
+    Blocked => ("blocked", 403),
     NotFound => ("not_found", 404),
     AppNotFound => ("app_not_found", 404),
     UserNotFound => ("user_not_found", 404),

@@ -11,14 +11,13 @@
 //! - [`store`]: the source of truth; sqlx over SQLite or PostgreSQL, every query scoped by app.
 //!   Its hot paths: `batch` (group commit of message appends on a thread of its own),
 //!   `subjects` (connect-time reads batched across connections), `held` (connections kept past
-//!   sqlx's release ping), `presence` (batched presence transitions), `markers` (read markers
-//!   moved by sending, batched), `outbox` (webhook events
+//!   sqlx's release ping), `presence` (batched presence transitions), `outbox` (webhook events
 //!   written in the same transaction as their change), `sql` (statements with a variable number
 //!   of bound values, in each dialect's placeholders), `lifecycle` (edits, recalls, deletions,
 //!   reactions, stamped with the conversation's change number), `inbox` (the conversation list
 //!   and unread counts), `audit` (the moderation trail, written in each act's transaction).
 //! - [`batching`]: group commit, the one loop behind every batched write or read (message
-//!   appends, connect reads, presence transitions, read markers).
+//!   appends, connect reads, presence transitions).
 //! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
 //! - [`accounts`]: hosted accounts: register, login, guests, upgrade, refresh, logout.
 //! - [`wire`]: how a stored message, a push and an event look on the wire (one encoding, by a

@@ -1,5 +1,5 @@
-//! What an app does to stop a user: bans (app-wide, timed or until lifted), and the audit trail
-//! every moderation act leaves.
+//! Stopping a user: the app's bans (app-wide, timed or until lifted), a user's own blocks, and
+//! the audit trail every moderation act leaves.
 //!
 //! A ban is a fact on the user's row: every way in (login, refresh, a token, a connect) reads
 //! that row anyway and refuses a banned user (`auth::refuse_banned`), so a ban holds on every node
@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     accounts,
-    domain::{AppId, UserId, check_no_nul, now_millis},
-    error::{ApiError, ApiResult, CloseCode},
+    auth::Identity,
+    bus::Envelope,
+    domain::{AppId, UserId, UserKey, check_no_nul, now_millis},
+    error::{ApiError, ApiResult, CloseCode, ErrorCode},
     node::Node,
     store::{
         audit::{AuditEntry, AuditQuery, NewAudit},
+        blocks::Blocked,
         users::{BANNED_UNTIL_LIFTED, UserRecord},
     },
 };
@@ -131,4 +134,52 @@ pub async fn audit(node: &Node, app: &AppId, req: &AuditRequest) -> ApiResult<Au
     let cursor =
         (entries.len() as i64 == limit).then(|| entries.last().map(|e| format!("{}.{}", e.at, e.id))).flatten();
     Ok(AuditPage { entries, cursor })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    pub user: UserId,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BlockView {
+    pub user: String,
+    pub blocked: bool,
+}
+
+/// The key of a user the caller names in a block (not themselves).
+async fn other_user(node: &Node, who: &Identity, user: &UserId) -> ApiResult<UserKey> {
+    let key = node
+        .store
+        .user_key_by_id(&who.app, user)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, format!("no user {user}")))?;
+    if key == who.user {
+        return Err(ApiError::validation("user: you cannot block yourself"));
+    }
+    Ok(key)
+}
+
+/// The caller blocks a user: their direct messages are refused (403 `blocked`, stored nowhere),
+/// and their presence and typing no longer reach the caller. Idempotent.
+pub async fn block(node: &Node, who: &Identity, user: &UserId) -> ApiResult<BlockView> {
+    let key = other_user(node, who, user).await?;
+    node.store.block(&who.app, who.user, key).await?;
+    // The caller's sessions on every node stop watching the blocked user's presence.
+    node.fanout.control(who.app.as_str(), &Envelope::Unwatch { user: who.user.0, target: key.0 }, b"");
+    Ok(BlockView { user: user.as_str().to_string(), blocked: true })
+}
+
+/// Lifts the caller's block of a user (idempotent). Presence is watched again when the client
+/// subscribes again.
+pub async fn unblock(node: &Node, who: &Identity, user: &UserId) -> ApiResult<BlockView> {
+    let key = other_user(node, who, user).await?;
+    node.store.unblock(&who.app, who.user, key).await?;
+    Ok(BlockView { user: user.as_str().to_string(), blocked: false })
+}
+
+/// Whom the caller blocks, newest first.
+pub async fn blocks(node: &Node, who: &Identity) -> ApiResult<Vec<Blocked>> {
+    Ok(node.store.blocked_by(&who.app, who.user).await?)
 }

@@ -20,6 +20,7 @@ const state = {
   typingSent: 0,
   nextLocal: 1,
   compose: null, // { mode: 'reply' | 'edit', conv, seq }
+  blocked: new Set(), // user ids this user blocks
 };
 
 // ── errors ──────────────────────────────────────────────────────────────────────────────────────
@@ -40,11 +41,13 @@ function explain(err) {
     edit_window_passed: 'Too late to edit that message.',
     recall_window_passed: 'Too late to recall that message.',
     message_gone: 'That message was recalled or deleted.',
+    blocked: 'They do not accept your messages.',
+    banned: 'This account is banned: ',
     network: 'The server cannot be reached.',
   };
   const known = messages[err?.code];
   const detail = err?.message ?? String(err);
-  if (known && err.code === 'rate_limited') return known + detail;
+  if (known && (err.code === 'rate_limited' || err.code === 'banned')) return known + detail;
   return known ?? detail;
 }
 
@@ -222,6 +225,12 @@ async function onOpen() {
     mergeConversations(reply.data);
   }
   state.everOnline = true;
+  try {
+    const blocks = await state.socket.action('blocks');
+    state.blocked = new Set(blocks.data.map((b) => b.user));
+  } catch {
+    // The list shows what it can; the block button still works.
+  }
   await resolvePeers();
   subscribePresence();
   for (const conv of state.convs.values()) {
@@ -644,6 +653,21 @@ function react(c, m, key) {
   act('react', { conversation: c.id, seq: m.seq, key, on });
 }
 
+$('block-toggle').addEventListener('click', async () => {
+  const draft = typeof state.current === 'object' && state.current?.draft;
+  const peer = draft || state.convs.get(state.current)?.peer;
+  if (!peer) return;
+  const blocking = !state.blocked.has(peer);
+  try {
+    await state.socket.action(blocking ? 'block' : 'unblock', { user: peer });
+    if (blocking) state.blocked.add(peer);
+    else state.blocked.delete(peer);
+    render();
+  } catch (e) {
+    showError(e);
+  }
+});
+
 // ── opening conversations ───────────────────────────────────────────────────────────────────────
 
 async function resolveUser(who) {
@@ -827,6 +851,7 @@ function renderPane() {
   const c = draft ? null : state.convs.get(state.current);
   show('composer', Boolean(draft || (c && c.active)));
   show('add-form', Boolean(c && c.kind === 'group' && c.active));
+  if (!draft && !c) show('block-toggle', false);
   show('older', Boolean(c && c.hasOlder));
   if (!draft && !c) {
     $('pane-title').textContent = 'Pick a conversation';
@@ -836,6 +861,8 @@ function renderPane() {
     return;
   }
   const peer = draft || (c.kind === 'direct' ? c.peer : null);
+  show('block-toggle', Boolean(peer));
+  if (peer) $('block-toggle').textContent = state.blocked.has(peer) ? 'Unblock' : 'Block';
   $('pane-title').replaceChildren(
     peer ? el('span', { class: 'dot', 'data-status': state.presence.get(peer) ?? 'offline', role: 'img', 'aria-label': state.presence.get(peer) ?? 'offline' }) : '',
     ' ',

@@ -17,6 +17,12 @@ ALTER TABLE messages ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX messages_changes ON messages (app_id, conversation_id, change_seq) WHERE change_seq > 0;
 
 ALTER TABLE conversations ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
+-- Direct conversations: who sent the last message, and the seq where their current run of
+-- messages began. Sending answers what came before, so the other participant has read up to the
+-- run's start less one: the read marker a send moves, kept on the row every send updates anyway
+-- (a members update per send cost 11 % of DM throughput). Groups move members.read_seq.
+ALTER TABLE conversations ADD COLUMN last_sender BIGINT;
+ALTER TABLE conversations ADD COLUMN run_start BIGINT NOT NULL DEFAULT 0;
 
 ALTER TABLE members ADD COLUMN pinned_at BIGINT;
 ALTER TABLE members ADD COLUMN archived_at BIGINT;

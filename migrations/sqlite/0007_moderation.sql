@@ -19,3 +19,13 @@ CREATE TABLE audit_log (
     data          TEXT
 );
 CREATE INDEX audit_by_app ON audit_log (app_id, at, id);
+
+-- A user's own blocks: direct messages from a blocked user are refused and stored nowhere, and
+-- their presence and typing are not pushed to the blocker. Group messages are not filtered.
+CREATE TABLE blocks (
+    app_id       TEXT NOT NULL,
+    user_key     BIGINT NOT NULL,
+    blocked_key  BIGINT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (app_id, user_key, blocked_key)
+);

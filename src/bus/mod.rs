@@ -108,6 +108,8 @@ pub enum Envelope {
     Presence { user: i64, online: bool },
     /// A user's public id changed; their live sessions adopt it.
     Renamed { user: i64, id: String },
+    /// `user` blocked `target`: their sessions stop watching the target's presence.
+    Unwatch { user: i64, target: i64 },
 }
 
 /// Header line, newline, frame. An envelope that cannot be encoded (its fields are strings and

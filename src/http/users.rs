@@ -1,9 +1,14 @@
-//! `/v1/me` and `/v1/users`.
+//! `/v1/me` (with the caller's blocks) and `/v1/users`.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 
 use super::{Authed, node, ok, parse_body};
-use crate::{accounts, error::ApiResult};
+use crate::{
+    accounts,
+    domain::UserId,
+    error::{ApiError, ApiResult},
+    moderation,
+};
 
 pub async fn me(req: HttpRequest, who: Authed) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
@@ -23,4 +28,24 @@ pub async fn query(
 ) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
     Ok(ok(StatusCode::OK, accounts::query(&node, &who.0.app, q.into_inner()).await?))
+}
+
+/// `POST /v1/me/blocks` `{user}`.
+pub async fn block(req: HttpRequest, who: Authed, body: web::Bytes) -> ApiResult<HttpResponse> {
+    let node = node(&req)?;
+    let input: moderation::BlockRequest = parse_body(&body)?;
+    Ok(ok(StatusCode::OK, moderation::block(&node, &who.0, &input.user).await?))
+}
+
+/// `DELETE /v1/me/blocks/{user}`.
+pub async fn unblock(req: HttpRequest, who: Authed, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let node = node(&req)?;
+    let user = UserId::parse(path.into_inner()).map_err(|e| ApiError::validation(e.0))?;
+    Ok(ok(StatusCode::OK, moderation::unblock(&node, &who.0, &user).await?))
+}
+
+/// `GET /v1/me/blocks`.
+pub async fn blocks(req: HttpRequest, who: Authed) -> ApiResult<HttpResponse> {
+    let node = node(&req)?;
+    Ok(ok(StatusCode::OK, moderation::blocks(&node, &who.0).await?))
 }

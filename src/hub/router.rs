@@ -282,6 +282,13 @@ impl Handler<BusDelivery> for Router {
                     }
                 }
             }
+            (Envelope::Unwatch { user, target }, Some(app)) => {
+                let mut fx = Vec::new();
+                for session in self.registry.user_sessions(&(app.clone(), user)) {
+                    self.registry.watch(session, &[target], false, &mut fx);
+                }
+                self.apply(fx);
+            }
             (other, _) => {
                 tracing::warn!(subject = %msg.subject, envelope = ?other, "envelope on the wrong subject dropped")
             }

@@ -8,7 +8,7 @@
 //! ~9 ms per batch there, whatever its size). At low load every message is its own batch (no
 //! added latency); under load, messages queue while earlier batches commit and batches grow.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,10 +182,20 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
     let mut answers: Vec<Option<Answer>> = (0..jobs.len()).map(|_| None).collect();
 
     let mut seqs = lock_conversations(&mut tx, writer.dialect, jobs).await?;
+    // Known client_msg_ids (answered with the original below) and direct messages to someone who
+    // blocks the sender (refused, and no conversation is created for them), in one statement.
+    let (mut known, blocked) = known_and_blocked(&mut tx, writer.dialect, jobs).await?;
+    for (i, j) in jobs.iter().enumerate() {
+        let key = (j.app.clone(), j.conversation.clone(), j.sender.0, j.client_msg_id.clone());
+        // A resend of what was stored before the block still answers with the original.
+        if blocked.contains(&key) && !known.contains_key(&key) {
+            answers[i] = Some(Err(AppendError::Blocked));
+        }
+    }
     // Direct conversations are created by their first message, in key order: two nodes
     // creating the same two conversations in opposite orders would deadlock.
     let mut missing: Vec<usize> =
-        (0..jobs.len()).filter(|i| !seqs.contains_key(&jobs[*i].conversation_key())).collect();
+        (0..jobs.len()).filter(|i| answers[*i].is_none() && !seqs.contains_key(&jobs[*i].conversation_key())).collect();
     missing.sort_by(|a, b| (&jobs[*a].app, &jobs[*a].conversation).cmp(&(&jobs[*b].app, &jobs[*b].conversation)));
     missing.dedup_by(|a, b| (&jobs[*a].app, &jobs[*a].conversation) == (&jobs[*b].app, &jobs[*b].conversation));
     let mut created_any = false;
@@ -220,7 +230,6 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
     }
 
     // Known client_msg_ids answer with the original; so does a repeat inside the batch.
-    let mut known = existing(&mut tx, writer.dialect, jobs, &answers).await?;
     let now = crate::domain::now_millis();
     let mut fresh: Vec<(usize, String, i64)> = Vec::new();
     for (i, j) in jobs.iter().enumerate() {
@@ -232,18 +241,19 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
             answers[i] = Some(Ok(Appended { created: false, ..found.clone() }));
             continue;
         }
-        let Some(last) = seqs.get_mut(&j.conversation_key()) else { continue };
-        *last += 1;
+        let Some(head) = seqs.get_mut(&j.conversation_key()) else { continue };
+        let seq = head.append(j.sender.0);
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let appended = Appended { id: id.clone(), seq: *last, created_at: now, created: true };
+        let appended = Appended { id: id.clone(), seq, created_at: now, created: true };
         known.insert(key, appended.clone());
-        fresh.push((i, id, *last));
+        fresh.push((i, id, seq));
         answers[i] = Some(Ok(appended));
     }
 
     if !fresh.is_empty() {
         insert_messages(&mut tx, writer.dialect, jobs, &fresh, now).await?;
         bump_conversations(&mut tx, writer.dialect, jobs, &fresh, &seqs).await?;
+        group_senders_have_read(&mut tx, writer.dialect, jobs, &fresh).await?;
         insert_mentions(&mut tx, writer.dialect, jobs, &fresh).await?;
         for (i, id, seq) in &fresh {
             let j = &jobs[*i];
@@ -281,15 +291,39 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
 
 /// Locks the batch's conversations in a fixed order (no deadlock between nodes) and reads their
 /// last seq. SQLite needs no row lock: its write gate already serialises writers.
+/// A conversation's end as the batch sees it: its last seq, and who sent the run of messages
+/// that ends it (from which seq).
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    last_seq: i64,
+    last_sender: Option<i64>,
+    run_start: i64,
+}
+
+impl Head {
+    /// The next seq, sent by `sender`.
+    fn append(&mut self, sender: i64) -> i64 {
+        self.last_seq += 1;
+        if self.last_sender != Some(sender) {
+            self.last_sender = Some(sender);
+            self.run_start = self.last_seq;
+        }
+        self.last_seq
+    }
+}
+
 async fn lock_conversations(
     tx: &mut WriteTx,
     dialect: Dialect,
     jobs: &[Job],
-) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+) -> Result<HashMap<(String, String), Head>, sqlx::Error> {
     let mut keys: Vec<(&str, &str)> = jobs.iter().map(|j| (j.app.as_str(), j.conversation.as_str())).collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut sql = Sql::new(dialect, "SELECT app_id, id, last_seq FROM conversations WHERE (app_id, id) IN (");
+    let mut sql = Sql::new(
+        dialect,
+        "SELECT app_id, id, last_seq, last_sender, run_start FROM conversations WHERE (app_id, id) IN (",
+    );
     sql.push_tuples(keys, |row, (app, conv)| {
         row.push_bind(app).push_bind(conv);
     });
@@ -299,7 +333,14 @@ async fn lock_conversations(
     }
     let rows = sql.build()?.fetch_all(&mut ***tx).await?;
     rows.iter()
-        .map(|r| Ok(((r.try_get::<String, _>("app_id")?, r.try_get::<String, _>("id")?), r.try_get("last_seq")?)))
+        .map(|r| {
+            let head = Head {
+                last_seq: r.try_get("last_seq")?,
+                last_sender: r.try_get("last_sender")?,
+                run_start: r.try_get("run_start")?,
+            };
+            Ok(((r.try_get::<String, _>("app_id")?, r.try_get::<String, _>("id")?), head))
+        })
         .collect()
 }
 
@@ -363,57 +404,59 @@ async fn active_members(
 
 type IdemKey = (String, String, i64, String);
 
-/// Messages already stored under the batch's client_msg_ids.
-async fn existing(
+/// Messages already stored under the batch's client_msg_ids, and the batch's direct messages
+/// whose recipient blocks their sender.
+async fn known_and_blocked(
     tx: &mut WriteTx,
     dialect: Dialect,
     jobs: &[Job],
-    answers: &[Option<Answer>],
-) -> Result<HashMap<IdemKey, Appended>, sqlx::Error> {
-    let mut keys: Vec<(&str, &str, i64, &str)> = jobs
+) -> Result<(HashMap<IdemKey, Appended>, HashSet<IdemKey>), sqlx::Error> {
+    let mut keys: Vec<(&str, &str, i64, &str, Option<i64>)> = jobs
         .iter()
-        .zip(answers)
-        .filter(|(_, a)| a.is_none())
-        .map(|(j, _)| (j.app.as_str(), j.conversation.as_str(), j.sender.0, j.client_msg_id.as_str()))
+        .map(|j| {
+            let recipient = (j.kind == ConversationKind::Direct && j.sender != SYSTEM_SENDER)
+                .then_some(j.recipient.map(|r| r.0))
+                .flatten();
+            (j.app.as_str(), j.conversation.as_str(), j.sender.0, j.client_msg_id.as_str(), recipient)
+        })
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    if keys.is_empty() {
-        return Ok(HashMap::new());
-    }
-    // A join on VALUES: PostgreSQL plans a row-value IN list over the primary key's prefix and
-    // reads every message of the conversation; the join probes the idempotency index instead.
+    // From VALUES, one row per job: PostgreSQL plans a row-value IN list over the primary key's
+    // prefix and reads every message of the conversation; the joins probe the idempotency index
+    // and the blocks' primary key instead.
     let mut sql = Sql::new(
         dialect,
-        "SELECT m.app_id, m.conversation_id, m.sender_key, m.client_msg_id, m.id, m.seq, m.created_at \
-         FROM messages m JOIN (VALUES ",
+        "SELECT v.column1 AS app_id, v.column2 AS conversation_id, v.column3 AS sender_key, \
+         v.column4 AS client_msg_id, m.id, m.seq, m.created_at, b.user_key AS blocked_by FROM (VALUES ",
     );
-    sql.push_tuples(keys, |row, (app, conv, sender, cmid)| {
-        row.push_bind(app).push_bind(conv).push_bind(sender).push_bind(cmid);
+    sql.push_tuples(keys, |row, (app, conv, sender, cmid, recipient)| {
+        row.push_bind(app).push_bind(conv).push_bind(sender).push_bind(cmid).push_bind(recipient);
     });
     sql.push(
-        ") v ON m.app_id = v.column1 AND m.conversation_id = v.column2 \
-         AND m.sender_key = v.column3 AND m.client_msg_id = v.column4",
+        ") v LEFT JOIN messages m ON m.app_id = v.column1 AND m.conversation_id = v.column2 \
+         AND m.sender_key = v.column3 AND m.client_msg_id = v.column4 \
+         LEFT JOIN blocks b ON b.app_id = v.column1 AND b.user_key = v.column5 AND b.blocked_key = v.column3",
     );
     let rows = sql.build()?.fetch_all(&mut ***tx).await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                (
-                    r.try_get("app_id")?,
-                    r.try_get("conversation_id")?,
-                    r.try_get("sender_key")?,
-                    r.try_get("client_msg_id")?,
-                ),
-                Appended {
-                    id: r.try_get("id")?,
-                    seq: r.try_get("seq")?,
-                    created_at: r.try_get("created_at")?,
-                    created: false,
-                },
-            ))
-        })
-        .collect()
+    let (mut known, mut blocked) = (HashMap::new(), HashSet::new());
+    for r in &rows {
+        let key: IdemKey = (
+            r.try_get("app_id")?,
+            r.try_get("conversation_id")?,
+            r.try_get("sender_key")?,
+            r.try_get("client_msg_id")?,
+        );
+        if let Some(id) = r.try_get::<Option<String>, _>("id")? {
+            let appended =
+                Appended { id, seq: r.try_get("seq")?, created_at: r.try_get("created_at")?, created: false };
+            known.insert(key.clone(), appended);
+        }
+        if r.try_get::<Option<i64>, _>("blocked_by")?.is_some() {
+            blocked.insert(key);
+        }
+    }
+    Ok((known, blocked))
 }
 
 async fn insert_messages(
@@ -454,21 +497,30 @@ async fn bump_conversations(
     dialect: Dialect,
     jobs: &[Job],
     fresh: &[(usize, String, i64)],
-    seqs: &HashMap<(String, String), i64>,
+    heads: &HashMap<(String, String), Head>,
 ) -> Result<(), sqlx::Error> {
-    let mut by_app: HashMap<&str, Vec<(&str, i64)>> = HashMap::new();
+    let mut by_app: HashMap<&str, Vec<(&str, Head)>> = HashMap::new();
     for (i, _, _) in fresh {
         let j = &jobs[*i];
         let entry = by_app.entry(j.app.as_str()).or_default();
-        if !entry.iter().any(|(c, _)| *c == j.conversation) {
-            let last = seqs.get(&j.conversation_key()).copied().unwrap_or(0);
-            entry.push((j.conversation.as_str(), last));
+        if !entry.iter().any(|(c, _)| *c == j.conversation)
+            && let Some(head) = heads.get(&j.conversation_key())
+        {
+            entry.push((j.conversation.as_str(), *head));
         }
     }
     for (app, convs) in by_app {
         let mut sql = Sql::new(dialect, "UPDATE conversations SET last_seq = CASE id");
-        for (conv, last) in &convs {
-            sql.push(" WHEN ").push_bind(*conv).push(" THEN ").push_bind(*last);
+        for (conv, head) in &convs {
+            sql.push(" WHEN ").push_bind(*conv).push(" THEN ").push_bind(head.last_seq);
+        }
+        sql.push(" END, last_sender = CASE id");
+        for (conv, head) in &convs {
+            sql.push(" WHEN ").push_bind(*conv).push(" THEN ").push_bind(head.last_sender);
+        }
+        sql.push(" END, run_start = CASE id");
+        for (conv, head) in &convs {
+            sql.push(" WHEN ").push_bind(*conv).push(" THEN ").push_bind(head.run_start);
         }
         sql.push(" END WHERE app_id = ").push_bind(app).push(" AND id IN (");
         sql.push_list(convs.iter().map(|(conv, _)| *conv)).push(")");
@@ -496,6 +548,37 @@ fn mentions_text(mentions: &[(UserKey, String)]) -> Option<String> {
     Some(text)
 }
 
+/// A group sender has read what they sent: their read marker moves to their newest message of
+/// the batch (never back). Direct conversations keep this on their own row (`Head`).
+async fn group_senders_have_read(
+    tx: &mut WriteTx,
+    dialect: Dialect,
+    jobs: &[Job],
+    fresh: &[(usize, String, i64)],
+) -> Result<(), sqlx::Error> {
+    let mut newest: HashMap<(&str, &str, i64), i64> = HashMap::new();
+    for (i, _, seq) in fresh {
+        let j = &jobs[*i];
+        if j.kind == ConversationKind::Group && j.sender != SYSTEM_SENDER {
+            let entry = newest.entry((j.app.as_str(), j.conversation.as_str(), j.sender.0)).or_insert(*seq);
+            *entry = (*entry).max(*seq);
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(dialect, "UPDATE members SET read_seq = v.column4 FROM (VALUES ");
+    sql.push_tuples(newest, |row, ((app, conv, user), seq)| {
+        row.push_bind(app).push_bind(conv).push_bind(user).push_bind(seq);
+    });
+    sql.push(
+        ") v WHERE members.app_id = v.column1 AND members.conversation_id = v.column2 \
+         AND members.user_key = v.column3 AND members.read_seq < v.column4",
+    );
+    sql.build()?.execute(&mut ***tx).await?;
+    Ok(())
+}
+
 async fn insert_mentions(
     tx: &mut WriteTx,
     dialect: Dialect,
@@ -519,4 +602,21 @@ async fn insert_mentions(
     sql.push(" ON CONFLICT (app_id, user_key, conversation_id, seq) DO NOTHING");
     sql.build()?.execute(&mut ***tx).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Head;
+
+    #[test]
+    fn a_head_tracks_who_sent_the_last_run_and_where_it_began() {
+        let mut head = Head { last_seq: 0, last_sender: None, run_start: 0 };
+        assert_eq!(head.append(1), 1);
+        assert_eq!((head.last_sender, head.run_start), (Some(1), 1));
+        head.append(1);
+        assert_eq!((head.last_sender, head.run_start), (Some(1), 1), "the same sender extends the run");
+        head.append(2);
+        head.append(2);
+        assert_eq!((head.last_seq, head.last_sender, head.run_start), (4, Some(2), 3), "user 1 has read up to 2");
+    }
 }

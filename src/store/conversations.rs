@@ -127,8 +127,12 @@ impl Membership {
     }
 }
 
-const MEMBERSHIP_SELECT: &str = "SELECT c.id AS conversation_id, c.kind, c.name, c.last_seq, c.change_seq, m.read_seq, \
-     m.joined_seq, m.left_seq, m.role FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id";
+const MEMBERSHIP_SELECT: &str = concat!(
+    "SELECT c.id AS conversation_id, c.kind, c.name, c.last_seq, c.change_seq, ",
+    read_seq_sql!(),
+    " AS read_seq, m.joined_seq, m.left_seq, m.role \
+     FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id"
+);
 
 fn row_to_membership(row: &AnyRow) -> Result<Membership, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
@@ -211,6 +215,9 @@ pub enum AppendError {
     NotFound,
     #[error("sender is not a member")]
     NotAMember,
+    /// The recipient of a direct message blocks its sender.
+    #[error("the recipient blocks the sender")]
+    Blocked,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

@@ -68,7 +68,10 @@ impl Store {
     ) -> Result<Vec<InboxEntry>, sqlx::Error> {
         let started = Instant::now();
         let rows = sqlx::query(
-            "SELECT c.id, c.kind, c.name, c.last_seq, c.change_seq, m.read_seq, m.joined_seq, m.left_seq, m.role, \
+            concat!(
+                "SELECT c.id, c.kind, c.name, c.last_seq, c.change_seq, ",
+                read_seq_sql!(),
+                " AS read_seq, m.joined_seq, m.left_seq, m.role, \
              m.joined_at, m.pinned_at, m.archived_at, m.muted_until, \
              lm.seq AS lm_seq, su.public_id AS lm_sender, SUBSTR(lm.content, 1, CAST($3 AS INTEGER)) AS lm_content, \
              lm.created_at AS lm_created, lm.recalled_at AS lm_recalled, lm.deleted_at AS lm_deleted, h.seq AS lm_hidden \
@@ -78,7 +81,8 @@ impl Store {
              LEFT JOIN users su ON su.user_key = lm.sender_key \
              LEFT JOIN hidden_messages h ON h.app_id = lm.app_id AND h.conversation_id = lm.conversation_id \
              AND h.seq = lm.seq AND h.user_key = m.user_key \
-             WHERE m.app_id = $1 AND m.user_key = $2",
+             WHERE m.app_id = $1 AND m.user_key = $2"
+            ),
         )
         .bind(app.as_str())
         .bind(user.0)
@@ -145,8 +149,9 @@ impl Store {
         );
         sql.push_bind(crate::domain::now_millis()).push(
             " THEN 1 ELSE 0 END) AS muted \
-             FROM members m JOIN messages msg ON msg.app_id = m.app_id AND msg.conversation_id = m.conversation_id \
-             AND msg.seq > m.read_seq AND msg.seq > m.joined_seq AND (m.left_seq IS NULL OR msg.seq <= m.left_seq) \
+             FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
+             JOIN messages msg ON msg.app_id = m.app_id AND msg.conversation_id = m.conversation_id \
+             AND msg.seq > m.joined_seq AND (m.left_seq IS NULL OR msg.seq <= m.left_seq) \
              LEFT JOIN hidden_messages h ON h.app_id = m.app_id AND h.conversation_id = m.conversation_id \
              AND h.user_key = m.user_key AND h.seq = msg.seq \
              LEFT JOIN mentions mn ON mn.app_id = m.app_id AND mn.user_key = m.user_key \
@@ -155,7 +160,8 @@ impl Store {
         );
         sql.push_bind(app.as_str()).push(" AND m.user_key = ").push_bind(user.0);
         sql.push(" AND msg.sender_key <> ").push_bind(user.0);
-        sql.push(" AND msg.recalled_at IS NULL AND msg.deleted_at IS NULL AND h.seq IS NULL");
+        sql.push(" AND msg.recalled_at IS NULL AND msg.deleted_at IS NULL AND h.seq IS NULL AND msg.seq > ");
+        sql.push(read_seq_sql!());
         if let Some(of) = of {
             if of.is_empty() {
                 return Ok(HashMap::new());

@@ -4,16 +4,27 @@
 //! both); only the migrations differ. Statements with a variable number of values are built by
 //! `sql` (the dialect's placeholders). Every query names its app. Timestamps are unix milliseconds.
 
+/// A member's read marker as SQL over `members m` and `conversations c`: what they marked read,
+/// or, in a direct conversation, further where sending moved it: everything when the last message
+/// is theirs, else up to just before the other's current run of messages (see `batch::Head`).
+macro_rules! read_seq_sql {
+    () => {
+        "(CASE WHEN c.kind = 'direct' AND c.last_sender = m.user_key THEN c.last_seq \
+         WHEN c.kind = 'direct' AND c.run_start - 1 > m.read_seq THEN c.run_start - 1 \
+         ELSE m.read_seq END)"
+    };
+}
+
 pub mod apps;
 pub mod audit;
 mod batch;
+pub mod blocks;
 pub mod conversations;
 mod held;
 pub mod inbox;
 pub mod keys;
 pub mod lifecycle;
 pub mod limits;
-mod markers;
 pub mod outbox;
 pub mod presence;
 mod sql;
@@ -60,8 +71,6 @@ pub struct Store {
     held: Arc<held::Held>,
     /// Connections' token subjects, read in batches.
     subjects: Arc<subjects::Batcher>,
-    /// Read markers moved by sending, written in batches.
-    markers: Arc<markers::Markers>,
 }
 
 /// How long a node trusts its copy of an app's settings (and of a user's key by public id).
@@ -119,7 +128,6 @@ impl Store {
             presence_changes: Arc::default(),
             held: Arc::new(held::Held::new(config.max_connections)),
             subjects: Arc::default(),
-            markers: Arc::default(),
         })
     }
 

@@ -17,6 +17,7 @@ use crate::{
     groups::{CreateGroupRequest, MembersRequest},
     inbox::{ListRequest, PrefsRequest},
     lifecycle::{DeleteRequest, EditRequest, MessageRef, ReactRequest},
+    moderation::BlockRequest,
 };
 
 #[derive(Deserialize)]
@@ -142,6 +143,9 @@ pub enum Action {
     Delete(DeleteRequest),
     React(ReactRequest),
     ConversationSet(ConversationPrefs),
+    Block(BlockRequest),
+    Unblock(BlockRequest),
+    Blocks,
     GroupCreate(CreateGroupRequest),
     GroupList,
     GroupShow(GroupRef),
@@ -233,6 +237,9 @@ pub fn parse(text: &str) -> Result<Parsed, FrameError> {
                 Some("recall") => Action::Recall(data(raw.data).map_err(fail)?),
                 Some("delete") => Action::Delete(data(raw.data).map_err(fail)?),
                 Some("react") => Action::React(data(raw.data).map_err(fail)?),
+                Some("block") => Action::Block(data(raw.data).map_err(fail)?),
+                Some("unblock") => Action::Unblock(data(raw.data).map_err(fail)?),
+                Some("blocks") => Action::Blocks,
                 Some("group.create") => Action::GroupCreate(data(raw.data).map_err(fail)?),
                 Some("group.list") => Action::GroupList,
                 Some("group.show") => Action::GroupShow(data(raw.data).map_err(fail)?),

@@ -531,9 +531,92 @@ async fn one_refused_message_fails_no_other_message_of_its_commit_batch() {
     );
 }
 
+/// A message's later life takes hostile input too: edited content and meta, and reaction keys,
+/// are refused with documented codes or read back identically through the edit event, REST
+/// history, the conversation list's preview and sync's updates.
+async fn edits_and_reaction_keys_are_refused_or_read_back_identically_everywhere(backend: Backend) {
+    let mut chat = Chat::start(backend).await;
+    let sent = chat.alice_ws.send_dm(&chat.bob.id, "original", "orig").await;
+    let conv = sent["data"]["conversation"].as_str().unwrap().to_string();
+    chat.bob_ws.next_message().await;
+    let (mut edited, mut refused, mut reacted, mut keys_refused) = (0, 0, 0, 0);
+    let mut seen_change = 0;
+    let contents = cases(text(), 30);
+    let metas = cases(meta_text(), 30);
+    let keys = cases(text(), 30);
+    for ((content, meta), key) in contents.iter().zip(&metas).zip(&keys) {
+        let data = format!(r#"{{"conversation":"{conv}","seq":1,"content":{},"meta":{meta}}}"#, json!(content));
+        // Raw text, so escapes serde_json would never write reach the server.
+        chat.alice_ws.send_text(&format!(r#"{{"type":"action","action":"edit","id":"e","data":{data}}}"#)).await;
+        let reply = loop {
+            let v = chat.alice_ws.next().await;
+            if v["type"] == "reply" {
+                break v;
+            }
+        };
+        if reply["code"] == 200 {
+            edited += 1;
+            let meta: Value = serde_json::from_str(meta).expect("accepted meta is JSON");
+            let event = chat.bob_ws.next_event("message.edited").await;
+            assert_eq!((event["content"].as_str(), &event["meta"]), (Some(content.as_str()), &meta), "edit event");
+            let (_, body) = chat
+                .server
+                .get(&format!("/v1/conversations/{conv}/messages?after_seq=0&limit=1"), Some(&chat.bob.token))
+                .await;
+            let m = &body["data"]["messages"][0];
+            assert_eq!((m["content"].as_str(), &m["meta"]), (Some(content.as_str()), &meta), "REST history");
+            let (_, list) = chat.server.get("/v1/conversations", Some(&chat.bob.token)).await;
+            let preview: String = content.chars().take(100).collect();
+            assert_eq!(list["data"][0]["last_message"]["content"].as_str(), Some(preview.as_str()), "list preview");
+            let sync = chat
+                .bob_ws
+                .action("sync", json!({"conversations": {conv.as_str(): 1}, "changes": {conv.as_str(): seen_change}}))
+                .await;
+            let update = &sync["data"]["updates"][0];
+            assert_eq!((update["content"].as_str(), &update["meta"]), (Some(content.as_str()), &meta), "sync update");
+            seen_change = sync["data"]["changes"][&conv].as_i64().unwrap();
+        } else {
+            refused += 1;
+            assert_documented_refusal(
+                reply["code"].as_u64().unwrap_or(0) as u16,
+                &reply["error"],
+                &format!("edit {data}"),
+            );
+        }
+        let reply = chat.bob_ws.action("react", json!({"conversation": conv, "seq": 1, "key": key, "on": true})).await;
+        if reply["code"] == 200 {
+            reacted += 1;
+            let (_, body) = chat
+                .server
+                .get(&format!("/v1/conversations/{conv}/messages?after_seq=0&limit=1"), Some(&chat.bob.token))
+                .await;
+            assert_eq!(
+                body["data"]["messages"][0]["reactions"][key.as_str()],
+                json!({"count": 1, "me": true}),
+                "key {key:?}"
+            );
+            let off =
+                chat.bob_ws.action("react", json!({"conversation": conv, "seq": 1, "key": key, "on": false})).await;
+            assert_eq!(off["data"]["count"], 0);
+        } else {
+            keys_refused += 1;
+            assert_documented_refusal(
+                reply["code"].as_u64().unwrap_or(0) as u16,
+                &reply["error"],
+                &format!("key {key:?}"),
+            );
+        }
+    }
+    println!(
+        "{backend:?}: {edited} edits read back through 4 paths, {refused} refused; {reacted} keys kept, {keys_refused} refused"
+    );
+    assert!(edited > 5 && refused > 3 && reacted > 3 && keys_refused > 3, "the generators exercise both outcomes");
+}
+
 on_both_stores!(
     message_fields_are_refused_or_read_back_identically_everywhere,
     names_ids_emails_and_client_msg_ids_are_refused_or_read_back_as_parsed,
     meta_nested_hundreds_deep_is_refused_and_history_stays_readable_for_everyone,
     a_nul_is_refused_with_400_on_every_write_path_of_both_stores,
+    edits_and_reaction_keys_are_refused_or_read_back_identically_everywhere,
 );

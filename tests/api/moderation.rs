@@ -1,5 +1,6 @@
 //! App-wide bans through the server API: sockets closed with 4503, every way back in refused with
-//! 403 `banned` until the ban is lifted or ends by itself, and an audit trail of both.
+//! 403 `banned` until the ban is lifted or ends by itself, and an audit trail of both. A user's
+//! own blocks: direct messages refused and stored nowhere, typing and presence withheld.
 
 use crate::common;
 
@@ -99,6 +100,22 @@ async fn a_banned_user_is_closed_with_4503_and_refused_everywhere_until_the_ban_
         .collect();
     assert_eq!(all, vec!["user.unbanned", "user.banned", "user.banned"]);
     assert_eq!(rest["cursor"], Value::Null);
+
+    // The same trail from the command line.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["audit", "--app", "default", "--user", &alice.id])
+        .env("NATTER_DATABASE__URL", server.database_url())
+        .env("NATTER_NATS__URL", "")
+        .env("NATTER_LOG__LEVEL", "warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("NATS_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let actions: Vec<&str> = lines.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, vec!["user.unbanned", "user.banned"]);
 }
 
 async fn a_timed_ban_ends_by_itself(backend: Backend) {
@@ -154,8 +171,84 @@ async fn bad_ban_requests_are_refused_and_change_nothing(backend: Backend) {
     assert_eq!(status, 200);
 }
 
+async fn a_blocked_users_direct_messages_are_refused_and_stored_nowhere(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
+    let api = server.server_client("default", Scheme::V2HmacSha256).await;
+    let (alice, bob, carol) = (server.guest().await, server.guest().await, server.guest().await);
+    let mut alice_ws = server.connect(&alice).await;
+    let mut bob_ws = server.connect(&bob).await;
+    bob_ws.settle().await;
+    let dm = alice_ws.send_dm(&bob.id, "hi", "a1").await["data"]["conversation"].as_str().unwrap().to_string();
+    bob_ws.next_message().await;
+    let group = server.group(&bob, &[&alice]).await;
+
+    for _ in 0..2 {
+        let (status, body) = server.post("/v1/me/blocks", Some(&bob.token), json!({"user": alice.id})).await;
+        assert_eq!((status, body["data"]["blocked"].as_bool()), (200, Some(true)), "blocking is idempotent: {body}");
+    }
+    let (status, body) = server.post("/v1/me/blocks", Some(&bob.token), json!({"user": carol.id})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = server.get("/v1/me/blocks", Some(&bob.token)).await;
+    let listed: Vec<&str> = list["data"].as_array().unwrap().iter().map(|b| b["user"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&alice.id.as_str()) && listed.contains(&carol.id.as_str()));
+
+    let refused = alice_ws.send_dm(&bob.id, "again", "a2").await;
+    assert_eq!((refused["code"].as_i64(), refused["error"].as_str()), (Some(403), Some("blocked")), "{refused}");
+    let mut carol_ws = server.connect(&carol).await;
+    let refused = carol_ws.send_dm(&bob.id, "hello stranger", "c1").await;
+    assert_eq!(refused["error"], "blocked");
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/server/messages",
+            Some(json!({"from": alice.id, "recipient": bob.id, "content": "x", "client_msg_id": "s1"})),
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("blocked")), "the server API sends as the user");
+    // Stored nowhere: no seq taken, no conversation created.
+    assert_eq!(server.history(&bob, &dm).await.len(), 1);
+    let (_, carols) = server.get("/v1/conversations", Some(&carol.token)).await;
+    assert_eq!(carols["data"], json!([]), "a refused first message creates no conversation");
+    // One way only, and groups are not filtered.
+    assert_eq!(bob_ws.send_dm(&alice.id, "I can still write", "b1").await["code"], 201);
+    assert_eq!(alice_ws.send_group(&group, "in the group", "g1").await["code"], 201);
+
+    // Typing and presence of a blocked user do not reach the blocker.
+    assert_eq!(alice_ws.action("typing", json!({"conversation": dm})).await["code"], 200);
+    assert_eq!(alice_ws.send_group(&group, "after typing", "g2").await["code"], 201);
+    loop {
+        let frame = bob_ws.next().await;
+        assert!(
+            !(frame["event"] == "typing" && frame["data"]["conversation"] == dm.as_str()),
+            "typing leaked: {frame}"
+        );
+        if frame["type"] == "message" && frame["data"]["content"] == "after typing" {
+            break;
+        }
+    }
+    let watched = bob_ws.action("presence", json!({"subscribe": [alice.id]})).await;
+    assert_eq!(watched["data"][0]["status"], "offline", "alice is online but blocked: {watched}");
+
+    // Unblocked: messages flow again.
+    let (status, body) = server.call("DELETE", &format!("/v1/me/blocks/{}", alice.id), Some(&bob.token), None).await;
+    assert_eq!((status, body["data"]["blocked"].as_bool()), (200, Some(false)));
+    assert_eq!(alice_ws.send_dm(&bob.id, "friends again", "a3").await["code"], 201);
+
+    // Bad input.
+    let (status, _) = server.post("/v1/me/blocks", Some(&bob.token), json!({"user": bob.id})).await;
+    assert_eq!(status, 400, "no one blocks themselves");
+    let (status, body) = server.post("/v1/me/blocks", Some(&bob.token), json!({"user": "nobody"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("user_not_found")));
+    let (status, _) = server.post("/v1/me/blocks", Some(&bob.token), json!({"user": "bad id!"})).await;
+    assert_eq!(status, 400);
+    let (status, _) = server.post("/v1/me/blocks", Some(&bob.token), json!({})).await;
+    assert_eq!(status, 400);
+}
+
 on_both_stores!(
     a_banned_user_is_closed_with_4503_and_refused_everywhere_until_the_ban_is_lifted,
     a_timed_ban_ends_by_itself,
     bad_ban_requests_are_refused_and_change_nothing,
+    a_blocked_users_direct_messages_are_refused_and_stored_nowhere,
 );

@@ -109,6 +109,11 @@ impl TestServer {
         self.node = Some(node);
     }
 
+    /// The node's database, for the command line's own commands.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

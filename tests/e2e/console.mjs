@@ -6,7 +6,8 @@
 // Two people sign up, open a DM by email, talk both ways (read markers, typing, presence), a guest
 // joins a group, the server is killed and restarted mid-conversation, and every page must show
 // every message exactly once; then a message's life (a reply with a mention and its badge, a
-// reaction, an edit, a recall, a deletion for one member) shows on every page. Screenshots go to
+// reaction, an edit, a recall, a deletion for one member) shows on every page, and a block
+// refuses a direct message until it is lifted. Screenshots go to
 // target/e2e-screenshots/.
 
 import { execSync, spawn } from 'node:child_process';
@@ -252,6 +253,19 @@ async function main() {
     if ((await lunch(carol).count()) !== 0) throw new Error('a message deleted for carol is still shown to her');
     await expectOnce(alice, 'Lunch at 1pm?');
     await shot(carol, '08-lifecycle');
+
+    log('bob blocks alice: her direct message is refused; unblocked, they talk again');
+    await openConv(bob, 'Alice');
+    await bob.getByRole('button', { name: 'Block' }).click();
+    await bob.getByRole('button', { name: 'Unblock' }).waitFor();
+    await openConv(alice, 'Bob');
+    await send(alice, 'Are you there?');
+    await messages(alice).and(alice.locator('[data-state=failed]')).filter({ hasText: 'not accept' }).waitFor();
+    await alice.locator('#error', { hasText: 'not sent' }).waitFor();
+    await bob.getByRole('button', { name: 'Unblock' }).click();
+    await bob.getByRole('button', { name: 'Block' }).waitFor();
+    await send(alice, 'Hello again');
+    await expectOnce(bob, 'Hello again');
 
     log('a wrong password gets a clear error');
     const dave = await page('dave');

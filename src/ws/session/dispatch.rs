@@ -15,6 +15,7 @@ use crate::{
     hub::router::Watch,
     inbox,
     lifecycle::{self, Actor},
+    moderation,
     node::Node,
     store::conversations::Active,
     ws::protocol::{self, Action, ClientFrame, LoginData, Parsed},
@@ -73,6 +74,9 @@ impl WsSession {
             Action::React(req) => {
                 self.run(ctx, id, async move { lifecycle::react(&node, Actor::User(&who), req).await })
             }
+            Action::Block(req) => self.run(ctx, id, async move { moderation::block(&node, &who, &req.user).await }),
+            Action::Unblock(req) => self.run(ctx, id, async move { moderation::unblock(&node, &who, &req.user).await }),
+            Action::Blocks => self.run(ctx, id, async move { moderation::blocks(&node, &who).await }),
             Action::History(h) => {
                 let (conv, req) = h.split();
                 let fut = detached(async move { chat::history(&node, &who, &conv, req).await });
@@ -246,12 +250,18 @@ async fn presence(
             .collect();
         return Err(ApiError::new(ErrorCode::UserNotFound, format!("unknown users: {}", missing.join(", "))));
     }
-    let users: Vec<UserKey> = subscribed.iter().map(|u| u.key).collect();
+    // Users the caller blocks are not watched, and show as offline.
+    let keys: Vec<UserKey> = subscribed.iter().map(|u| u.key).collect();
+    let blocked = node.store.blocked_among(&who.app, who.user, &keys).await?;
+    let users: Vec<UserKey> = keys.into_iter().filter(|k| !blocked.contains(k)).collect();
     // Watch first, then read the state: a transition in between is both read and pushed, never
     // missed.
-    node.router
-        .send(Watch { id: session, users: users.clone(), subscribe: true })
-        .await
-        .map_err(ApiError::caused_by)?;
-    Ok(crate::presence::presence_of(&node.store, &who.app, &subscribed).await?)
+    node.router.send(Watch { id: session, users, subscribe: true }).await.map_err(ApiError::caused_by)?;
+    let mut views = crate::presence::presence_of(&node.store, &who.app, &subscribed).await?;
+    for (view, user) in views.iter_mut().zip(&subscribed) {
+        if blocked.contains(&user.key) {
+            *view = crate::presence::PresenceView { user: user.id.clone(), status: "offline", last_seen: None };
+        }
+    }
+    Ok(views)
 }
