@@ -15,7 +15,8 @@
 //!   written in the same transaction as their change), `sql` (statements with a variable number
 //!   of bound values, in each dialect's placeholders), `lifecycle` (edits, recalls, deletions,
 //!   reactions, stamped with the conversation's change number), `inbox` (the conversation list
-//!   and unread counts), `audit` (the moderation trail, written in each act's transaction).
+//!   and unread counts), `audit` (the moderation trail, written in each act's transaction),
+//!   `blocks` (users' own blocks).
 //! - [`batching`]: group commit, the one loop behind every batched write or read (message
 //!   appends, connect reads, presence transitions).
 //! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
@@ -27,8 +28,8 @@
 //!   permission table), with their events and webhooks.
 //! - [`inbox`]: the conversation list (unread counts, mentions, previews, pinned / archived /
 //!   muted) and the `unread` events.
-//! - [`moderation`]: app-wide bans (refused at every way in, sockets closed everywhere) and the
-//!   audit trail of moderation acts.
+//! - [`moderation`]: app-wide bans (refused at every way in, sockets closed everywhere), users'
+//!   own blocks, and the audit trail of moderation acts.
 //! - [`groups`]: group creation and membership, with the events they push.
 //! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations
 //!   (publishing on async-nats, subscriptions on a lean protocol connection of our own), and the
