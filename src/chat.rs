@@ -18,6 +18,7 @@ use crate::{
     },
     error::{ApiError, ApiResult, ErrorCode},
     fanout::Audience,
+    inbox::ConversationView,
     node::Node,
     store::{
         conversations::{AppendError, Membership, NewMessage, SYSTEM_SENDER, StoredMessage},
@@ -330,34 +331,6 @@ pub(crate) async fn membership_of(node: &Node, who: &Identity, conversation: &Co
         .membership(&who.app, conversation.as_str(), who.user)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::ConversationNotFound, format!("no conversation {conversation}")))
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ConversationView {
-    pub id: String,
-    pub kind: ConversationKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub last_seq: i64,
-    pub read_seq: i64,
-    /// False once the caller has left or been removed (history up to then stays readable).
-    pub active: bool,
-    /// The conversation's change number: give it back as `sync`'s `changes`.
-    pub change_seq: i64,
-}
-
-impl From<&Membership> for ConversationView {
-    fn from(m: &Membership) -> Self {
-        Self {
-            id: m.conversation_id.clone(),
-            kind: m.kind,
-            name: m.name.clone(),
-            last_seq: m.visible_upto(),
-            read_seq: m.read_seq,
-            active: m.is_active(),
-            change_seq: m.change_seq,
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,7 +14,10 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
     fanout::Audience,
     node::Node,
-    store::inbox::{InboxEntry, LastMessage, Prefs, Unread},
+    store::{
+        conversations::Membership,
+        inbox::{InboxEntry, LastMessage, Prefs, Unread},
+    },
     wire::{Encode, Object, event_frame},
 };
 
@@ -30,31 +33,9 @@ pub struct ListRequest {
     pub cursor: Option<String>,
 }
 
+/// A conversation as its member sees it (in the list, and in `sync`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Preview {
-    pub seq: i64,
-    pub sender: Option<String>,
-    pub content: String,
-    pub created_at: i64,
-    pub recalled: bool,
-    pub deleted: bool,
-}
-
-impl From<LastMessage> for Preview {
-    fn from(m: LastMessage) -> Self {
-        Preview {
-            seq: m.seq,
-            sender: m.sender,
-            content: m.content,
-            created_at: m.created_at,
-            recalled: m.recalled,
-            deleted: m.deleted,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ConversationItem {
+pub struct ConversationView {
     pub id: String,
     pub kind: ConversationKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,15 +44,37 @@ pub struct ConversationItem {
     pub read_seq: i64,
     /// False once the caller has left or been removed (history up to then stays readable).
     pub active: bool,
+    /// The conversation's change number: give it back as `sync`'s `changes`.
+    pub change_seq: i64,
+}
+
+impl From<&Membership> for ConversationView {
+    fn from(m: &Membership) -> Self {
+        Self {
+            id: m.conversation_id.clone(),
+            kind: m.kind,
+            name: m.name.clone(),
+            last_seq: m.visible_upto(),
+            read_seq: m.read_seq,
+            active: m.is_active(),
+            change_seq: m.change_seq,
+        }
+    }
+}
+
+/// An item of the conversation list: the conversation, its counts and preview, and the member's
+/// own settings.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConversationItem {
+    #[serde(flatten)]
+    pub conversation: ConversationView,
     pub unread: i64,
     pub mentioned: bool,
-    pub last_message: Option<Preview>,
+    pub last_message: Option<LastMessage>,
     pub last_activity: i64,
     pub pinned: bool,
     pub archived: bool,
     pub muted_until: Option<i64>,
-    /// The conversation's change number (what `sync`'s `changes` takes).
-    pub change_seq: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,11 +86,11 @@ pub struct ListPage {
 
 /// Where an entry sorts: pinned first, then newest activity first, then by id.
 fn sort_key(e: &InboxEntry) -> (bool, Reverse<i64>, &str) {
-    (e.pinned_at.is_none(), Reverse(e.last_activity), e.conversation_id.as_str())
+    (e.pinned_at.is_none(), Reverse(e.last_activity), e.member.conversation_id.as_str())
 }
 
 fn encode_cursor(e: &InboxEntry) -> String {
-    let (unpinned, id) = (e.pinned_at.is_none(), &e.conversation_id);
+    let (unpinned, id) = (e.pinned_at.is_none(), &e.member.conversation_id);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
         "{}\n{}\n{id}",
         u8::from(unpinned),
@@ -112,22 +115,15 @@ fn decode_cursor(cursor: &str) -> ApiResult<(bool, i64, String)> {
 }
 
 fn item(e: InboxEntry, unread: Unread) -> ConversationItem {
-    let upto = e.left_seq.map_or(e.last_seq, |left| left.min(e.last_seq));
     ConversationItem {
-        active: e.left_seq.is_none(),
+        conversation: ConversationView::from(&e.member),
         unread: unread.count,
         mentioned: unread.mentioned,
+        last_message: e.last_message,
         last_activity: e.last_activity,
         pinned: e.pinned_at.is_some(),
         archived: e.archived_at.is_some(),
         muted_until: e.muted_until,
-        change_seq: e.change_seq,
-        last_message: e.last_message.map(Preview::from),
-        id: e.conversation_id,
-        kind: e.kind,
-        name: e.name,
-        last_seq: upto,
-        read_seq: e.read_seq,
     }
 }
 
@@ -139,7 +135,7 @@ pub async fn list(node: &Node, app: &AppId, user: UserKey, req: ListRequest) -> 
         return Err(ApiError::validation(format!("limit: must be 1-{max}")));
     }
     let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut entries = node.store.inbox(app, user, node.config.chat.preview_chars).await?;
+    let mut entries = node.store.inbox(app, user, None, node.config.chat.preview_chars).await?;
     entries.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     let start = match &after {
         Some((unpinned, activity, id)) => {
@@ -152,12 +148,12 @@ pub async fn list(node: &Node, app: &AppId, user: UserKey, req: ListRequest) -> 
     let more = page.len() > limit;
     page.truncate(limit);
     let cursor = if more { page.last().map(encode_cursor) } else { None };
-    let ids: Vec<&str> = page.iter().map(|e| e.conversation_id.as_str()).collect();
+    let ids: Vec<&str> = page.iter().map(|e| e.member.conversation_id.as_str()).collect();
     let mut unread = node.store.unread(app, user, Some(&ids)).await?;
     let conversations = page
         .into_iter()
         .map(|e| {
-            let counts = unread.remove(&e.conversation_id).unwrap_or_default();
+            let counts = unread.remove(&e.member.conversation_id).unwrap_or_default();
             item(e, counts)
         })
         .collect();
@@ -203,10 +199,9 @@ pub async fn set_prefs(
     }
     let entry = node
         .store
-        .inbox(&who.app, who.user, node.config.chat.preview_chars)
+        .inbox(&who.app, who.user, Some(conversation.as_str()), node.config.chat.preview_chars)
         .await?
-        .into_iter()
-        .find(|e| e.conversation_id == conversation.as_str())
+        .pop()
         .ok_or_else(not_found)?;
     let unread = node.store.unread(&who.app, who.user, Some(&[conversation.as_str()])).await?;
     Ok(item(entry, unread.get(conversation.as_str()).copied().unwrap_or_default()))
@@ -268,15 +263,17 @@ mod tests {
     #[test]
     fn a_cursor_round_trips_and_a_forged_one_is_refused() {
         let e = InboxEntry {
-            conversation_id: "g1".into(),
-            kind: ConversationKind::Group,
-            name: None,
-            last_seq: 1,
-            read_seq: 0,
-            joined_seq: 0,
-            left_seq: None,
-            role: crate::domain::Role::Member,
-            change_seq: 0,
+            member: Membership {
+                conversation_id: "g1".into(),
+                kind: ConversationKind::Group,
+                name: None,
+                last_seq: 1,
+                read_seq: 0,
+                joined_seq: 0,
+                left_seq: None,
+                role: crate::domain::Role::Member,
+                change_seq: 0,
+            },
             pinned_at: Some(5),
             archived_at: None,
             muted_until: None,

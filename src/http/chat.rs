@@ -2,10 +2,10 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 
-use super::{Authed, node, ok, ok_page, parse_body};
+use super::{Authed, conversation_id, node, ok, ok_page, parse_body};
 use crate::{
     chat::{self, HistoryRequest},
-    domain::{ConversationId, Meta, ReactionKey},
+    domain::{Meta, ReactionKey},
     error::{ApiError, ApiResult},
     inbox::{self, ListRequest, PrefsRequest},
     lifecycle::{self, Actor, DeleteRequest, EditRequest, MessageRef, ReactRequest, Scope},
@@ -24,21 +24,17 @@ pub async fn set_conversation(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
-    let conv = conversation(path.into_inner())?;
+    let conv = conversation_id(&path)?;
     let prefs: PrefsRequest = parse_body(&body)?;
     Ok(ok(StatusCode::OK, inbox::set_prefs(&node, &who.0, &conv, prefs).await?))
 }
 
-fn conversation(id: String) -> ApiResult<ConversationId> {
-    ConversationId::parse(id).map_err(|e| ApiError::validation(e.0))
-}
-
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EditBody {
-    pub content: String,
+pub(super) struct EditBody {
+    pub(super) content: String,
     #[serde(default)]
-    pub meta: Option<Meta>,
+    pub(super) meta: Option<Meta>,
 }
 
 pub async fn edit(
@@ -50,14 +46,14 @@ pub async fn edit(
     let node = node(&req)?;
     let (id, seq) = path.into_inner();
     let body: EditBody = parse_body(&body)?;
-    let edit = EditRequest { conversation: conversation(id)?, seq, content: body.content, meta: body.meta };
+    let edit = EditRequest { conversation: conversation_id(&id)?, seq, content: body.content, meta: body.meta };
     Ok(ok(StatusCode::OK, lifecycle::edit(&node, Actor::User(&who.0), edit).await?))
 }
 
 pub async fn recall(req: HttpRequest, who: Authed, path: web::Path<(String, i64)>) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
     let (id, seq) = path.into_inner();
-    let target = MessageRef { conversation: conversation(id)?, seq };
+    let target = MessageRef { conversation: conversation_id(&id)?, seq };
     Ok(ok(StatusCode::OK, lifecycle::recall(&node, Actor::User(&who.0), target).await?))
 }
 
@@ -75,7 +71,7 @@ pub async fn delete(
 ) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
     let (id, seq) = path.into_inner();
-    let target = DeleteRequest { conversation: conversation(id)?, seq, scope: q.scope };
+    let target = DeleteRequest { conversation: conversation_id(&id)?, seq, scope: q.scope };
     Ok(ok(StatusCode::OK, lifecycle::delete(&node, Actor::User(&who.0), target).await?))
 }
 
@@ -104,7 +100,7 @@ async fn react(
     let node = node(&req)?;
     let (id, seq, key) = path.into_inner();
     let key = ReactionKey::parse(key).map_err(|e| ApiError::validation(e.0))?;
-    let target = ReactRequest { conversation: conversation(id)?, seq, key, on };
+    let target = ReactRequest { conversation: conversation_id(&id)?, seq, key, on };
     Ok(ok(StatusCode::OK, lifecycle::react(&node, Actor::User(&who.0), target).await?))
 }
 
@@ -115,7 +111,7 @@ pub async fn messages(
     q: web::Query<HistoryRequest>,
 ) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
-    let conv = ConversationId::parse(path.into_inner()).map_err(|e| ApiError::validation(e.0))?;
+    let conv = conversation_id(&path)?;
     let messages = chat::history(&node, &who.0, &conv, q.into_inner()).await?;
     Ok(ok(StatusCode::OK, crate::wire::MessagePage { messages }))
 }

@@ -2,16 +2,8 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 
-use super::{Authed, node, ok, parse_body};
-use crate::{
-    domain::{GroupId, UserId},
-    error::{ApiError, ApiResult},
-    groups,
-};
-
-fn group_id(raw: &str) -> ApiResult<GroupId> {
-    GroupId::parse(raw).map_err(|e| ApiError::validation(e.0))
-}
+use super::{Authed, group_id, node, ok, parse_body, user_id};
+use crate::{error::ApiResult, groups};
 
 pub async fn create(req: HttpRequest, who: Authed, body: web::Bytes) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
@@ -47,6 +39,6 @@ pub async fn remove_member(
 ) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
     let (group, user) = path.into_inner();
-    let user = UserId::parse(user).map_err(|e| ApiError::validation(e.0))?;
+    let user = user_id(&user)?;
     Ok(ok(StatusCode::OK, groups::remove_member(&node, &who.0, &group_id(&group)?, &user).await?))
 }

@@ -30,6 +30,7 @@ pub use credentials::{bearer_token, client_ip, peer_ip};
 
 use crate::{
     auth::Identity,
+    domain::{ConversationId, GroupId, UserId},
     error::{ApiError, ApiResult, ErrorCode},
     node::Node,
 };
@@ -202,6 +203,19 @@ where
 }
 
 /// `{"data": …}` with a status.
+/// Path segments naming a user, a group or a conversation: 400 `validation_failed` if malformed.
+pub(crate) fn user_id(raw: &str) -> ApiResult<UserId> {
+    UserId::parse(raw).map_err(|e| ApiError::validation(e.0))
+}
+
+pub(crate) fn group_id(raw: &str) -> ApiResult<GroupId> {
+    GroupId::parse(raw).map_err(|e| ApiError::validation(e.0))
+}
+
+pub(crate) fn conversation_id(raw: &str) -> ApiResult<ConversationId> {
+    ConversationId::parse(raw).map_err(|e| ApiError::validation(e.0))
+}
+
 /// One page of a list: `{"data": [...], "cursor": …}` (`null` on the last page).
 pub fn ok_page<T: Serialize>(items: &[T], cursor: Option<&str>) -> HttpResponse {
     #[derive(Serialize)]

@@ -4,7 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use serde::{Deserialize, Serialize};
 
-use super::{node, ok, parse_body};
+use super::{group_id, node, ok, parse_body, user_id};
 use crate::{
     accounts::{self, UserView},
     auth::{Identity, server_sig, tokens::NewToken},
@@ -37,10 +37,6 @@ pub(super) fn identity(app: &AppRecord, user: &UserRecord) -> ApiResult<Identity
         session_id: None,
         device_id: None,
     })
-}
-
-fn user_id(raw: &str) -> ApiResult<UserId> {
-    UserId::parse(raw).map_err(|e| ApiError::validation(e.0))
 }
 
 pub(super) async fn user(node: &Node, app: &AppRecord, id: &UserId) -> ApiResult<UserRecord> {
@@ -251,10 +247,6 @@ async fn group_owner(node: &Node, app: &AppRecord, group: &GroupId) -> ApiResult
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::GroupNotFound, format!("no group {group}")))?;
     identity(app, &record)
-}
-
-fn group_id(raw: &str) -> ApiResult<GroupId> {
-    GroupId::parse(raw).map_err(|e| ApiError::validation(e.0))
 }
 
 /// `POST /v1/server/groups/{id}/members` `{members}`.

@@ -6,28 +6,18 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use serde::Deserialize;
 
 use super::{
-    ok, ok_page, parse_body,
+    chat::EditBody,
+    conversation_id, ok, ok_page, parse_body,
     server::{identity, signed, user},
+    user_id,
 };
 use crate::{
     chat,
-    domain::{ConversationId, Meta, ReactionKey, UserId},
+    domain::{ReactionKey, UserId},
     error::{ApiError, ApiResult},
     inbox::{self, ListRequest},
     lifecycle::{self, Actor, DeleteRequest, EditRequest, MessageRef, ReactRequest, Scope},
 };
-
-fn conversation(id: String) -> ApiResult<ConversationId> {
-    ConversationId::parse(id).map_err(|e| ApiError::validation(e.0))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EditBody {
-    content: String,
-    #[serde(default)]
-    meta: Option<Meta>,
-}
 
 /// `PATCH /v1/server/conversations/{id}/messages/{seq}`.
 pub async fn edit(req: HttpRequest, path: web::Path<(String, i64)>, body: web::Bytes) -> ApiResult<HttpResponse> {
@@ -35,7 +25,7 @@ pub async fn edit(req: HttpRequest, path: web::Path<(String, i64)>, body: web::B
     let (id, seq) = path.into_inner();
     let input: EditBody = parse_body(&body)?;
     let system = chat::system_identity(&app.id);
-    let edit = EditRequest { conversation: conversation(id)?, seq, content: input.content, meta: input.meta };
+    let edit = EditRequest { conversation: conversation_id(&id)?, seq, content: input.content, meta: input.meta };
     Ok(ok(StatusCode::OK, lifecycle::edit(&node, Actor::App(&system), edit).await?))
 }
 
@@ -44,7 +34,7 @@ pub async fn recall(req: HttpRequest, path: web::Path<(String, i64)>, body: web:
     let (node, app) = signed(&req, &body).await?;
     let (id, seq) = path.into_inner();
     let system = chat::system_identity(&app.id);
-    let target = MessageRef { conversation: conversation(id)?, seq };
+    let target = MessageRef { conversation: conversation_id(&id)?, seq };
     Ok(ok(StatusCode::OK, lifecycle::recall(&node, Actor::App(&system), target).await?))
 }
 
@@ -53,7 +43,7 @@ pub async fn delete(req: HttpRequest, path: web::Path<(String, i64)>, body: web:
     let (node, app) = signed(&req, &body).await?;
     let (id, seq) = path.into_inner();
     let system = chat::system_identity(&app.id);
-    let target = DeleteRequest { conversation: conversation(id)?, seq, scope: Scope::All };
+    let target = DeleteRequest { conversation: conversation_id(&id)?, seq, scope: Scope::All };
     Ok(ok(StatusCode::OK, lifecycle::delete(&node, Actor::App(&system), target).await?))
 }
 
@@ -94,7 +84,7 @@ async fn react(
     let (id, seq, key) = path.into_inner();
     let who = identity(&app, &user(&node, &app, &q.user).await?)?;
     let key = ReactionKey::parse(key).map_err(|e| ApiError::validation(e.0))?;
-    let target = ReactRequest { conversation: conversation(id)?, seq, key, on };
+    let target = ReactRequest { conversation: conversation_id(&id)?, seq, key, on };
     Ok(ok(StatusCode::OK, lifecycle::react(&node, Actor::App(&who), target).await?))
 }
 
@@ -106,7 +96,7 @@ pub async fn conversations(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let (node, app) = signed(&req, &body).await?;
-    let id = UserId::parse(path.into_inner()).map_err(|e| ApiError::validation(e.0))?;
+    let id = user_id(&path)?;
     let who = user(&node, &app, &id).await?;
     let page = inbox::list(&node, &app.id, who.key, q.into_inner()).await?;
     Ok(ok_page(&page.conversations, page.cursor.as_deref()))

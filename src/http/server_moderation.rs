@@ -6,21 +6,17 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use super::{
     ok, parse_body,
     server::{signed, user},
+    user_id,
 };
 use crate::{
-    domain::UserId,
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     moderation::{self, AuditRequest, BanRequest},
 };
-
-fn user_id(raw: String) -> ApiResult<UserId> {
-    UserId::parse(raw).map_err(|e| ApiError::validation(e.0))
-}
 
 /// `POST /v1/server/users/{id}/ban` `{minutes?, reason?}`.
 pub async fn ban(req: HttpRequest, path: web::Path<String>, body: web::Bytes) -> ApiResult<HttpResponse> {
     let (node, app) = signed(&req, &body).await?;
-    let target = user(&node, &app, &user_id(path.into_inner())?).await?;
+    let target = user(&node, &app, &user_id(&path)?).await?;
     let input: BanRequest = parse_body(&body)?;
     Ok(ok(StatusCode::OK, moderation::ban(&node, &app.id, &target, input).await?))
 }
@@ -28,7 +24,7 @@ pub async fn ban(req: HttpRequest, path: web::Path<String>, body: web::Bytes) ->
 /// `DELETE /v1/server/users/{id}/ban`.
 pub async fn lift(req: HttpRequest, path: web::Path<String>, body: web::Bytes) -> ApiResult<HttpResponse> {
     let (node, app) = signed(&req, &body).await?;
-    let target = user(&node, &app, &user_id(path.into_inner())?).await?;
+    let target = user(&node, &app, &user_id(&path)?).await?;
     let lifted = moderation::lift(&node, &app.id, &target).await?;
     Ok(ok(StatusCode::OK, serde_json::json!({ "user": target.id, "lifted": lifted })))
 }

@@ -2,13 +2,8 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 
-use super::{Authed, node, ok, parse_body};
-use crate::{
-    accounts,
-    domain::UserId,
-    error::{ApiError, ApiResult},
-    moderation,
-};
+use super::{Authed, node, ok, parse_body, user_id};
+use crate::{accounts, error::ApiResult, moderation};
 
 pub async fn me(req: HttpRequest, who: Authed) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
@@ -40,7 +35,7 @@ pub async fn block(req: HttpRequest, who: Authed, body: web::Bytes) -> ApiResult
 /// `DELETE /v1/me/blocks/{user}`.
 pub async fn unblock(req: HttpRequest, who: Authed, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let node = node(&req)?;
-    let user = UserId::parse(path.into_inner()).map_err(|e| ApiError::validation(e.0))?;
+    let user = user_id(&path)?;
     Ok(ok(StatusCode::OK, moderation::unblock(&node, &who.0, &user).await?))
 }
 

@@ -134,7 +134,7 @@ const MEMBERSHIP_SELECT: &str = concat!(
      FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id"
 );
 
-fn row_to_membership(row: &AnyRow) -> Result<Membership, sqlx::Error> {
+pub(super) fn row_to_membership(row: &AnyRow) -> Result<Membership, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
     let role: String = row.try_get("role")?;
     let decode = |e: crate::domain::ParseError| sqlx::Error::Decode(Box::new(e));

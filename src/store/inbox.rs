@@ -5,11 +5,16 @@ use std::{collections::HashMap, time::Instant};
 
 use sqlx::Row;
 
-use super::{Store, observe, sql::Sql};
-use crate::domain::{AppId, ConversationKind, Role, UserKey};
+use super::{
+    Store,
+    conversations::{Membership, row_to_membership},
+    observe,
+    sql::Sql,
+};
+use crate::domain::{AppId, UserKey};
 
 /// The last message a member may see, as the list previews it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LastMessage {
     pub seq: i64,
     pub sender: Option<String>,
@@ -20,17 +25,11 @@ pub struct LastMessage {
     pub deleted: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One conversation of the list: the member's standing in it, their own settings, and its last
+/// visible message.
+#[derive(Debug, Clone, PartialEq)]
 pub struct InboxEntry {
-    pub conversation_id: String,
-    pub kind: ConversationKind,
-    pub name: Option<String>,
-    pub last_seq: i64,
-    pub read_seq: i64,
-    pub joined_seq: i64,
-    pub left_seq: Option<i64>,
-    pub role: Role,
-    pub change_seq: i64,
+    pub member: Membership,
     pub pinned_at: Option<i64>,
     pub archived_at: Option<i64>,
     pub muted_until: Option<i64>,
@@ -59,17 +58,19 @@ pub struct Prefs {
 }
 
 impl Store {
-    /// Every conversation the user is or was in, with its last visible message (one statement).
+    /// Every conversation the user is or was in (or only `one`), with its last visible message,
+    /// in one statement.
     pub async fn inbox(
         &self,
         app: &AppId,
         user: UserKey,
+        one: Option<&str>,
         preview_chars: usize,
     ) -> Result<Vec<InboxEntry>, sqlx::Error> {
         let started = Instant::now();
         let rows = sqlx::query(
             concat!(
-                "SELECT c.id, c.kind, c.name, c.last_seq, c.change_seq, ",
+                "SELECT c.id AS conversation_id, c.kind, c.name, c.last_seq, c.change_seq, ",
                 read_seq_sql!(),
                 " AS read_seq, m.joined_seq, m.left_seq, m.role, \
              m.joined_at, m.pinned_at, m.archived_at, m.muted_until, \
@@ -81,20 +82,18 @@ impl Store {
              LEFT JOIN users su ON su.user_key = lm.sender_key \
              LEFT JOIN hidden_messages h ON h.app_id = lm.app_id AND h.conversation_id = lm.conversation_id \
              AND h.seq = lm.seq AND h.user_key = m.user_key \
-             WHERE m.app_id = $1 AND m.user_key = $2"
+             WHERE m.app_id = $1 AND m.user_key = $2 AND ($4 IS NULL OR m.conversation_id = $4)"
             ),
         )
         .bind(app.as_str())
         .bind(user.0)
         .bind(preview_chars as i64)
+        .bind(one)
         .fetch_all(self.pool())
         .await?;
         observe("inbox", started);
-        let decode = |e: crate::domain::ParseError| sqlx::Error::Decode(Box::new(e));
         rows.iter()
             .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                let role: String = r.try_get("role")?;
                 let last_message = match r.try_get::<Option<i64>, _>("lm_seq")? {
                     None => None,
                     Some(seq) => {
@@ -114,15 +113,7 @@ impl Store {
                 };
                 let joined_at: i64 = r.try_get("joined_at")?;
                 Ok(InboxEntry {
-                    conversation_id: r.try_get("id")?,
-                    kind: ConversationKind::parse(&kind).map_err(decode)?,
-                    name: r.try_get("name")?,
-                    last_seq: r.try_get("last_seq")?,
-                    read_seq: r.try_get("read_seq")?,
-                    joined_seq: r.try_get("joined_seq")?,
-                    left_seq: r.try_get("left_seq")?,
-                    role: Role::parse(&role).map_err(decode)?,
-                    change_seq: r.try_get("change_seq")?,
+                    member: row_to_membership(r)?,
                     pinned_at: r.try_get("pinned_at")?,
                     archived_at: r.try_get("archived_at")?,
                     muted_until: r.try_get("muted_until")?,

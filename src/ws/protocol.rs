@@ -270,36 +270,38 @@ struct Reply<'a, T: Serialize> {
     msg: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a T>,
+    /// Only on a page of a list: where the next page starts (`null` on the last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
+}
+
+fn encode_reply<T: Serialize>(reply: &Reply<'_, T>) -> String {
+    match serde_json::to_string(reply) {
+        Ok(text) => text,
+        Err(e) => error_reply(reply.id, &ApiError::internal(format_args!("encoding a reply: {e}"))),
+    }
 }
 
 /// `{"type":"reply","id":…,"code":…,"msg":…,"data":…}`. Data that cannot be encoded turns into
 /// an `internal` error reply to the same id (logged), never an empty frame.
 pub fn reply<T: Serialize>(id: Option<&RawValue>, code: u16, msg: &str, data: Option<&T>) -> String {
-    match serde_json::to_string(&Reply { r#type: "reply", id, code, msg, data, error: None }) {
-        Ok(text) => text,
-        Err(e) => error_reply(id, &ApiError::internal(format_args!("encoding a reply: {e}"))),
-    }
+    encode_reply(&Reply { r#type: "reply", id, code, msg, data, cursor: None, error: None })
 }
 
 /// A reply holding one page of a list: the items as `data`, and `cursor` beside it (`null` on
 /// the last page), as REST answers a page.
 pub fn reply_page<T: Serialize>(id: Option<&RawValue>, items: &[T], cursor: Option<&str>) -> String {
-    #[derive(Serialize)]
-    struct PageReply<'a, T: Serialize> {
-        r#type: &'static str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<&'a RawValue>,
-        code: u16,
-        msg: &'a str,
-        data: &'a [T],
-        cursor: Option<&'a str>,
-    }
-    match serde_json::to_string(&PageReply { r#type: "reply", id, code: 200, msg: "ok", data: items, cursor }) {
-        Ok(text) => text,
-        Err(e) => error_reply(id, &ApiError::internal(format_args!("encoding a reply: {e}"))),
-    }
+    encode_reply(&Reply {
+        r#type: "reply",
+        id,
+        code: 200,
+        msg: "ok",
+        data: Some(&items),
+        cursor: Some(cursor),
+        error: None,
+    })
 }
 
 /// An error reply: the HTTP-like status as `code`, the stable code as `error`.
