@@ -20,6 +20,7 @@ use crate::{
     fanout::Audience,
     inbox::ConversationView,
     node::Node,
+    roles::SendRefusal,
     store::{
         conversations::{AppendError, Membership, NewMessage, SYSTEM_SENDER, StoredMessage},
         outbox::Hooks,
@@ -136,6 +137,8 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
     let sender_id = (who.user != SYSTEM_SENDER).then(|| who.id.as_str().to_string());
     let (reply_to, mentions) = check_references(node, who, &conversation, &req).await?;
     let mut content = req.content;
+    // The app's own sends pass group mutes (as RongCloud's server API does).
+    let bypass_mutes = matches!(via, Via::Server);
     let origin = match via {
         Via::Client(origin) => {
             if !app.settings.before_send_url.is_empty() {
@@ -176,12 +179,20 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             reply_to,
             mentions: &mentions,
             hooks: &hooks,
+            bypass_mutes,
         })
         .await
         .map_err(|e| match e {
             AppendError::NotFound => ApiError::new(ErrorCode::GroupNotFound, "no such group"),
             AppendError::NotAMember => ApiError::new(ErrorCode::NotAMember, "you are not a member of this group"),
             AppendError::Blocked => ApiError::new(ErrorCode::Blocked, "the recipient does not accept your messages"),
+            AppendError::Dissolved => ApiError::new(ErrorCode::GroupDissolved, "the group was dissolved"),
+            AppendError::Muted(SendRefusal::Silenced) => {
+                ApiError::new(ErrorCode::Muted, "you are muted in this group for now")
+            }
+            AppendError::Muted(SendRefusal::GroupMuted) => {
+                ApiError::new(ErrorCode::Muted, "the group is muted: only its owner and admins may send")
+            }
             AppendError::Db(e) => e.into(),
         })?;
     let kind_label = match kind {

@@ -47,6 +47,12 @@ fn is_bidi_control(c: char) -> bool {
 
 /// U+0000 is refused in every text a client or app gives: PostgreSQL cannot store it in text, and
 /// both stores must accept exactly the same values.
+/// Tells a field given as `null` (`Some(None)`) from a field left out (`None`); use with
+/// `#[serde(default, deserialize_with = "crate::domain::present")]`.
+pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 pub fn check_no_nul(field: &str, s: &str) -> Result<(), ParseError> {
     if s.contains('\0') { Err(ParseError(format!("{field}: must not contain U+0000 (NUL)"))) } else { Ok(()) }
 }
@@ -238,6 +244,18 @@ string_newtype!(
             || s.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             Err("must be an http(s) URL of at most 2048 characters".into())
+        } else { Ok(s) }
+    }
+);
+
+string_newtype!(
+    /// A group's announcement: at most 4096 bytes of text (lines and tabs allowed, no other
+    /// control characters, no NUL, no bidi overrides).
+    Announcement, "announcement", |s| {
+        if s.len() > 4096 || s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            Err("must be at most 4096 bytes of text without control characters".into())
+        } else if s.chars().any(is_bidi_control) {
+            Err("must not contain bidi override or isolate characters".into())
         } else { Ok(s) }
     }
 );
@@ -657,6 +675,9 @@ mod tests {
         assert!(AvatarUrl::parse("https://x.test/a.png").is_ok());
         assert!(AvatarUrl::parse("javascript:alert(1)").is_err());
         assert!(AvatarUrl::parse("https://x.test/a b.png").is_err());
+        assert!(Announcement::parse("Rules:\n1. be kind").is_ok());
+        assert!(Announcement::parse("a\0b").is_err());
+        assert!(Announcement::parse("a".repeat(4097)).is_err());
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct ConversationView {
     pub active: bool,
     /// The conversation's change number: give it back as `sync`'s `changes`.
     pub change_seq: i64,
+    /// When the group was dissolved (unix ms); absent while it lives and for direct conversations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dissolved_at: Option<i64>,
 }
 
 impl From<&Membership> for ConversationView {
@@ -58,6 +61,7 @@ impl From<&Membership> for ConversationView {
             read_seq: m.read_seq,
             active: m.is_active(),
             change_seq: m.change_seq,
+            dissolved_at: m.dissolved_at,
         }
     }
 }
@@ -168,13 +172,8 @@ pub struct PrefsRequest {
     #[serde(default)]
     pub archived: Option<bool>,
     /// Unix ms until which the conversation is muted; `null` unmutes.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     pub muted_until: Option<Option<i64>>,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from a field left out (`None`).
-pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
 }
 
 /// Sets the caller's own settings of a conversation and returns it as the list shows it.
@@ -273,6 +272,7 @@ mod tests {
                 left_seq: None,
                 role: crate::domain::Role::Member,
                 change_seq: 0,
+                dissolved_at: None,
             },
             pinned_at: Some(5),
             archived_at: None,

@@ -16,7 +16,8 @@
 //!   of bound values, in each dialect's placeholders), `lifecycle` (edits, recalls, deletions,
 //!   reactions, stamped with the conversation's change number), `inbox` (the conversation list
 //!   and unread counts), `audit` (the moderation trail, written in each act's transaction),
-//!   `blocks` (users' own blocks).
+//!   `blocks` (users' own blocks), `groups` (groups, members, and each administrative act in one
+//!   transaction under the group's row lock).
 //! - [`batching`]: group commit, the one loop behind every batched write or read (message
 //!   appends, connect reads, presence transitions).
 //! - [`auth`]: password hashing (argon2id) and access tokens (JWT) with their signing keys.
@@ -30,7 +31,11 @@
 //!   muted) and the `unread` events.
 //! - [`moderation`]: app-wide bans (refused at every way in, sockets closed everywhere), users'
 //!   own blocks, and the audit trail of moderation acts.
-//! - [`groups`]: group creation and membership, with the events they push.
+//! - [`groups`]: group creation and membership, and `admin`: a group's profile and mute, roles,
+//!   member mutes, kicks, leaving and dissolving, with the events, webhooks and audit entries
+//!   they leave.
+//! - [`roles`]: who may do what in a group: the one permission table, checked by `groups` and by
+//!   the message writer.
 //! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations
 //!   (publishing on async-nats, subscriptions on a lean protocol connection of our own), and the
 //!   envelope every payload travels in.
@@ -75,6 +80,7 @@ pub mod moderation;
 pub mod node;
 pub mod presence;
 pub mod ratelimit;
+pub mod roles;
 pub mod server;
 pub mod store;
 pub mod telemetry;

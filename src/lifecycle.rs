@@ -158,6 +158,10 @@ fn allowed(
         _ if !member.is_some_and(Membership::is_active) => {
             Err(ApiError::new(ErrorCode::NotAMember, "you are no longer a member of this conversation"))
         }
+        // Its history stays readable (and hideable) as it was when it ended.
+        _ if member.is_some_and(|m| m.dissolved_at.is_some()) => {
+            Err(ApiError::new(ErrorCode::GroupDissolved, "the group was dissolved"))
+        }
         Act::React => Ok(()),
         Act::Edit if !own => Err(ApiError::new(ErrorCode::Forbidden, "only its sender can edit a message")),
         Act::Edit if !within(settings.edit_window_secs) => Err(ApiError::new(
@@ -464,6 +468,7 @@ mod tests {
             left_seq: left.then_some(5),
             role,
             change_seq: 0,
+            dissolved_at: None,
         }
     }
 

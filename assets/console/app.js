@@ -42,12 +42,18 @@ function explain(err) {
     recall_window_passed: 'Too late to recall that message.',
     message_gone: 'That message was recalled or deleted.',
     blocked: 'They do not accept your messages.',
+    muted: 'You cannot send here right now: ',
+    group_dissolved: 'This group was dissolved.',
+    admin_only: 'Only the owner or an admin can do that.',
+    owner_only: 'Only the owner can do that.',
+    outranked: 'Admins can only act on plain members.',
+    owner_protected: 'The owner cannot be kicked, muted or demoted; hand the group over first.',
     banned: 'This account is banned: ',
     network: 'The server cannot be reached.',
   };
   const known = messages[err?.code];
   const detail = err?.message ?? String(err);
-  if (known && (err.code === 'rate_limited' || err.code === 'banned')) return known + detail;
+  if (known && ['rate_limited', 'banned', 'muted'].includes(err.code)) return known + detail;
   return known ?? detail;
 }
 
@@ -290,6 +296,11 @@ function conversation(id, kind) {
       loaded: false,
       hasOlder: false,
       members: [],
+      // Groups: id → { role, muted_until }, the profile, and whether it was dissolved.
+      roles: new Map(),
+      announcement: null,
+      muted: false,
+      dissolved: false,
       readBy: new Map(),
       typing: new Map(),
     };
@@ -305,6 +316,7 @@ function mergeConversations(list) {
     c.last_seq = Math.max(c.last_seq, v.last_seq);
     c.read_seq = Math.max(c.read_seq, v.read_seq);
     c.active = v.active;
+    if (v.dissolved_at) c.dissolved = true;
     if (v.unread !== undefined) {
       c.unread = v.unread;
       c.mentioned = v.mentioned;
@@ -330,10 +342,7 @@ async function resolvePeers() {
     }
     if (c.kind === 'group' && c.members.length === 0 && c.active) {
       jobs.push(
-        state.socket.action('group.show', { group: c.id }).then((r) => {
-          c.members = r.data.members.map((m) => m.id);
-          c.name = r.data.name;
-        }),
+        state.socket.action('group.show', { group: c.id }).then((r) => applyGroup(c, r.data)),
       );
     }
   }
@@ -429,8 +438,7 @@ function onEvent(event, d) {
     onMessageEvent(event, d);
   } else if (event === 'group.created') {
     const c = conversation(d.id, 'group');
-    c.name = d.name;
-    c.members = d.members.map((m) => m.id);
+    applyGroup(c, d);
     learnNames(c.members).then(render);
     subscribePresence();
   } else if (event === 'group.member_added' || event === 'group.member_removed') {
@@ -438,11 +446,22 @@ function onEvent(event, d) {
     if (event === 'group.member_added') c.members = [...new Set([...c.members, ...d.members])];
     else {
       c.members = c.members.filter((m) => !d.members.includes(m));
+      for (const m of d.members) c.roles.delete(m);
       if (d.members.includes(me())) c.active = false;
     }
+    if (event === 'group.member_added') for (const m of d.members) c.roles.set(m, { role: 'member' });
     learnNames(d.members).then(render);
     subscribePresence();
+  } else if (event === 'group.updated') {
+    const c = conversation(d.group, 'group');
+    Object.assign(c, { name: d.name, announcement: d.announcement, muted: d.muted });
+  } else if (event === 'group.member_updated') {
+    const c = conversation(d.group, 'group');
+    for (const m of d.members) c.roles.set(m.id, { role: m.role, muted_until: m.muted_until });
+  } else if (event === 'group.dissolved') {
+    conversation(d.group, 'group').dissolved = true;
   }
+  if (event.startsWith('group.') && $('group-dialog').open) renderGroupDialog();
   render();
 }
 
@@ -711,8 +730,7 @@ $('group-form').addEventListener('submit', async (ev) => {
     ev.target.reset();
     const g = reply.data;
     const c = conversation(g.id, 'group');
-    c.name = g.name;
-    c.members = g.members.map((m) => m.id);
+    applyGroup(c, g);
     c.loaded = true;
     subscribePresence();
     open(c.id);
@@ -735,6 +753,125 @@ $('add-form').addEventListener('submit', async (ev) => {
   } catch (e) {
     showError(e);
   }
+});
+
+// ── group settings ──────────────────────────────────────────────────────────────────────────────
+
+function applyGroup(c, g) {
+  c.name = g.name;
+  c.members = g.members.map((m) => m.id);
+  c.roles = new Map(g.members.map((m) => [m.id, { role: m.role, muted_until: m.muted_until }]));
+  c.announcement = g.announcement ?? null;
+  c.muted = Boolean(g.muted);
+  c.dissolved = g.dissolved_at != null;
+}
+
+const RANK = { owner: 3, admin: 2, member: 1 };
+
+function currentGroup() {
+  const c = state.convs.get(state.current);
+  return c && c.kind === 'group' ? c : null;
+}
+
+async function groupAct(action, data, done) {
+  const c = currentGroup();
+  if (!c) return;
+  try {
+    const reply = await state.socket.action(action, { group: c.id, ...data });
+    if (done) done(c, reply.data);
+    render();
+    renderGroupDialog();
+  } catch (e) {
+    showError(e);
+  }
+}
+
+// The buttons follow the rank rule of docs/protocol.md's "Group roles"; the server decides.
+function renderGroupDialog() {
+  const c = currentGroup();
+  if (!c) return;
+  const mine = c.roles.get(me())?.role ?? 'member';
+  const manages = RANK[mine] >= RANK.admin && !c.dissolved;
+  const form = $('group-profile');
+  form.elements.name.value = c.name ?? '';
+  form.elements.announcement.value = c.announcement ?? '';
+  form.elements.muted.checked = c.muted;
+  for (const field of form.elements) field.disabled = !manages;
+  const now = Date.now();
+  $('group-members').replaceChildren(
+    ...c.members.map((id) => {
+      const { role = 'member', muted_until: until } = c.roles.get(id) ?? {};
+      const muted = until && until > now;
+      const over = RANK[mine] > RANK[role] && !c.dissolved && id !== me();
+      const buttons = [];
+      if (over && mine === 'owner') {
+        if (role === 'member') buttons.push(['Make admin', () => groupAct('group.member', { member: id, role: 'admin' }, setMember)]);
+        if (role === 'admin') buttons.push(['Remove admin', () => groupAct('group.member', { member: id, role: 'member' }, setMember)]);
+        buttons.push(['Make owner', () => groupAct('group.member', { member: id, role: 'owner' }, () => {
+          c.roles.set(id, { role: 'owner' });
+          c.roles.set(me(), { ...c.roles.get(me()), role: 'admin' });
+        })]);
+      }
+      if (over) {
+        buttons.push(muted
+          ? ['Unmute', () => groupAct('group.member', { member: id, muted_until: null }, setMember)]
+          : ['Mute 10 min', () => groupAct('group.member', { member: id, muted_until: Date.now() + 600_000 }, setMember)]);
+        buttons.push(['Kick', () => groupAct('group.remove', { member: id }, () => {
+          c.members = c.members.filter((m) => m !== id);
+          c.roles.delete(id);
+        })]);
+      }
+      return el(
+        'li',
+        { 'data-member': id },
+        el('span', { class: 'who', text: nameOf(id) }),
+        el('span', { class: 'role', text: role + (muted ? ` · muted until ${time(until)}` : '') }),
+        ...buttons.map(([label, onclick]) => el('button', { type: 'button', text: label, onclick })),
+      );
+    }),
+  );
+  show('group-dissolve', mine === 'owner' && !c.dissolved);
+  show('group-leave', c.active);
+}
+
+function setMember(c, m) {
+  c.roles.set(m.id, { role: m.role, muted_until: m.muted_until });
+}
+
+$('group-settings-open').addEventListener('click', async () => {
+  const c = currentGroup();
+  if (!c) return;
+  try {
+    applyGroup(c, (await state.socket.action('group.show', { group: c.id })).data);
+  } catch (e) {
+    showError(e);
+    return;
+  }
+  renderGroupDialog();
+  $('group-dialog').showModal();
+});
+$('group-dialog-close').addEventListener('click', () => $('group-dialog').close());
+
+$('group-profile').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const f = ev.target.elements;
+  const data = { name: f.name.value.trim(), announcement: f.announcement.value || null, muted: f.muted.checked };
+  groupAct('group.update', data, (c, g) => applyGroup(c, g));
+});
+
+$('group-leave').addEventListener('click', () =>
+  groupAct('group.leave', {}, (c) => {
+    c.active = false;
+    c.members = c.members.filter((m) => m !== me());
+    $('group-dialog').close();
+  }),
+);
+
+$('group-dissolve').addEventListener('click', () => {
+  if (!confirm('Dissolve this group for everyone? Its history stays readable.')) return;
+  groupAct('group.dissolve', {}, (c) => {
+    c.dissolved = true;
+  });
 });
 
 async function open(id) {
@@ -799,7 +936,7 @@ document.addEventListener('visibilitychange', () => {
 // ── rendering ───────────────────────────────────────────────────────────────────────────────────
 
 function title(c) {
-  if (c.kind === 'group') return c.name || c.id;
+  if (c.kind === 'group') return (c.name || c.id) + (c.dissolved ? ' (dissolved)' : '');
   return c.peer ? nameOf(c.peer) : 'Direct message';
 }
 
@@ -849,8 +986,11 @@ let lastRendered = null;
 function renderPane() {
   const draft = typeof state.current === 'object' && state.current?.draft;
   const c = draft ? null : state.convs.get(state.current);
-  show('composer', Boolean(draft || (c && c.active)));
-  show('add-form', Boolean(c && c.kind === 'group' && c.active));
+  show('composer', Boolean(draft || (c && c.active && !c.dissolved)));
+  show('add-form', Boolean(c && c.kind === 'group' && c.active && !c.dissolved));
+  show('group-settings-open', Boolean(c && c.kind === 'group' && c.active));
+  show('pane-announcement', Boolean(c && c.announcement));
+  if (c && c.announcement) $('pane-announcement').textContent = c.announcement;
   if (!draft && !c) show('block-toggle', false);
   show('older', Boolean(c && c.hasOlder));
   if (!draft && !c) {
@@ -948,10 +1088,13 @@ function messageItem(m, mine, status, pendingState, c) {
       ? el(
           'div',
           { class: 'actions' },
-          el('button', { type: 'button', text: 'Reply', onclick: () => setCompose({ mode: 'reply', conv: c.id, seq: m.seq }) }),
-          el('button', { type: 'button', text: '👍', 'aria-label': 'React 👍', onclick: () => react(c, m, '👍') }),
-          mine ? el('button', { type: 'button', text: 'Edit', onclick: () => setCompose({ mode: 'edit', conv: c.id, seq: m.seq }) }) : null,
-          mine ? el('button', { type: 'button', text: 'Recall', onclick: () => act('recall', { conversation: c.id, seq: m.seq }) }) : null,
+          // A dissolved group's messages stay as they ended: only hiding one is left.
+          ...(c.dissolved ? [] : [
+            el('button', { type: 'button', text: 'Reply', onclick: () => setCompose({ mode: 'reply', conv: c.id, seq: m.seq }) }),
+            el('button', { type: 'button', text: '👍', 'aria-label': 'React 👍', onclick: () => react(c, m, '👍') }),
+            mine ? el('button', { type: 'button', text: 'Edit', onclick: () => setCompose({ mode: 'edit', conv: c.id, seq: m.seq }) }) : null,
+            mine ? el('button', { type: 'button', text: 'Recall', onclick: () => act('recall', { conversation: c.id, seq: m.seq }) }) : null,
+          ]),
           el('button', { type: 'button', text: 'Delete for me', onclick: () => act('delete', { conversation: c.id, seq: m.seq, scope: 'me' }) }),
         )
       : null,

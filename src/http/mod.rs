@@ -10,6 +10,7 @@ pub mod groups;
 pub mod health;
 pub mod rejections;
 pub mod server;
+pub mod server_groups;
 pub mod server_messages;
 pub mod server_moderation;
 pub mod users;
@@ -64,7 +65,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/groups", web::post().to(groups::create))
             .route("/groups", web::get().to(groups::list))
             .route("/groups/{id}", web::get().to(groups::show))
+            .route("/groups/{id}", web::patch().to(groups::update))
+            .route("/groups/{id}", web::delete().to(groups::dissolve))
+            .route("/groups/{id}/leave", web::post().to(groups::leave))
             .route("/groups/{id}/members", web::post().to(groups::add_members))
+            .route("/groups/{id}/members/{user}", web::patch().to(groups::update_member))
             .route("/groups/{id}/members/{user}", web::delete().to(groups::remove_member))
             .route("/conversations", web::get().to(chat::conversations))
             .route("/conversations/{id}/messages", web::get().to(chat::messages))
@@ -81,9 +86,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/server/users/{id}/revoke-tokens", web::post().to(server::revoke_tokens))
             .route("/server/users/{id}/presence", web::get().to(server::user_presence))
             .route("/server/presence/query", web::post().to(server::presence_query))
-            .route("/server/groups", web::post().to(server::create_group))
-            .route("/server/groups/{id}/members", web::post().to(server::add_members))
-            .route("/server/groups/{id}/members/{user}", web::delete().to(server::remove_member))
+            .route("/server/groups", web::post().to(server_groups::create))
+            .route("/server/groups/{id}", web::get().to(server_groups::show))
+            .route("/server/groups/{id}", web::patch().to(server_groups::update))
+            .route("/server/groups/{id}", web::delete().to(server_groups::dissolve))
+            .route("/server/groups/{id}/members", web::post().to(server_groups::add_members))
+            .route("/server/groups/{id}/members/{user}", web::patch().to(server_groups::update_member))
+            .route("/server/groups/{id}/members/{user}", web::delete().to(server_groups::kick))
             .route("/server/messages", web::post().to(server::send_message))
             .route("/server/users/{id}/conversations", web::get().to(server_messages::conversations))
             .route("/server/users/{id}/ban", web::post().to(server_moderation::ban))

@@ -4,15 +4,14 @@
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use serde::{Deserialize, Serialize};
 
-use super::{group_id, node, ok, parse_body, user_id};
+use super::{node, ok, parse_body, user_id};
 use crate::{
     accounts::{self, UserView},
     auth::{Identity, server_sig, tokens::NewToken},
     bus::Envelope,
     chat,
-    domain::{AvatarUrl, ClientMsgId, Email, GroupId, Name, Role, UserId, UserKind},
+    domain::{AvatarUrl, ClientMsgId, Email, GroupId, Name, UserId, UserKind},
     error::{ApiError, ApiResult, CloseCode, ErrorCode},
-    groups,
     node::Node,
     presence::presence_of,
     store::{
@@ -207,64 +206,6 @@ pub async fn presence_query(req: HttpRequest, body: web::Bytes) -> ApiResult<Htt
         input.user_ids.iter().filter(|id| !users.iter().any(|u| u.id == id.as_str())).map(UserId::as_str).collect();
     let presence = presence_of(&node.store, &app.id, &users).await?;
     Ok(ok(StatusCode::OK, serde_json::json!({ "presence": presence, "unknown": unknown })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerGroup {
-    #[serde(default)]
-    id: Option<GroupId>,
-    name: Name,
-    owner: UserId,
-    #[serde(default)]
-    members: Vec<UserId>,
-}
-
-/// `POST /v1/server/groups`: a group owned by one of the app's users.
-pub async fn create_group(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
-    let (node, app) = signed(&req, &body).await?;
-    let input: ServerGroup = parse_body(&body)?;
-    let owner = identity(&app, &user(&node, &app, &input.owner).await?)?;
-    let view = groups::create(
-        &node,
-        &owner,
-        groups::CreateGroupRequest { id: input.id, name: input.name, members: input.members },
-    )
-    .await?;
-    Ok(ok(StatusCode::CREATED, view))
-}
-
-/// The app acts on a group through its owner, who may do anything a member change needs.
-async fn group_owner(node: &Node, app: &AppRecord, group: &GroupId) -> ApiResult<Identity> {
-    let members = node.store.group_members(&app.id, group.as_str()).await?;
-    let owner = members
-        .iter()
-        .find(|m| m.role == Role::Owner)
-        .ok_or_else(|| ApiError::new(ErrorCode::GroupNotFound, format!("no group {group}")))?;
-    let record = node
-        .store
-        .user_by_key(&app.id, owner.key)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::GroupNotFound, format!("no group {group}")))?;
-    identity(app, &record)
-}
-
-/// `POST /v1/server/groups/{id}/members` `{members}`.
-pub async fn add_members(req: HttpRequest, path: web::Path<String>, body: web::Bytes) -> ApiResult<HttpResponse> {
-    let (node, app) = signed(&req, &body).await?;
-    let group = group_id(&path)?;
-    let input: groups::MembersRequest = parse_body(&body)?;
-    let owner = group_owner(&node, &app, &group).await?;
-    Ok(ok(StatusCode::OK, groups::add_members(&node, &owner, &group, input).await?))
-}
-
-/// `DELETE /v1/server/groups/{id}/members/{user}`.
-pub async fn remove_member(req: HttpRequest, path: web::Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (node, app) = signed(&req, b"").await?;
-    let (group, member) = path.into_inner();
-    let (group, member) = (group_id(&group)?, user_id(&member)?);
-    let owner = group_owner(&node, &app, &group).await?;
-    Ok(ok(StatusCode::OK, groups::remove_member(&node, &owner, &group, &member).await?))
 }
 
 #[derive(Deserialize)]

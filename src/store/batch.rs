@@ -19,7 +19,7 @@ use super::conversations::{AppendError, Appended, Job, SYSTEM_SENDER, StoredMess
 use super::sql::Sql;
 use super::{Dialect, Store, WriteTx, begin_write_on, observe, pool_options};
 use crate::batching;
-use crate::domain::{ConversationKind, UserKey};
+use crate::domain::{ConversationKind, Role, UserKey};
 
 /// Messages per transaction at most (13 bound values each: well under every placeholder limit).
 pub const MAX_BATCH: usize = 256;
@@ -223,19 +223,34 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
         }
     }
 
+    // A group's sends, checked under its row lock: ended groups take none, then only members
+    // send, as their mutes allow (the app's own sends, and the server API's, pass every mute).
     let members = active_members(&mut tx, writer.dialect, jobs, &answers).await?;
+    let now = crate::domain::now_millis();
     for (i, j) in jobs.iter().enumerate() {
-        if answers[i].is_none()
-            && j.kind == ConversationKind::Group
-            && j.sender != SYSTEM_SENDER
-            && !members.contains(&(j.app.clone(), j.conversation.clone(), j.sender.0))
-        {
-            answers[i] = Some(Err(AppendError::NotAMember));
+        if answers[i].is_some() || j.kind != ConversationKind::Group {
+            continue;
+        }
+        let Some(head) = seqs.get(&j.conversation_key()) else { continue };
+        if head.dissolved {
+            answers[i] = Some(Err(AppendError::Dissolved));
+            continue;
+        }
+        if j.sender == SYSTEM_SENDER {
+            continue;
+        }
+        match members.get(&(j.app.clone(), j.conversation.clone(), j.sender.0)) {
+            None => answers[i] = Some(Err(AppendError::NotAMember)),
+            Some(_) if j.bypass_mutes => {}
+            Some((role, silenced_until)) => {
+                if let Err(refusal) = crate::roles::may_send(*role, head.muted, *silenced_until, now) {
+                    answers[i] = Some(Err(AppendError::Muted(refusal)));
+                }
+            }
         }
     }
 
     // Known client_msg_ids answer with the original; so does a repeat inside the batch.
-    let now = crate::domain::now_millis();
     let mut fresh: Vec<(usize, String, i64)> = Vec::new();
     for (i, j) in jobs.iter().enumerate() {
         if answers[i].is_some() {
@@ -303,6 +318,9 @@ struct Head {
     last_seq: i64,
     last_sender: Option<i64>,
     run_start: i64,
+    /// A group's switches, read under the same lock as the seq.
+    muted: bool,
+    dissolved: bool,
 }
 
 impl Head {
@@ -327,7 +345,8 @@ async fn lock_conversations(
     keys.dedup();
     let mut sql = Sql::new(
         dialect,
-        "SELECT app_id, id, last_seq, last_sender, run_start FROM conversations WHERE (app_id, id) IN (",
+        "SELECT app_id, id, last_seq, last_sender, run_start, muted, dissolved_at FROM conversations \
+         WHERE (app_id, id) IN (",
     );
     sql.push_tuples(keys, |row, (app, conv)| {
         row.push_bind(app).push_bind(conv);
@@ -343,6 +362,8 @@ async fn lock_conversations(
                 last_seq: r.try_get("last_seq")?,
                 last_sender: r.try_get("last_sender")?,
                 run_start: r.try_get("run_start")?,
+                muted: r.try_get::<i64, _>("muted")? != 0,
+                dissolved: r.try_get::<Option<i64>, _>("dissolved_at")?.is_some(),
             };
             Ok(((r.try_get::<String, _>("app_id")?, r.try_get::<String, _>("id")?), head))
         })
@@ -376,13 +397,13 @@ async fn create_direct(tx: &mut WriteTx, j: &Job, recipient: UserKey) -> Result<
     Ok(())
 }
 
-/// Which group senders of the batch are current members.
+/// The batch's group senders who are current members, with their role and mute.
 async fn active_members(
     tx: &mut WriteTx,
     dialect: Dialect,
     jobs: &[Job],
     answers: &[Option<Answer>],
-) -> Result<std::collections::HashSet<(String, String, i64)>, sqlx::Error> {
+) -> Result<HashMap<(String, String, i64), (Role, Option<i64>)>, sqlx::Error> {
     let mut keys: Vec<(&str, &str, i64)> = jobs
         .iter()
         .zip(answers)
@@ -395,7 +416,10 @@ async fn active_members(
         return Ok(Default::default());
     }
     // A join on VALUES, not a row-value IN list: the planner then probes the index per key.
-    let mut sql = Sql::new(dialect, "SELECT m.app_id, m.conversation_id, m.user_key FROM members m JOIN (VALUES ");
+    let mut sql = Sql::new(
+        dialect,
+        "SELECT m.app_id, m.conversation_id, m.user_key, m.role, m.silenced_until FROM members m JOIN (VALUES ",
+    );
     sql.push_tuples(keys, |row, (app, conv, user)| {
         row.push_bind(app).push_bind(conv).push_bind(user);
     });
@@ -404,7 +428,14 @@ async fn active_members(
          WHERE m.left_seq IS NULL",
     );
     let rows = sql.build()?.fetch_all(&mut ***tx).await?;
-    rows.iter().map(|r| Ok((r.try_get("app_id")?, r.try_get("conversation_id")?, r.try_get("user_key")?))).collect()
+    rows.iter()
+        .map(|r| {
+            let role: String = r.try_get("role")?;
+            let role = Role::parse(&role).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let key = (r.try_get("app_id")?, r.try_get("conversation_id")?, r.try_get("user_key")?);
+            Ok((key, (role, r.try_get("silenced_until")?)))
+        })
+        .collect()
 }
 
 type IdemKey = (String, String, i64, String);
@@ -615,7 +646,7 @@ mod tests {
 
     #[test]
     fn a_head_tracks_who_sent_the_last_run_and_where_it_began() {
-        let mut head = Head { last_seq: 0, last_sender: None, run_start: 0 };
+        let mut head = Head { last_seq: 0, last_sender: None, run_start: 0, muted: false, dissolved: false };
         assert_eq!(head.append(1), 1);
         assert_eq!((head.last_sender, head.run_start), (Some(1), 1));
         head.append(1);

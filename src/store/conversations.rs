@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use sqlx::{Row, any::AnyRow};
 
-use super::{Store, is_unique_violation, observe};
-use crate::domain::{AppId, ConversationId, ConversationKind, GroupId, Role, UserKey};
+use super::{Store, observe};
+use crate::domain::{AppId, ConversationId, ConversationKind, Role, UserKey};
 
 /// The sender key of messages the app itself sends.
 pub const SYSTEM_SENDER: UserKey = UserKey(0);
@@ -114,6 +114,8 @@ pub struct Membership {
     pub role: Role,
     /// The conversation's change number (edits, recalls, deletions, reactions so far).
     pub change_seq: i64,
+    /// When the group was dissolved (unix ms).
+    pub dissolved_at: Option<i64>,
 }
 
 impl Membership {
@@ -130,7 +132,7 @@ impl Membership {
 const MEMBERSHIP_SELECT: &str = concat!(
     "SELECT c.id AS conversation_id, c.kind, c.name, c.last_seq, c.change_seq, ",
     read_seq_sql!(),
-    " AS read_seq, m.joined_seq, m.left_seq, m.role \
+    " AS read_seq, m.joined_seq, m.left_seq, m.role, c.dissolved_at \
      FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id"
 );
 
@@ -148,6 +150,7 @@ pub(super) fn row_to_membership(row: &AnyRow) -> Result<Membership, sqlx::Error>
         left_seq: row.try_get("left_seq")?,
         role: Role::parse(&role).map_err(decode)?,
         change_seq: row.try_get("change_seq")?,
+        dissolved_at: row.try_get("dissolved_at")?,
     })
 }
 
@@ -169,6 +172,8 @@ pub struct Job {
     pub mentions: Vec<(UserKey, String)>,
     /// The app wants a `message.sent` webhook event.
     pub hook: bool,
+    /// Sent through the server API: mutes do not apply.
+    pub bypass_mutes: bool,
 }
 
 impl Job {
@@ -197,6 +202,8 @@ pub struct NewMessage<'a> {
     /// Members of the conversation (checked by the caller).
     pub mentions: &'a [(UserKey, String)],
     pub hooks: &'a super::outbox::Hooks,
+    /// Sent through the server API: mutes do not apply.
+    pub bypass_mutes: bool,
 }
 
 /// Where an appended message landed.
@@ -218,6 +225,10 @@ pub enum AppendError {
     /// The recipient of a direct message blocks its sender.
     #[error("the recipient blocks the sender")]
     Blocked,
+    #[error("the group was dissolved")]
+    Dissolved,
+    #[error("the sender is muted: {0:?}")]
+    Muted(crate::roles::SendRefusal),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -229,28 +240,6 @@ pub struct Active {
     pub group: bool,
     /// Its last seq when the session started.
     pub head: i64,
-}
-
-/// A member newly written by a group change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupMember {
-    pub key: UserKey,
-    pub id: String,
-    pub role: Role,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum GroupWriteError {
-    #[error("group id already taken")]
-    Exists,
-    #[error("group not found")]
-    NotFound,
-    #[error("group would exceed {0} members")]
-    Full(usize),
-    #[error("not a member")]
-    NotAMember,
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
 }
 
 impl Store {
@@ -275,6 +264,7 @@ impl Store {
                 reply_to: new.reply_to,
                 mentions: new.mentions.to_vec(),
                 hook: new.hooks.wants("message.sent"),
+                bypass_mutes: new.bypass_mutes,
             })
             .await;
         let op = match &answer {
@@ -501,210 +491,5 @@ impl Store {
                 Ok(Active { id: r.try_get("conversation_id")?, group: kind == "group", head: r.try_get("last_seq")? })
             })
             .collect()
-    }
-
-    /// Creates a group with its owner and first members in one transaction.
-    pub async fn create_group(
-        &self,
-        app: &AppId,
-        group: &GroupId,
-        name: &str,
-        owner: UserKey,
-        members: &[UserKey],
-        event: Option<&serde_json::Value>,
-    ) -> Result<(), GroupWriteError> {
-        let started = Instant::now();
-        let now = crate::domain::now_millis();
-        let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO conversations (app_id, id, kind, name, created_by, last_seq, created_at) VALUES ($1, $2, 'group', $3, $4, 0, $5)",
-        )
-        .bind(app.as_str())
-        .bind(group.as_str())
-        .bind(name)
-        .bind(owner.0)
-        .bind(now)
-        .execute(&mut **tx)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => return Err(GroupWriteError::Exists),
-            other => other?,
-        };
-        let everyone = std::iter::once((owner, Role::Owner))
-            .chain(members.iter().filter(|k| **k != owner).map(|k| (*k, Role::Member)));
-        for (user, role) in everyone {
-            sqlx::query(
-                "INSERT INTO members (app_id, conversation_id, user_key, role, joined_seq, joined_at) VALUES ($1, $2, $3, $4, 0, $5) \
-                 ON CONFLICT (app_id, conversation_id, user_key) DO NOTHING",
-            )
-            .bind(app.as_str())
-            .bind(group.as_str())
-            .bind(user.0)
-            .bind(role.as_str())
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if let Some(data) = event {
-            super::outbox::enqueue(&mut tx, app.as_str(), "group.created", data).await?;
-        }
-        tx.commit().await?;
-        observe("group_create", started);
-        Ok(())
-    }
-
-    /// Active members of a group with their public ids and roles.
-    pub async fn group_members(&self, app: &AppId, group: &str) -> Result<Vec<GroupMember>, sqlx::Error> {
-        let started = Instant::now();
-        let rows = sqlx::query(
-            "SELECT m.user_key, u.public_id, m.role FROM members m JOIN users u ON u.user_key = m.user_key \
-             WHERE m.app_id = $1 AND m.conversation_id = $2 AND m.left_seq IS NULL ORDER BY m.joined_at, m.user_key",
-        )
-        .bind(app.as_str())
-        .bind(group)
-        .fetch_all(self.pool())
-        .await?;
-        observe("group_members", started);
-        rows.iter()
-            .map(|row| {
-                let role: String = row.try_get("role")?;
-                Ok(GroupMember {
-                    key: UserKey(row.try_get("user_key")?),
-                    id: row.try_get("public_id")?,
-                    role: Role::parse(&role).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                })
-            })
-            .collect()
-    }
-
-    /// Adds users to a group at its current seq (they read history from there on). Users already
-    /// in it are left alone; users who had left rejoin. Returns the users actually added.
-    pub async fn add_group_members(
-        &self,
-        app: &AppId,
-        group: &str,
-        users: &[(UserKey, String)],
-        max_members: usize,
-        event: Option<(&super::outbox::Hooks, &str)>,
-    ) -> Result<Vec<UserKey>, GroupWriteError> {
-        let started = Instant::now();
-        let now = crate::domain::now_millis();
-        let mut tx = self.begin_write().await?;
-        let last_seq = lock_group(&mut tx, app, group).await?;
-        let active: Vec<i64> = sqlx::query_scalar(
-            "SELECT user_key FROM members WHERE app_id = $1 AND conversation_id = $2 AND left_seq IS NULL",
-        )
-        .bind(app.as_str())
-        .bind(group)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut added = Vec::new();
-        let mut added_ids = Vec::new();
-        for (user, id) in users {
-            if active.contains(&user.0) || added.contains(user) {
-                continue;
-            }
-            added.push(*user);
-            added_ids.push(id.clone());
-        }
-        if active.len() + added.len() > max_members {
-            return Err(GroupWriteError::Full(max_members));
-        }
-        for user in &added {
-            sqlx::query(
-                "INSERT INTO members (app_id, conversation_id, user_key, role, joined_seq, read_seq, joined_at) \
-                 VALUES ($1, $2, $3, 'member', $4, $4, $5) \
-                 ON CONFLICT (app_id, conversation_id, user_key) DO UPDATE SET role = 'member', joined_seq = $4, \
-                 read_seq = $4, left_seq = NULL, joined_at = $5",
-            )
-            .bind(app.as_str())
-            .bind(group)
-            .bind(user.0)
-            .bind(last_seq)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if let Some((hooks, by)) = event
-            && hooks.wants("group.member_added")
-            && !added.is_empty()
-        {
-            let data = serde_json::json!({ "group": group, "members": added_ids, "by": by });
-            super::outbox::enqueue(&mut tx, app.as_str(), "group.member_added", &data).await?;
-        }
-        tx.commit().await?;
-        observe("group_add_members", started);
-        Ok(added)
-    }
-
-    /// Ends a user's membership at the group's current seq. False if they were not a member.
-    pub async fn remove_group_member(
-        &self,
-        app: &AppId,
-        group: &str,
-        user: UserKey,
-        event: Option<&serde_json::Value>,
-    ) -> Result<bool, GroupWriteError> {
-        let started = Instant::now();
-        let mut tx = self.begin_write().await?;
-        let last_seq = lock_group(&mut tx, app, group).await?;
-        let done = sqlx::query(
-            "UPDATE members SET left_seq = $1 WHERE app_id = $2 AND conversation_id = $3 AND user_key = $4 AND left_seq IS NULL",
-        )
-        .bind(last_seq)
-        .bind(app.as_str())
-        .bind(group)
-        .bind(user.0)
-        .execute(&mut **tx)
-        .await?;
-        if let Some(data) = event
-            && done.rows_affected() > 0
-        {
-            super::outbox::enqueue(&mut tx, app.as_str(), "group.member_removed", data).await?;
-        }
-        tx.commit().await?;
-        observe("group_remove_member", started);
-        Ok(done.rows_affected() > 0)
-    }
-}
-
-/// Takes the group's row lock (membership changes and sends serialise on it) and returns its seq.
-async fn lock_group(tx: &mut super::WriteTx, app: &AppId, group: &str) -> Result<i64, GroupWriteError> {
-    let seq: Option<i64> = sqlx::query_scalar(
-        "UPDATE conversations SET last_seq = last_seq WHERE app_id = $1 AND id = $2 AND kind = 'group' RETURNING last_seq",
-    )
-    .bind(app.as_str())
-    .bind(group)
-    .fetch_optional(&mut ***tx)
-    .await?;
-    seq.ok_or(GroupWriteError::NotFound)
-}
-
-impl Store {
-    /// An active member of a group, by public id.
-    pub async fn membership_by_public_id(
-        &self,
-        app: &AppId,
-        group: &str,
-        user: &crate::domain::UserId,
-    ) -> Result<Option<GroupMember>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT m.user_key, u.public_id, m.role FROM members m JOIN users u ON u.user_key = m.user_key \
-             WHERE m.app_id = $1 AND m.conversation_id = $2 AND u.app_id = $1 AND u.public_id = $3 AND m.left_seq IS NULL",
-        )
-        .bind(app.as_str())
-        .bind(group)
-        .bind(user.as_str())
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|row| {
-            let role: String = row.try_get("role")?;
-            Ok(GroupMember {
-                key: UserKey(row.try_get("user_key")?),
-                id: row.try_get("public_id")?,
-                role: Role::parse(&role).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            })
-        })
-        .transpose()
     }
 }

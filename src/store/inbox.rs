@@ -72,7 +72,7 @@ impl Store {
             concat!(
                 "SELECT c.id AS conversation_id, c.kind, c.name, c.last_seq, c.change_seq, ",
                 read_seq_sql!(),
-                " AS read_seq, m.joined_seq, m.left_seq, m.role, \
+                " AS read_seq, m.joined_seq, m.left_seq, m.role, c.dissolved_at, \
              m.joined_at, m.pinned_at, m.archived_at, m.muted_until, \
              lm.seq AS lm_seq, su.public_id AS lm_sender, SUBSTR(lm.content, 1, CAST($3 AS INTEGER)) AS lm_content, \
              lm.created_at AS lm_created, lm.recalled_at AS lm_recalled, lm.deleted_at AS lm_deleted, h.seq AS lm_hidden \

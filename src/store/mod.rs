@@ -20,6 +20,7 @@ pub mod audit;
 mod batch;
 pub mod blocks;
 pub mod conversations;
+pub mod groups;
 mod held;
 pub mod inbox;
 pub mod keys;

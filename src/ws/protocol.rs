@@ -12,9 +12,12 @@ use serde_json::value::RawValue;
 use crate::{
     accounts::{RegisterRequest, UserQueryRequest},
     chat::{HistoryRequest, ReadRequest, SendRequest, SyncRequest, TypingRequest},
-    domain::{AppId, ConversationId, DeviceId, Email, GroupId, Password, UserId},
+    domain::{Announcement, AppId, AvatarUrl, ConversationId, DeviceId, Email, GroupId, Name, Password, Role, UserId},
     error::{ApiError, ErrorCode},
-    groups::{CreateGroupRequest, MembersRequest},
+    groups::{
+        CreateGroupRequest, MembersRequest,
+        admin::{MemberUpdate, UpdateGroupRequest},
+    },
     inbox::{ListRequest, PrefsRequest},
     lifecycle::{DeleteRequest, EditRequest, MessageRef, ReactRequest},
     moderation::BlockRequest,
@@ -104,6 +107,46 @@ pub struct GroupMemberData {
     pub member: UserId,
 }
 
+/// `group.update`: a group's profile and switches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupUpdateData {
+    pub group: GroupId,
+    #[serde(default)]
+    pub name: Option<Name>,
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    pub avatar_url: Option<Option<AvatarUrl>>,
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    pub announcement: Option<Option<Announcement>>,
+    #[serde(default)]
+    pub muted: Option<bool>,
+}
+
+impl GroupUpdateData {
+    pub fn split(self) -> (GroupId, UpdateGroupRequest) {
+        let GroupUpdateData { group, name, avatar_url, announcement, muted } = self;
+        (group, UpdateGroupRequest { name, avatar_url, announcement, muted })
+    }
+}
+
+/// `group.member`: a member's role or mute.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMemberUpdateData {
+    pub group: GroupId,
+    pub member: UserId,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    pub muted_until: Option<Option<i64>>,
+}
+
+impl GroupMemberUpdateData {
+    pub fn split(self) -> (GroupId, UserId, MemberUpdate) {
+        (self.group, self.member, MemberUpdate { role: self.role, muted_until: self.muted_until })
+    }
+}
+
 /// `conversation.set`: the caller's own settings of one conversation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,7 +156,7 @@ pub struct ConversationPrefs {
     pub pinned: Option<bool>,
     #[serde(default)]
     pub archived: Option<bool>,
-    #[serde(default, deserialize_with = "crate::inbox::present")]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     pub muted_until: Option<Option<i64>>,
 }
 
@@ -152,6 +195,9 @@ pub enum Action {
     GroupAdd(GroupMembersData),
     GroupRemove(GroupMemberData),
     GroupLeave(GroupRef),
+    GroupUpdate(GroupUpdateData),
+    GroupDissolve(GroupRef),
+    GroupMember(GroupMemberUpdateData),
 }
 
 impl Action {
@@ -246,6 +292,9 @@ pub fn parse(text: &str) -> Result<Parsed, FrameError> {
                 Some("group.add") => Action::GroupAdd(data(raw.data).map_err(fail)?),
                 Some("group.remove") => Action::GroupRemove(data(raw.data).map_err(fail)?),
                 Some("group.leave") => Action::GroupLeave(data(raw.data).map_err(fail)?),
+                Some("group.update") => Action::GroupUpdate(data(raw.data).map_err(fail)?),
+                Some("group.dissolve") => Action::GroupDissolve(data(raw.data).map_err(fail)?),
+                Some("group.member") => Action::GroupMember(data(raw.data).map_err(fail)?),
                 Some(other) => {
                     let shown: String = other.chars().take(40).collect();
                     return Err(fail(ApiError::new(ErrorCode::UnknownAction, format!("unknown action {shown:?}"))));

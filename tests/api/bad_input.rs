@@ -511,6 +511,7 @@ async fn one_refused_message_fails_no_other_message_of_its_commit_batch() {
                     reply_to: None,
                     mentions: &[],
                     hooks: &hooks,
+                    bypass_mutes: false,
                 })
                 .await;
             (i, res.is_ok())

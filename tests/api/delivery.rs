@@ -296,7 +296,7 @@ async fn group_events_reach_members_and_roles_are_enforced(backend: Backend) {
     assert_eq!(created["id"], group.as_str());
     assert_eq!(created["members"].as_array().unwrap().len(), 2);
     let reply = a_ws.action("group.add", json!({"group": group, "members": [b.id]})).await;
-    assert_eq!(reply["error"], "forbidden", "members cannot add members");
+    assert_eq!(reply["error"], "admin_only", "members cannot add members");
     let reply = a_ws.action("group.leave", json!({"group": group})).await;
     assert_eq!(reply["code"], 200, "{reply}");
     let (status, body) = server.get(&format!("/v1/groups/{group}"), Some(&owner.token)).await;

@@ -7,7 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{Backend, Receiver, TestServer, User, Ws};
-use natter::{auth::server_sig::Scheme, config::Secret};
+use natter::auth::server_sig::Scheme;
 use serde_json::{Value, json};
 
 async fn three_users(server: &TestServer) -> (User, User, User) {
@@ -485,15 +485,7 @@ async fn rest_and_the_server_api_follow_the_same_rules(backend: Backend) {
 async fn edits_recalls_and_deletions_reach_the_apps_webhooks(backend: Backend) {
     let server = TestServer::start_on(backend, "[webhooks]\npoll_ms = 50\nretry_schedule_ms = [200]");
     let receiver = Receiver::start();
-    let url = receiver.url("/hooks");
-    server
-        .configure_app("default", move |s| {
-            s.webhook_url = url;
-            s.webhook_secret = Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-            s.webhook_events = vec!["message.edited".into(), "message.recalled".into(), "message.deleted".into()];
-            s.allow_private_targets = true;
-        })
-        .await;
+    server.hook_up(&receiver, &["message.edited", "message.recalled", "message.deleted"]).await;
     let (alice, bob, _) = three_users(&server).await;
     let mut alice_ws = server.connect(&alice).await;
     let conv = alice_ws.send_dm(&bob.id, "one", "a1").await["data"]["conversation"].as_str().unwrap().to_string();

@@ -14,6 +14,7 @@ mod app_server_guide;
 mod bad_input;
 mod console;
 mod delivery;
+mod group_admin;
 mod hardening;
 mod hostile;
 mod lifecycle;

@@ -13,7 +13,7 @@ use common::{Backend, Delivery, Receiver, TestServer, User};
 use natter::config::{HookPolicy, Secret};
 use serde_json::{Value, json};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+use common::WEBHOOK_SECRET as SECRET;
 const FAST: &str = "[webhooks]\npoll_ms = 50\nbatch = 200\nretry_schedule_ms = [200, 400, 800, 1600]\n\
                     [default_app]\nguest_signups_per_hour = 1000000";
 
@@ -40,23 +40,10 @@ fn verify_independently(deliveries: &[Delivery]) -> (usize, usize) {
     (nums[0], nums[1])
 }
 
-async fn hook_up(server: &TestServer, receiver: &Receiver, events: &[&str]) {
-    let url = receiver.url("/hooks");
-    let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
-    server
-        .configure_app("default", move |s| {
-            s.webhook_url = url;
-            s.webhook_secret = Secret::new(SECRET);
-            s.webhook_events = events;
-            s.allow_private_targets = true;
-        })
-        .await;
-}
-
 async fn two_thousand_messages_make_two_thousand_signed_deliveries(backend: Backend) {
     let server = TestServer::start_on(backend, FAST);
     let receiver = Receiver::start();
-    hook_up(&server, &receiver, &["message.sent"]).await;
+    server.hook_up(&receiver, &["message.sent"]).await;
     let users: Vec<User> = {
         let mut v = Vec::new();
         for _ in 0..4 {
@@ -125,7 +112,7 @@ async fn two_thousand_messages_make_two_thousand_signed_deliveries(backend: Back
 async fn failed_deliveries_are_retried_with_growing_gaps_and_410_disables_the_endpoint() {
     let server = TestServer::start_with(FAST);
     let receiver = Receiver::start();
-    hook_up(&server, &receiver, &["user.registered"]).await;
+    server.hook_up(&receiver, &["user.registered"]).await;
     receiver.state.lock().unwrap().fail_first = 3;
     server.guest().await;
     let got = receiver.wait_for(4, Duration::from_secs(15)).await;
@@ -168,7 +155,7 @@ async fn failed_deliveries_are_retried_with_growing_gaps_and_410_disables_the_en
 async fn group_and_presence_events_and_the_welcome_message() {
     let server = TestServer::start_with(FAST);
     let receiver = Receiver::start();
-    hook_up(&server, &receiver, &[]).await;
+    server.hook_up(&receiver, &[]).await;
     server.configure_app("default", |s| s.welcome_message = "Welcome!".into()).await;
     let (a, b) = (server.guest().await, server.guest().await);
     let mut ws = server.connect(&b).await;

@@ -612,6 +612,20 @@ impl TestServer {
         ServerClient { addr: self.addr, key: record.api_key, secret: record.api_secret.expose().to_string(), scheme }
     }
 
+    /// Sends the default app's webhooks for `events` (all when empty) to `receiver`, signed with
+    /// `WEBHOOK_SECRET`.
+    pub async fn hook_up(&self, receiver: &Receiver, events: &[&str]) {
+        let url = receiver.url("/hooks");
+        let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+        self.configure_app("default", move |s| {
+            s.webhook_url = url;
+            s.webhook_secret = natter::config::Secret::new(WEBHOOK_SECRET);
+            s.webhook_events = events;
+            s.allow_private_targets = true;
+        })
+        .await;
+    }
+
     /// Changes an app's settings in place.
     pub async fn configure_app(&self, app: &str, change: impl FnOnce(&mut natter::config::AppSettings)) {
         let id = natter::domain::AppId::parse(app).expect("app id");
@@ -770,6 +784,9 @@ impl Drop for Receiver {
 }
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// The webhook signing secret `TestServer::hook_up` sets.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A raw socket upgraded to a WebSocket, for frames no library would send.
 pub async fn raw_socket(server: &TestServer, token: &str) -> TcpStream {

@@ -267,6 +267,33 @@ async function main() {
     await send(alice, 'Hello again');
     await expectOnce(bob, 'Hello again');
 
+    log('alice runs the group: renames it, makes bob an admin, mutes carol, then dissolves it');
+    await openConv(alice, 'Team');
+    await openConv(carol, 'Team');
+    await alice.getByRole('button', { name: 'Group settings' }).click();
+    const settings = alice.locator('#group-dialog');
+    await settings.getByLabel('Name').fill('Team Lunch');
+    await settings.getByLabel('Announcement').fill('Lunch is at 1pm');
+    await settings.getByRole('button', { name: 'Save' }).click();
+    await carol.locator('#pane-title', { hasText: 'Team Lunch' }).waitFor();
+    await carol.locator('#pane-announcement', { hasText: 'Lunch is at 1pm' }).waitFor();
+    const row = (id) => settings.locator(`[data-member="${id}"]`);
+    await row(bobId).getByRole('button', { name: 'Make admin' }).click();
+    await row(bobId).locator('.role', { hasText: 'admin' }).waitFor();
+    await row(carolId).getByRole('button', { name: 'Mute 10 min' }).click();
+    await row(carolId).locator('.role', { hasText: 'muted until' }).waitFor();
+    await shot(alice, '10-group-settings');
+    await send(carol, 'Can I still talk?');
+    await messages(carol).and(carol.locator('[data-state=failed]')).filter({ hasText: 'muted' }).waitFor();
+    alice.once('dialog', (d) => d.accept());
+    await settings.getByRole('button', { name: 'Dissolve group' }).click();
+    await settings.getByRole('button', { name: 'Close' }).click();
+    await openConv(bob, 'Team Lunch');
+    for (const p of [alice, bob, carol]) await p.locator('.conv', { hasText: 'Team Lunch (dissolved)' }).waitFor();
+    await expectOnce(bob, 'Hello team');
+    await bob.locator('#composer').waitFor({ state: 'hidden' });
+    await shot(bob, '11-dissolved');
+
     log('a wrong password gets a clear error');
     const dave = await page('dave');
     const login = dave.locator('#login-form');

@@ -11,7 +11,7 @@ use crate::{
     chat,
     domain::UserKey,
     error::{ApiError, ApiResult, ErrorCode},
-    groups,
+    groups::{self, GroupActor, admin},
     hub::router::Watch,
     inbox,
     lifecycle::{self, Actor},
@@ -116,17 +116,29 @@ impl WsSession {
             }
             Action::GroupCreate(req) => self.run(ctx, id, async move { groups::create(&node, &who, req).await }),
             Action::GroupList => self.run(ctx, id, async move { groups::list(&node, &who).await }),
-            Action::GroupShow(g) => self.run(ctx, id, async move { groups::show(&node, &who, &g.group).await }),
+            Action::GroupShow(g) => {
+                self.run(ctx, id, async move { groups::show(&node, GroupActor::User(&who), &g.group).await })
+            }
             Action::GroupAdd(data) => {
                 let (group, req) = data.split();
-                self.run(ctx, id, async move { groups::add_members(&node, &who, &group, req).await })
+                self.run(ctx, id, async move { admin::add_members(&node, GroupActor::User(&who), &group, req).await })
             }
-            Action::GroupRemove(data) => {
-                self.run(ctx, id, async move { groups::remove_member(&node, &who, &data.group, &data.member).await })
+            Action::GroupRemove(data) => self.run(ctx, id, async move {
+                admin::remove_member(&node, GroupActor::User(&who), &data.group, &data.member).await
+            }),
+            Action::GroupLeave(g) => self.run(ctx, id, async move { admin::leave(&node, &who, &g.group).await }),
+            Action::GroupUpdate(data) => {
+                let (group, req) = data.split();
+                self.run(ctx, id, async move { admin::update(&node, GroupActor::User(&who), &group, req).await })
             }
-            Action::GroupLeave(g) => {
-                let me = who.id.clone();
-                self.run(ctx, id, async move { groups::remove_member(&node, &who, &g.group, &me).await })
+            Action::GroupDissolve(g) => {
+                self.run(ctx, id, async move { admin::dissolve(&node, GroupActor::User(&who), &g.group).await })
+            }
+            Action::GroupMember(data) => {
+                let (group, member, req) = data.split();
+                self.run(ctx, id, async move {
+                    admin::update_member(&node, GroupActor::User(&who), &group, &member, req).await
+                })
             }
         }
     }
