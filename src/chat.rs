@@ -17,7 +17,7 @@ use crate::{
         direct_conversation_id, direct_participants,
     },
     error::{ApiError, ApiResult, ErrorCode},
-    fanout::Audience,
+    fanout::{Audience, Sent},
     inbox::ConversationView,
     node::Node,
     roles::SendRefusal,
@@ -226,7 +226,8 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             Some((key, _)) => Audience::Direct(who.user, *key),
             None => Audience::Group(conversation.as_str()),
         };
-        node.fanout.message(who.app.as_str(), audience, conversation.as_str(), stored.seq, origin, frame.as_bytes());
+        let sent = Sent { conv: conversation.as_str(), seq: stored.seq, sender: who.user, origin };
+        node.fanout.message(who.app.as_str(), audience, sent, frame.as_bytes());
     }
     metrics::histogram!("natter_message_ack_duration_seconds").record(started.elapsed().as_secs_f64());
     Ok(SendResult {

@@ -145,6 +145,7 @@ pub struct ChatConfig {
     pub typing_per_second: u32,
     pub preview_chars: usize,
     pub conversation_page_max: usize,
+    pub unread_push_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -398,6 +399,7 @@ impl Config {
             ("chat.sync_page_size", self.chat.sync_page_size as u64),
             ("chat.preview_chars", self.chat.preview_chars as u64),
             ("chat.conversation_page_max", self.chat.conversation_page_max as u64),
+            ("chat.unread_push_ms", self.chat.unread_push_ms),
             ("database.max_connections", self.database.max_connections as u64),
         ];
         for (key, value) in nonzero {

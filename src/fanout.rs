@@ -40,6 +40,15 @@ pub struct Fanout {
     subjects: Subjects,
 }
 
+/// Where a stored message landed and who sent it.
+pub struct Sent<'a> {
+    pub conv: &'a str,
+    pub seq: i64,
+    pub sender: UserKey,
+    /// The session that sent it: its reply answers it, so it gets no echo.
+    pub origin: Option<Origin>,
+}
+
 impl Fanout {
     /// Starts the publisher on the current runtime.
     pub fn start(bus: Arc<dyn Bus>, subjects: Subjects) -> Self {
@@ -90,18 +99,11 @@ impl Fanout {
         }
     }
 
-    /// A stored message's push frame to everyone in its conversation; `origin` is the session
-    /// that sent it (its reply answers it, so it gets no echo).
-    pub fn message(
-        &self,
-        app: &str,
-        audience: Audience<'_>,
-        conv: &str,
-        seq: i64,
-        origin: Option<Origin>,
-        frame: &[u8],
-    ) {
-        let envelope = Envelope::Message { conv: conv.to_string(), seq, origin, at: crate::domain::now_millis() };
+    /// A stored message's push frame to everyone in its conversation.
+    pub fn message(&self, app: &str, audience: Audience<'_>, sent: Sent<'_>, frame: &[u8]) {
+        let at = crate::domain::now_millis();
+        let Sent { conv, seq, sender, origin } = sent;
+        let envelope = Envelope::Message { conv: conv.to_string(), seq, origin, at, sender: sender.0 };
         if let Some(payload) = Self::payload(&envelope, frame) {
             self.to_audience(app, audience, payload);
         }
@@ -109,7 +111,16 @@ impl Fanout {
 
     /// An event frame (read marker, typing) to everyone in a conversation but `origin`.
     pub fn event(&self, app: &str, audience: Audience<'_>, origin: Option<Origin>, frame: &[u8]) {
-        if let Some(payload) = Self::payload(&Envelope::Event { origin }, frame) {
+        if let Some(payload) = Self::payload(&Envelope::Event { origin, unread_in: None }, frame) {
+            self.to_audience(app, audience, payload);
+        }
+    }
+
+    /// An event that may change its recipients' unread count in `conv` (a message removed):
+    /// each node recounts for its local recipients (`hub::router`, `inbox::push_unread`).
+    pub fn removal(&self, app: &str, audience: Audience<'_>, conv: &str, frame: &[u8]) {
+        let envelope = Envelope::Event { origin: None, unread_in: Some(conv.to_string()) };
+        if let Some(payload) = Self::payload(&envelope, frame) {
             self.to_audience(app, audience, payload);
         }
     }

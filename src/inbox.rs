@@ -3,16 +3,17 @@
 //! own settings (pinned, archived, muted); pinned first, then newest activity first, paged with
 //! a cursor. And the `unread` events that keep a client's badges right.
 
-use std::cmp::Reverse;
+use std::{cmp::Reverse, collections::HashMap, sync::Arc};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Identity,
-    domain::{AppId, ConversationId, ConversationKind, UserKey, direct_participants},
+    domain::{AppId, ConversationId, ConversationKind, UserKey},
     error::{ApiError, ApiResult, ErrorCode},
     fanout::Audience,
+    hub::router::{TakeUnread, ToLocalUser, UnreadDue},
     node::Node,
     store::{
         conversations::Membership,
@@ -235,24 +236,54 @@ pub async fn publish_unread_of(node: &Node, app: &AppId, user: UserKey, conversa
     }
 }
 
+/// Keeps the badges of this node's sessions true: every `chat.unread_push_ms`, takes from the
+/// Router the users whose counts changed (a message reached them, a message was removed), counts
+/// them in one statement per app (up to `UNREAD_USERS_PER_STATEMENT` users each) and pushes
+/// `unread` events to their local sessions. A user hears at most once per interval however
+/// many messages arrived; the work per interval is bounded by the users active on this node.
+pub async fn push_unread(node: Node) {
+    let every = std::time::Duration::from_millis(node.config.chat.unread_push_ms);
+    loop {
+        tokio::time::sleep(every).await;
+        let Ok(due) = node.router.send(TakeUnread).await else {
+            return; // the Router stopped: the node is shutting down
+        };
+        let mut by_app: HashMap<Arc<str>, Vec<UnreadDue>> = HashMap::new();
+        for d in due {
+            by_app.entry(d.user.0.clone()).or_default().push(d);
+        }
+        for (app, users) in by_app {
+            let Ok(app_id) = AppId::parse(app.to_string()) else { continue };
+            for chunk in users.chunks(UNREAD_USERS_PER_STATEMENT) {
+                let keys: Vec<UserKey> = chunk.iter().map(|d| UserKey(d.user.1)).collect();
+                let counts = match node.store.unread_of_users(&app_id, &keys, None).await {
+                    Ok(counts) => counts,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unread counts could not be read; clients catch up from the list");
+                        continue;
+                    }
+                };
+                for d in chunk {
+                    let mine = counts.get(&UserKey(d.user.1));
+                    let total = mine.map_or(0, |m| m.values().filter(|u| !u.muted).map(|u| u.count).sum::<i64>());
+                    for conversation in &d.conversations {
+                        let unread = mine.and_then(|m| m.get(conversation.as_ref())).map_or(0, |u| u.count);
+                        let frame = event_frame("unread", &UnreadEvent { conversation, unread, total });
+                        node.router.do_send(ToLocalUser { user: d.user.clone(), frame: frame.into() });
+                    }
+                }
+                metrics::counter!("natter_unread_pushes_total").increment(chunk.len() as u64);
+            }
+        }
+    }
+}
+
+/// Users counted per statement by `push_unread`.
+const UNREAD_USERS_PER_STATEMENT: usize = 500;
+
 /// The caller's own counts changed (a read marker moved, a message hidden, a message sent).
 pub async fn publish_unread(node: &Node, who: &Identity, conversations: &[&str]) {
     publish_unread_of(node, &who.app, who.user, conversations).await;
-}
-
-/// A message was recalled or deleted for everyone: the other participant of a direct
-/// conversation gets fresh counts if it was unread for them. Group members adjust their own
-/// counts from the `message.recalled` / `message.deleted` event (one count per member per
-/// removal would cost a query per member: see docs/protocol.md).
-pub async fn after_removal(node: &Node, who: &Identity, conversation: &ConversationId, kind: ConversationKind) {
-    if kind != ConversationKind::Direct {
-        return;
-    }
-    if let Some((a, b)) = direct_participants(conversation.as_str()) {
-        for user in [a, b] {
-            publish_unread_of(node, &who.app, user, &[conversation.as_str()]).await;
-        }
-    }
 }
 
 #[cfg(test)]

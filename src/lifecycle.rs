@@ -337,6 +337,16 @@ impl<'a> Acting<'a> {
             self.node.fanout.event(self.who().app.as_str(), audience, None, frame.as_bytes());
         }
     }
+
+    /// As `publish`, for a message that is gone for everyone: each recipient's unread count in
+    /// the conversation is recounted where their sessions are.
+    fn publish_removal(&self, event: &str, data: &MessageEvent<'_>) {
+        let frame = event_frame(event, data);
+        if let Some(audience) = audience_of(self.conversation, self.original.conversation_kind) {
+            let conv = self.conversation.as_str();
+            self.node.fanout.removal(self.who().app.as_str(), audience, conv, frame.as_bytes());
+        }
+    }
 }
 
 /// Edits a message: its sender, within the app's `edit_window_secs`; the before-send hook sees
@@ -383,8 +393,7 @@ pub async fn recall(node: &Node, actor: Actor<'_>, req: MessageRef) -> ApiResult
     let acting = Acting::on(node, actor, &req.conversation, req.seq).await?;
     let data = acting.hook_data("message.recalled", now_millis(), None);
     let changed = acting.change(Act::Recall, Change::Recall, data.as_ref().map(|d| ("message.recalled", d))).await?;
-    acting.publish("message.recalled", &acting.event(&changed, actor_id(actor), Extra::None));
-    crate::inbox::after_removal(node, acting.who(), &req.conversation, acting.original.conversation_kind).await;
+    acting.publish_removal("message.recalled", &acting.event(&changed, actor_id(actor), Extra::None));
     Ok(Recalled { conversation: req.conversation.as_str().to_string(), seq: req.seq, recalled_at: changed.at })
 }
 
@@ -412,8 +421,7 @@ pub async fn delete(node: &Node, actor: Actor<'_>, req: DeleteRequest) -> ApiRes
                 crate::inbox::publish_unread(node, who, &[req.conversation.as_str()]).await;
             }
             Scope::All => {
-                acting.publish("message.deleted", &event);
-                crate::inbox::after_removal(node, who, &req.conversation, acting.original.conversation_kind).await;
+                acting.publish_removal("message.deleted", &event);
             }
         }
     }

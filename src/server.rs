@@ -90,6 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         webhook_clients: webhook_clients.clone(),
     });
     Dispatcher::new(&node.id, node.store.clone(), webhook_clients, config.webhooks.clone()).start();
+    actix_rt::spawn(crate::inbox::push_unread(node.clone()));
 
     let data = web::Data::new(node.clone());
     let max_body = config.http.max_body_bytes;

@@ -88,11 +88,18 @@ pub enum Envelope {
         /// When it was published (unix ms), for `natter_delivery_duration_seconds`.
         #[serde(default)]
         at: i64,
+        /// Its sender's key (0: the app): everyone else who receives it has one more unread.
+        #[serde(default)]
+        sender: i64,
     },
-    /// An ephemeral event (typing, read) for the subject's sessions.
+    /// An event (typing, read, a message's change) for the subject's sessions.
     Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         origin: Option<Origin>,
+        /// The event may change its recipients' unread count in this conversation (a recall, a
+        /// deletion for everyone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unread_in: Option<String>,
     },
     /// Group membership changed: routers update their maps, then deliver the frame to the
     /// group's local members and to the removed users.
@@ -142,6 +149,7 @@ mod tests {
             seq: 7,
             origin: Some(Origin { node: "n1".into(), session: 3 }),
             at: 1,
+            sender: 42,
         };
         let frame = br#"{"type":"message","data":{"content":"a\nb"}}"#;
         let bytes = encode(&envelope, frame).unwrap();

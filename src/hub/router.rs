@@ -3,7 +3,10 @@
 //! with `try_send`: a full session mailbox, or more than `ws.outbound_queue_bytes` not yet
 //! written, gets that session closed with 4002 instead of blocking anyone else.
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use bytestring::ByteString;
@@ -25,6 +28,9 @@ pub struct Router {
     presence: Presence,
     max_queued_bytes: usize,
     registry: Registry<SessionHandle>,
+    /// Local users whose unread count changed in these conversations since the counts were last
+    /// pushed (taken by `inbox::push_unread` with [`TakeUnread`]).
+    unread: HashMap<Slot, HashSet<Arc<str>>>,
 }
 
 impl Router {
@@ -36,7 +42,18 @@ impl Router {
         max_per_user: usize,
         max_queued_bytes: usize,
     ) -> Self {
-        Self { node_id, bus, presence, max_queued_bytes, registry: Registry::new(subjects, max_per_user) }
+        let registry = Registry::new(subjects, max_per_user);
+        Self { node_id, bus, presence, max_queued_bytes, registry, unread: HashMap::new() }
+    }
+
+    /// Notes that the users of these sessions (but `except`) have a new unread count in `conv`.
+    fn unread_changed(&mut self, sessions: &[u64], except: i64, conv: &Arc<str>) {
+        for id in sessions {
+            let Some(entry) = self.registry.session(*id) else { continue };
+            if entry.slot.1 != except {
+                self.unread.entry(entry.slot.clone()).or_default().insert(conv.clone());
+            }
+        }
     }
 
     /// Carries out what a registry change requires: bus subscriptions, and a user's first or last
@@ -189,6 +206,49 @@ impl Handler<DrainBatch> for Router {
     }
 }
 
+/// No user key: everyone's count is noted.
+const NOBODY: i64 = -1;
+
+/// The local users whose unread counts changed since the last call, with the conversations.
+#[derive(Message)]
+#[rtype(result = "Vec<UnreadDue>")]
+pub struct TakeUnread;
+
+/// A local user whose unread count changed in these conversations.
+pub struct UnreadDue {
+    pub user: Slot,
+    pub conversations: Vec<Arc<str>>,
+}
+
+impl Handler<TakeUnread> for Router {
+    type Result = Vec<UnreadDue>;
+
+    fn handle(&mut self, _: TakeUnread, _ctx: &mut Self::Context) -> Self::Result {
+        let due = std::mem::take(&mut self.unread).into_iter();
+        due.map(|(user, convs)| UnreadDue { user, conversations: convs.into_iter().collect() }).collect()
+    }
+}
+
+/// An event for every local session of one user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToLocalUser {
+    pub user: Slot,
+    pub frame: ByteString,
+}
+
+impl Handler<ToLocalUser> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToLocalUser, _ctx: &mut Self::Context) {
+        let mut slow = Vec::new();
+        for id in self.registry.user_sessions(&msg.user) {
+            self.push(id, Push::Event { frame: msg.frame.clone() }, &mut slow);
+        }
+        self.drop_slow(slow);
+    }
+}
+
 impl Handler<BusDelivery> for Router {
     type Result = ();
 
@@ -215,19 +275,24 @@ impl Handler<BusDelivery> for Router {
         };
         let mut slow = Vec::new();
         match (envelope, control_app) {
-            (Envelope::Message { conv, seq, origin, at }, None) => {
+            (Envelope::Message { conv, seq, origin, at, sender }, None) => {
                 if at > 0 {
                     let took = (crate::domain::now_millis() - at).max(0) as f64 / 1000.0;
                     metrics::histogram!("natter_delivery_duration_seconds").record(took);
                 }
                 let origin = origin.filter(|o| o.node == self.node_id).map(|o| o.session);
                 let conv: Arc<str> = Arc::from(conv);
+                self.unread_changed(&recipients, sender, &conv);
                 for id in recipients {
                     let push = Push::Message { conv: conv.clone(), seq, origin, frame: frame.clone() };
                     self.push(id, push, &mut slow);
                 }
             }
-            (Envelope::Event { origin }, None) => {
+            (Envelope::Event { origin, unread_in }, None) => {
+                if let Some(conv) = unread_in {
+                    // The actor's own count changes too when they removed another's unread message.
+                    self.unread_changed(&recipients, NOBODY, &Arc::from(conv));
+                }
                 let own = origin.filter(|o| o.node == self.node_id).map(|o| o.session);
                 for id in recipients.into_iter().filter(|id| Some(*id) != own) {
                     self.push(id, Push::Event { frame: frame.clone() }, &mut slow);

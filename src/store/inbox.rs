@@ -132,11 +132,27 @@ impl Store {
         user: UserKey,
         of: Option<&[&str]>,
     ) -> Result<HashMap<String, Unread>, sqlx::Error> {
+        let mut all = self.unread_of_users(app, &[user], of).await?;
+        // A user without a row has nothing unread.
+        Ok(all.remove(&user).unwrap_or_default())
+    }
+
+    /// Unread counts of several users' conversations (only `of` when given), in one statement;
+    /// users and conversations with nothing unread are left out.
+    pub async fn unread_of_users(
+        &self,
+        app: &AppId,
+        users: &[UserKey],
+        of: Option<&[&str]>,
+    ) -> Result<HashMap<UserKey, HashMap<String, Unread>>, sqlx::Error> {
+        if users.is_empty() || of.is_some_and(<[&str]>::is_empty) {
+            return Ok(HashMap::new());
+        }
         let started = Instant::now();
         let mut sql = Sql::new(
             self.dialect(),
-            "SELECT m.conversation_id, COUNT(*) AS n, MAX(CASE WHEN mn.seq IS NULL THEN 0 ELSE 1 END) AS mentioned, \
-             MAX(CASE WHEN m.muted_until > ",
+            "SELECT m.user_key, m.conversation_id, COUNT(*) AS n, \
+             MAX(CASE WHEN mn.seq IS NULL THEN 0 ELSE 1 END) AS mentioned, MAX(CASE WHEN m.muted_until > ",
         );
         sql.push_bind(crate::domain::now_millis()).push(
             " THEN 1 ELSE 0 END) AS muted \
@@ -149,31 +165,26 @@ impl Store {
              AND mn.conversation_id = m.conversation_id AND mn.seq = msg.seq \
              WHERE m.app_id = ",
         );
-        sql.push_bind(app.as_str()).push(" AND m.user_key = ").push_bind(user.0);
-        sql.push(" AND msg.sender_key <> ").push_bind(user.0);
+        sql.push_bind(app.as_str()).push(" AND m.user_key IN (").push_list(users.iter().map(|u| u.0)).push(")");
+        sql.push(" AND msg.sender_key <> m.user_key");
         sql.push(" AND msg.recalled_at IS NULL AND msg.deleted_at IS NULL AND h.seq IS NULL AND msg.seq > ");
         sql.push(read_seq_sql!());
         if let Some(of) = of {
-            if of.is_empty() {
-                return Ok(HashMap::new());
-            }
             sql.push(" AND m.conversation_id IN (").push_list(of.iter().copied()).push(")");
         }
-        sql.push(" GROUP BY m.conversation_id");
+        sql.push(" GROUP BY m.user_key, m.conversation_id");
         let rows = sql.build()?.fetch_all(self.pool()).await?;
         observe("unread", started);
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("conversation_id")?,
-                    Unread {
-                        count: r.try_get("n")?,
-                        mentioned: r.try_get::<i64, _>("mentioned")? > 0,
-                        muted: r.try_get::<i64, _>("muted")? > 0,
-                    },
-                ))
-            })
-            .collect()
+        let mut out: HashMap<UserKey, HashMap<String, Unread>> = HashMap::new();
+        for r in &rows {
+            let unread = Unread {
+                count: r.try_get("n")?,
+                mentioned: r.try_get::<i64, _>("mentioned")? > 0,
+                muted: r.try_get::<i64, _>("muted")? > 0,
+            };
+            out.entry(UserKey(r.try_get("user_key")?)).or_default().insert(r.try_get("conversation_id")?, unread);
+        }
+        Ok(out)
     }
 
     /// Changes the member's own settings of a conversation; false when they are not a member.

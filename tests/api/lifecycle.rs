@@ -20,6 +20,16 @@ async fn action_ok(ws: &mut Ws, action: &str, data: Value) -> Value {
     reply["data"].clone()
 }
 
+/// Waits for an `unread` event with these counts (earlier ones may show counts on the way).
+async fn unread_reaches(ws: &mut Ws, conversation: &str, unread: i64, total: i64) {
+    loop {
+        let event = ws.next_event("unread").await;
+        if event["conversation"] == conversation && event["unread"] == unread && event["total"] == total {
+            return;
+        }
+    }
+}
+
 fn error_of(reply: &Value) -> (i64, &str) {
     (reply["code"].as_i64().unwrap_or(0), reply["error"].as_str().unwrap_or(""))
 }
@@ -271,23 +281,14 @@ async fn the_conversation_list_counts_others_unread_messages_and_sorts_pinned_fi
 
     // Reading moves the count, and every device hears it.
     action_ok(&mut bob_ws, "read", json!({"conversation": group, "seq": 1})).await;
-    let unread = bob_ws.next_event("unread").await;
-    assert_eq!(
-        (unread["conversation"].as_str(), unread["unread"].as_i64(), unread["total"].as_i64()),
-        (Some(group.as_str()), Some(0), Some(0))
-    );
+    unread_reaches(&mut bob_ws, &group, 0, 0).await;
 
     // A recalled message is no longer unread: a DM's other participant gets fresh counts.
     alice_ws.send_dm(&bob.id, "oops", "a3").await;
     let (_, before) = server.get("/v1/conversations", Some(&bob.token)).await;
     assert_eq!(before["data"][0]["unread"], 1, "{before}");
     action_ok(&mut alice_ws, "recall", json!({"conversation": dm, "seq": 4})).await;
-    loop {
-        let event = bob_ws.next_event("unread").await;
-        if event["conversation"] == dm.as_str() && event["unread"] == 0 {
-            break;
-        }
-    }
+    unread_reaches(&mut bob_ws, &dm, 0, 0).await;
     let (_, after) = server.get("/v1/conversations", Some(&bob.token)).await;
     assert_eq!(after["data"][0]["last_message"]["recalled"], true);
 
@@ -482,6 +483,39 @@ async fn rest_and_the_server_api_follow_the_same_rules(backend: Backend) {
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_reply")));
 }
 
+async fn every_device_hears_fresh_unread_counts_after_new_messages_and_removals(backend: Backend) {
+    let server = TestServer::start_on(backend, "[chat]\nunread_push_ms = 100");
+    let (alice, bob, carol) = three_users(&server).await;
+    let group = server.group(&carol, &[&alice, &bob]).await;
+    let mut phone = server.connect(&bob).await;
+    let mut laptop = server.connect(&bob).await;
+    let mut carol_ws = server.connect(&carol).await;
+    laptop.settle().await;
+    for n in 1..=3 {
+        carol_ws.send_group(&group, &format!("news {n}"), &format!("c{n}")).await;
+    }
+    for ws in [&mut phone, &mut laptop] {
+        unread_reaches(ws, &group, 3, 3).await;
+    }
+    let mut alice_ws = server.connect(&alice).await;
+    let dm = alice_ws.send_dm(&bob.id, "psst", "a1").await["data"]["conversation"].as_str().unwrap().to_string();
+    unread_reaches(&mut phone, &dm, 1, 4).await;
+    // A removal in a group: every member who had it unread gets fresh counts.
+    action_ok(&mut carol_ws, "delete", json!({"conversation": group, "seq": 2, "scope": "all"})).await;
+    unread_reaches(&mut phone, &group, 2, 3).await;
+    action_ok(&mut carol_ws, "recall", json!({"conversation": group, "seq": 3})).await;
+    unread_reaches(&mut laptop, &group, 1, 2).await;
+    // The counts pushed are the list's.
+    let (_, list) = server.get("/v1/conversations", Some(&bob.token)).await;
+    let counts: Vec<(String, i64)> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c["unread"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(counts, [(dm, 1), (group, 1)]);
+}
+
 async fn edits_recalls_and_deletions_reach_the_apps_webhooks(backend: Backend) {
     let server = TestServer::start_on(backend, "[webhooks]\npoll_ms = 50\nretry_schedule_ms = [200]");
     let receiver = Receiver::start();
@@ -559,6 +593,7 @@ on_both_stores!(
     every_refusal_has_its_code_and_changes_nothing,
     group_owners_and_admins_recall_and_delete_for_everyone,
     the_conversation_list_counts_others_unread_messages_and_sorts_pinned_first,
+    every_device_hears_fresh_unread_counts_after_new_messages_and_removals,
     a_device_that_was_away_learns_the_final_state_of_what_it_held_through_sync,
     rest_and_the_server_api_follow_the_same_rules,
     edits_recalls_and_deletions_reach_the_apps_webhooks,

@@ -290,6 +290,9 @@ impl From<&Value> for User {
 pub struct Ws {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pending: VecDeque<Value>,
+    /// `unread` events, kept apart: they arrive on their own schedule (`chat.unread_push_ms`),
+    /// so only `next_event("unread")` reads them and no other wait or silence sees them.
+    counts: VecDeque<Value>,
     next_id: u64,
     /// A close already read by `pump`.
     close_code: Option<Option<u16>>,
@@ -307,12 +310,12 @@ impl Ws {
             .await
             .expect("ws connect timeout")
             .expect("ws connect");
-        Ws { stream, pending: VecDeque::new(), next_id: 1, close_code: None }
+        Ws { stream, pending: VecDeque::new(), counts: VecDeque::new(), next_id: 1, close_code: None }
     }
 
     /// Wraps a WebSocket the test connected itself (e.g. over a socket with small buffers).
     pub fn from_stream(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Ws {
-        Ws { stream, pending: VecDeque::new(), next_id: 1, close_code: None }
+        Ws { stream, pending: VecDeque::new(), counts: VecDeque::new(), next_id: 1, close_code: None }
     }
 
     /// Connects, or None if the node does not answer (e.g. it was just killed).
@@ -321,7 +324,7 @@ impl Ws {
         request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).ok()?);
         let (stream, _) =
             tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await.ok()?.ok()?;
-        Some(Ws { stream, pending: VecDeque::new(), next_id: 1, close_code: None })
+        Some(Ws { stream, pending: VecDeque::new(), counts: VecDeque::new(), next_id: 1, close_code: None })
     }
 
     /// Like `pipeline`, but a closed socket or a silent one (`wait`) is an error, not a panic.
@@ -351,7 +354,7 @@ impl Ws {
             if v["type"] == "reply" && ids.contains(&v["id"]) {
                 replies.insert(v["id"].as_str().unwrap_or_default().to_string(), v);
             } else {
-                self.pending.push_back(v);
+                self.keep(v);
             }
         }
         Ok(ids.iter().map(|id| replies.remove(id.as_str().unwrap_or_default()).unwrap_or(Value::Null)).collect())
@@ -372,7 +375,7 @@ impl Ws {
                 }
                 Ok(Some(Ok(Message::Text(t)))) => {
                     if let Ok(v) = serde_json::from_str(&t) {
-                        self.pending.push_back(v);
+                        self.keep(v);
                     }
                 }
                 Ok(Some(Ok(_))) => {}
@@ -400,6 +403,18 @@ impl Ws {
     /// Reads the next frame from the socket (not the buffer); None when the socket closed.
     async fn read(&mut self, wait: Duration) -> Result<Value, Option<u16>> {
         loop {
+            let v = self.read_any(wait).await?;
+            if is_count(&v) {
+                self.counts.push_back(v);
+            } else {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// The next frame from the socket, `unread` events included.
+    async fn read_any(&mut self, wait: Duration) -> Result<Value, Option<u16>> {
+        loop {
             match tokio::time::timeout(wait, self.stream.next()).await {
                 Err(_) => panic!("no frame within {wait:?}"),
                 Ok(None) => return Err(None),
@@ -409,6 +424,11 @@ impl Ws {
                 Ok(Some(Ok(_))) => continue,
             }
         }
+    }
+
+    /// Buffers a frame read while waiting for another.
+    fn keep(&mut self, v: Value) {
+        if is_count(&v) { self.counts.push_back(v) } else { self.pending.push_back(v) }
     }
 
     /// A frame already read and buffered, if any.
@@ -482,6 +502,18 @@ impl Ws {
 
     /// The next event with this name, skipping other frames.
     pub async fn next_event(&mut self, event: &str) -> Value {
+        if event == "unread" {
+            loop {
+                if let Some(v) = self.counts.pop_front() {
+                    return v["data"].clone();
+                }
+                match self.read_any(WAIT).await {
+                    Ok(v) if is_count(&v) => return v["data"].clone(),
+                    Ok(v) => self.pending.push_back(v),
+                    Err(code) => panic!("socket closed ({code:?}) while an unread event was expected"),
+                }
+            }
+        }
         loop {
             let v = self.next().await;
             if v["type"] == "event" && v["event"] == event {
@@ -510,8 +542,11 @@ impl Ws {
         if let Some(v) = self.pending.pop_front() {
             panic!("unexpected frame {v}");
         }
-        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(quiet, self.stream.next()).await {
-            panic!("unexpected frame {t}");
+        let until = tokio::time::Instant::now() + quiet;
+        while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(until, self.stream.next()).await {
+            let v: Value = serde_json::from_str(&t).expect("server sent JSON");
+            assert!(is_count(&v), "unexpected frame {t}");
+            self.counts.push_back(v);
         }
     }
 
@@ -527,6 +562,11 @@ impl Ws {
             }
         }
     }
+}
+
+/// An `unread` event (see `Ws::counts`).
+fn is_count(v: &Value) -> bool {
+    v["type"] == "event" && v["event"] == "unread"
 }
 
 /// An app's server-API credentials and a signing client for them.
