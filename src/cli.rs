@@ -258,7 +258,7 @@ struct AppOut<'a> {
 /// Settings as printed: secrets masked.
 fn redacted(settings: &AppSettings) -> AppSettings {
     let mut settings = settings.clone();
-    for secret in [&mut settings.user_sig_secret, &mut settings.webhook_secret] {
+    for secret in [&mut settings.user_sig_secret, &mut settings.webhook_secret, &mut settings.tencent_key] {
         if !secret.is_empty() {
             *secret = crate::config::Secret::new("***");
         }

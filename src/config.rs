@@ -190,6 +190,10 @@ pub struct AppSettings {
     pub user_sig_keys: std::collections::BTreeMap<String, String>,
     /// Longest lifetime (exp − iat, seconds) accepted for app-signed tokens and issued tokens.
     pub max_user_token_ttl: u64,
+    /// Tencent IM SDKAppID whose UserSigs (v2) this app accepts; 0 = none.
+    pub tencent_sdkappid: u64,
+    /// The Tencent IM key those UserSigs are signed with.
+    pub tencent_key: Secret,
     /// `POST /v1/auth/login` registers an unknown email instead of refusing it.
     pub login_or_register: bool,
     /// User ids added to every new group of the app (e.g. a customer-service account).
@@ -239,6 +243,8 @@ impl Default for AppSettings {
             user_sig_secret: Secret::default(),
             user_sig_keys: std::collections::BTreeMap::new(),
             max_user_token_ttl: 180 * 24 * 3600,
+            tencent_sdkappid: 0,
+            tencent_key: Secret::default(),
             login_or_register: false,
             auto_join: Vec::new(),
             webhook_url: String::new(),

@@ -133,6 +133,9 @@ impl Node {
         if self.tokens.names_unknown_key_of_ours(token) {
             self.reload_keys().await;
         }
+        if crate::auth::usersig::looks_like(token) {
+            return crate::auth::usersig::verify(&self.store, token).await.map(|who| (who, None));
+        }
         if !self.tokens.issued_here(token) {
             return crate::auth::app_tokens::verify(&self.store, token).await.map(|who| (who, None));
         }

@@ -1,5 +1,5 @@
-"""Mint a user token on your own server (HS256 with the app's user_sig_secret), Tencent
-UserSig style: Natter verifies it and creates the user on first sight.
+"""Mint a user token on your own server (a JWT, HS256 with the app's user_sig_secret):
+Natter verifies it and creates the user on first sight.
 
 Usage: APP_ID=default USER_SIG_SECRET=... python3 mint_hs256.py USER_ID [LIFETIME_SECONDS]
 """

@@ -4,6 +4,7 @@ pub mod app_tokens;
 pub mod password;
 pub mod server_sig;
 pub mod tokens;
+pub mod usersig;
 
 use crate::{
     domain::{AppId, UserId, UserKey, UserKind},

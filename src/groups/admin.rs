@@ -394,8 +394,12 @@ pub async fn leave(node: &Node, who: &Identity, group: &GroupId) -> ApiResult<Le
                 new_owner = Some(heir);
             }
             None if acting.tx.profile.dissolved_at.is_none() => {
-                acting.tx.dissolve(now_millis()).await?;
+                let at = now_millis();
+                acting.tx.dissolve(at).await?;
                 acting.audit("group.dissolved", None, Some(serde_json::json!({ "last_member_left": true }))).await?;
+                let dissolved =
+                    Dissolved { group: group.as_str().to_string(), dissolved_at: at, by: Some(me.id.clone()) };
+                acting.webhook("group.dissolved", &dissolved).await?;
             }
             None => {}
         }

@@ -23,4 +23,5 @@ mod presence_store;
 mod server_api;
 mod single_node;
 mod transport;
+mod usersig;
 mod webhooks;

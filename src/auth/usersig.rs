@@ -1,0 +1,202 @@
+//! Tencent IM UserSig (version 2), accepted wherever a token is: an app server written for
+//! Tencent's independent-account mode keeps minting UserSigs with its `tls-sig-api-v2` library
+//! and its key, and its users connect to Natter with them.
+//!
+//! A UserSig is zlib-compressed JSON in a URL-safe base64 (`+/=` written `*-_`):
+//! `TLS.ver` "2.0", `TLS.identifier` (the user), `TLS.sdkappid`, `TLS.time` and `TLS.expire`
+//! (seconds), an optional `TLS.userbuf`, and `TLS.sig` = base64 HMAC-SHA256 with the app's
+//! `tencent_key` over those fields' lines. The app is the one whose `tencent_sdkappid` matches;
+//! the user is created on first sight, as for the tokens an app signs as JWTs.
+
+use std::io::Read as _;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::{Identity, tokens::LEEWAY_SECS};
+use crate::{
+    domain::UserId,
+    error::{ApiError, ApiResult, ErrorCode},
+    store::{Store, apps::AppRecord, outbox::Hooks, users::ImportUser},
+};
+
+/// Longest UserSig accepted, in characters, and longest JSON it may inflate to: real ones are
+/// about 200 and 300 bytes; the bounds keep a crafted one from costing more than that.
+const MAX_SIG_CHARS: usize = 2048;
+const MAX_JSON_BYTES: usize = 4096;
+
+#[derive(Debug, Deserialize)]
+struct Fields {
+    #[serde(rename = "TLS.ver")]
+    ver: String,
+    #[serde(rename = "TLS.identifier")]
+    identifier: String,
+    #[serde(rename = "TLS.sdkappid")]
+    sdkappid: u64,
+    #[serde(rename = "TLS.time")]
+    time: i64,
+    #[serde(rename = "TLS.expire")]
+    expire: i64,
+    #[serde(rename = "TLS.userbuf", default)]
+    userbuf: Option<String>,
+    #[serde(rename = "TLS.sig")]
+    sig: String,
+}
+
+fn invalid(why: &'static str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidToken, why)
+}
+
+/// Whether a token is shaped like a UserSig rather than a JWT: one segment of the UserSig
+/// alphabet (a JWT has three, separated by dots).
+pub fn looks_like(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_SIG_CHARS
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'_'))
+}
+
+/// Decodes a UserSig's fields (nothing verified yet).
+fn decode(token: &str) -> ApiResult<Fields> {
+    let standard: String = token
+        .chars()
+        .map(|c| match c {
+            '*' => '+',
+            '-' => '/',
+            '_' => '=',
+            c => c,
+        })
+        .collect();
+    let compressed =
+        base64::engine::general_purpose::STANDARD.decode(standard).map_err(|_| invalid("token is malformed"))?;
+    let mut json = Vec::new();
+    flate2::read::ZlibDecoder::new(compressed.as_slice())
+        .take(MAX_JSON_BYTES as u64 + 1)
+        .read_to_end(&mut json)
+        .map_err(|_| invalid("token is malformed"))?;
+    if json.len() > MAX_JSON_BYTES {
+        return Err(invalid("token is malformed"));
+    }
+    let fields: Fields = serde_json::from_slice(&json).map_err(|_| invalid("token is malformed"))?;
+    if fields.ver != "2.0" {
+        return Err(invalid("UserSig version not accepted (2.0 only)"));
+    }
+    Ok(fields)
+}
+
+/// The signature Tencent's libraries compute: HMAC-SHA256 over the fields' lines.
+fn expected_sig(key: &str, f: &Fields) -> Result<Vec<u8>, ApiError> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).map_err(ApiError::caused_by)?;
+    mac.update(format!("TLS.identifier:{}\n", f.identifier).as_bytes());
+    mac.update(format!("TLS.sdkappid:{}\n", f.sdkappid).as_bytes());
+    mac.update(format!("TLS.time:{}\n", f.time).as_bytes());
+    mac.update(format!("TLS.expire:{}\n", f.expire).as_bytes());
+    if let Some(userbuf) = &f.userbuf {
+        mac.update(format!("TLS.userbuf:{userbuf}\n").as_bytes());
+    }
+    Ok(mac.finalize().into_bytes().to_vec())
+}
+
+/// The app a UserSig names, by its `tencent_sdkappid`.
+async fn app_of(store: &Store, sdkappid: u64) -> ApiResult<AppRecord> {
+    let apps = store.apps().await.map_err(ApiError::caused_by)?;
+    apps.into_iter()
+        .find(|a| a.settings.tencent_sdkappid == sdkappid && sdkappid != 0 && !a.settings.tencent_key.is_empty())
+        .ok_or_else(|| invalid("no app accepts UserSigs of this SDKAppID"))
+}
+
+/// Verifies a UserSig: its app, signature and time; provisions the user on first sight.
+pub async fn verify(store: &Store, token: &str) -> ApiResult<Identity> {
+    let fields = decode(token)?;
+    let app = app_of(store, fields.sdkappid).await?;
+    let settings = &app.settings;
+    let given = base64::engine::general_purpose::STANDARD
+        .decode(&fields.sig)
+        .map_err(|_| invalid("token signature is invalid"))?;
+    let expected = expected_sig(settings.tencent_key.expose(), &fields)?;
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_slice(), expected.as_slice())) {
+        return Err(invalid("token signature is invalid"));
+    }
+    let now = crate::domain::now_millis() / 1000;
+    if fields.expire <= 0 || fields.time > now + LEEWAY_SECS as i64 {
+        return Err(invalid("token is not valid yet"));
+    }
+    if fields.time.saturating_add(fields.expire) + (LEEWAY_SECS as i64) < now {
+        return Err(ApiError::new(ErrorCode::TokenExpired, "token has expired"));
+    }
+    if fields.expire as u64 > settings.max_user_token_ttl {
+        return Err(invalid("token lifetime exceeds the app's max_user_token_ttl"));
+    }
+    let id = UserId::parse(fields.identifier).map_err(|_| invalid("token identifier is not a valid user id"))?;
+    let user = match store.user_by_id(&app.id, &id).await? {
+        Some(user) => user,
+        None => {
+            store
+                .upsert_user(&app.id, &id, &ImportUser::default(), &Hooks::of(settings), "usersig")
+                .await
+                .map_err(|e| ApiError::internal(format_args!("provisioning {id}: {e}")))?
+                .0
+        }
+    };
+    super::refuse_banned(&user)?;
+    if user.tokens_revoked_at.is_some_and(|revoked| fields.time * 1000 < revoked) {
+        return Err(ApiError::new(ErrorCode::TokenRevoked, "token has been revoked"));
+    }
+    Ok(Identity { app: app.id, user: user.key, id, kind: user.kind, session_id: None, device_id: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    /// What `tls-sig-api-v2` produces for these fields (its algorithm, rewritten for the test).
+    fn mint(key: &str, identifier: &str, sdkappid: u64, time: i64, expire: i64) -> String {
+        let f = Fields {
+            ver: "2.0".into(),
+            identifier: identifier.into(),
+            sdkappid,
+            time,
+            expire,
+            userbuf: None,
+            sig: String::new(),
+        };
+        let sig = base64::engine::general_purpose::STANDARD.encode(expected_sig(key, &f).unwrap());
+        let json = serde_json::json!({"TLS.ver": "2.0", "TLS.identifier": identifier, "TLS.sdkappid": sdkappid,
+            "TLS.expire": expire, "TLS.time": time, "TLS.sig": sig});
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(json.to_string().as_bytes()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(z.finish().unwrap());
+        b64.replace('+', "*").replace('/', "-").replace('=', "_")
+    }
+
+    #[test]
+    fn a_usersig_decodes_and_its_signature_is_the_libraries() {
+        let token = mint("k3y", "alice", 1400000000, 1_700_000_000, 86400);
+        assert!(looks_like(&token), "{token}");
+        assert!(!looks_like("a.b.c"), "a JWT is not a UserSig");
+        let f = decode(&token).unwrap();
+        assert_eq!((f.identifier.as_str(), f.sdkappid, f.time, f.expire), ("alice", 1400000000, 1_700_000_000, 86400));
+        let given = base64::engine::general_purpose::STANDARD.decode(&f.sig).unwrap();
+        assert_eq!(given, expected_sig("k3y", &f).unwrap());
+        assert_ne!(given, expected_sig("other", &f).unwrap());
+    }
+
+    #[test]
+    fn garbage_and_bombs_are_malformed_not_errors() {
+        for bad in ["", "***", "eJwrSS0uAQAEXQHB", "not_base64!"] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
+        // A tiny input that inflates past the bound.
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![b' '; 1 << 20]).unwrap();
+        let bomb = base64::engine::general_purpose::STANDARD
+            .encode(z.finish().unwrap())
+            .replace('+', "*")
+            .replace('/', "-")
+            .replace('=', "_");
+        assert!(decode(&bomb).is_err());
+    }
+}
