@@ -16,7 +16,7 @@ use super::{
 use crate::{
     domain::{AppId, UserId},
     error::{ApiError, ApiResult, ErrorCode},
-    store::{Store, outbox::Hooks, users::ImportUser},
+    store::{Store, apps::AppRecord, outbox::Hooks, users::ImportUser},
 };
 
 #[derive(Debug, Deserialize)]
@@ -80,18 +80,30 @@ pub async fn verify(store: &Store, token: &str) -> ApiResult<Identity> {
         return Err(invalid("token lifetime exceeds the app's max_user_token_ttl"));
     }
     let id = UserId::parse(claims.sub).map_err(|_| invalid("token subject is not a valid user id"))?;
+    signed_user(store, app, id, claims.iat, "token").await
+}
+
+/// The user a token the app signed names (created on first sight, `via` telling how in the
+/// `user.registered` event), unless banned or their tokens were revoked after `issued_at` (s).
+pub(super) async fn signed_user(
+    store: &Store,
+    app: AppRecord,
+    id: UserId,
+    issued_at: i64,
+    via: &str,
+) -> ApiResult<Identity> {
     let user = match store.user_by_id(&app.id, &id).await? {
         Some(user) => user,
         None => {
             store
-                .upsert_user(&app.id, &id, &ImportUser::default(), &Hooks::of(&app.settings), "token")
+                .upsert_user(&app.id, &id, &ImportUser::default(), &Hooks::of(&app.settings), via)
                 .await
                 .map_err(|e| ApiError::internal(format_args!("provisioning {id}: {e}")))?
                 .0
         }
     };
     super::refuse_banned(&user)?;
-    if user.tokens_revoked_at.is_some_and(|revoked| claims.iat * 1000 < revoked) {
+    if user.tokens_revoked_at.is_some_and(|revoked| issued_at * 1000 < revoked) {
         return Err(ApiError::new(ErrorCode::TokenRevoked, "token has been revoked"));
     }
     Ok(Identity { app: app.id, user: user.key, id, kind: user.kind, session_id: None, device_id: None })

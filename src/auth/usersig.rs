@@ -19,7 +19,7 @@ use super::{Identity, tokens::LEEWAY_SECS};
 use crate::{
     domain::UserId,
     error::{ApiError, ApiResult, ErrorCode},
-    store::{Store, apps::AppRecord, outbox::Hooks, users::ImportUser},
+    store::{Store, apps::AppRecord},
 };
 
 /// Longest UserSig accepted, in characters, and longest JSON it may inflate to: real ones are
@@ -129,21 +129,7 @@ pub async fn verify(store: &Store, token: &str) -> ApiResult<Identity> {
         return Err(invalid("token lifetime exceeds the app's max_user_token_ttl"));
     }
     let id = UserId::parse(fields.identifier).map_err(|_| invalid("token identifier is not a valid user id"))?;
-    let user = match store.user_by_id(&app.id, &id).await? {
-        Some(user) => user,
-        None => {
-            store
-                .upsert_user(&app.id, &id, &ImportUser::default(), &Hooks::of(settings), "usersig")
-                .await
-                .map_err(|e| ApiError::internal(format_args!("provisioning {id}: {e}")))?
-                .0
-        }
-    };
-    super::refuse_banned(&user)?;
-    if user.tokens_revoked_at.is_some_and(|revoked| fields.time * 1000 < revoked) {
-        return Err(ApiError::new(ErrorCode::TokenRevoked, "token has been revoked"));
-    }
-    Ok(Identity { app: app.id, user: user.key, id, kind: user.kind, session_id: None, device_id: None })
+    super::app_tokens::signed_user(store, app, id, fields.time, "usersig").await
 }
 
 #[cfg(test)]
