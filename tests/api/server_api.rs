@@ -93,6 +93,32 @@ async fn a_nonce_is_accepted_once_across_the_cluster() {
     assert_eq!(accepted, 0);
 }
 
+/// RongCloud's SDK draws nonces from 10^9 values: at volume two requests share one. Different
+/// signed requests with one nonce are all accepted, in both signature versions; only the same
+/// signed request again is a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_share_a_nonce_are_accepted_and_only_a_repeat_is_a_replay() {
+    let server = TestServer::start();
+    for scheme in [Scheme::V1Sha1, Scheme::V2HmacSha256] {
+        let api = server.server_client("default", scheme).await;
+        let now = ServerClient::now();
+        let send = |path: &'static str, body: &'static [u8], ts: i64| {
+            let headers = api.headers("POST", path, body, ts, "314159");
+            send_raw(server.addr, Raw { method: "POST", path, body: body.to_vec(), headers })
+        };
+        let first = send("/v1/server/users", br#"{"id":"n1"}"#, now).await;
+        assert!(first.0 == 201 || first.0 == 200, "{scheme:?}: {first:?}");
+        let later = send("/v1/server/users", br#"{"id":"n2"}"#, now - 1).await;
+        assert!(later.0 == 201 || later.0 == 200, "{scheme:?}: the same nonce a second earlier: {later:?}");
+        let replay = send("/v1/server/users", br#"{"id":"n1"}"#, now).await;
+        assert_eq!((replay.0, replay.1["error"]["code"].as_str()), (401, Some("nonce_replayed")), "{scheme:?}");
+        if scheme == Scheme::V2HmacSha256 {
+            let other = send("/v1/server/users", br#"{"id":"n3"}"#, now).await;
+            assert!(other.0 == 201 || other.0 == 200, "v2 signs the body: another body is another request: {other:?}");
+        }
+    }
+}
+
 fn openssl(args: &[&str]) -> String {
     let out = Command::new("openssl").args(args).output().expect("openssl is installed");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
