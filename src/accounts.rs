@@ -12,7 +12,7 @@ use crate::{
     store::{
         apps::AppRecord,
         outbox::Hooks,
-        users::{NewUser, ProfilePatch, RefreshUse, UserQuery, UserRecord, UserWriteError},
+        users::{ImportUser, NewUser, ProfilePatch, RefreshUse, UserQuery, UserRecord, UserWriteError},
     },
 };
 
@@ -124,6 +124,52 @@ pub struct UserQueryRequest {
 
 fn invalid_credentials() -> ApiError {
     ApiError::new(ErrorCode::InvalidCredentials, "email or password is wrong")
+}
+
+/// What the app asks for when it mints a user token through the server API (RongCloud's
+/// getToken): the user, created or updated on the way.
+pub struct AppTokenRequest<'a> {
+    pub user_id: &'a UserId,
+    pub name: Option<&'a Name>,
+    pub avatar_url: Option<&'a AvatarUrl>,
+    /// Seconds; at most the app's `max_user_token_ttl` (default: its access TTL).
+    pub ttl: Option<u64>,
+}
+
+pub struct AppToken {
+    pub user: UserRecord,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// A token for one of the app's users, creating the user (or updating the name and avatar given).
+pub async fn app_token(node: &Node, app: &AppRecord, req: AppTokenRequest<'_>) -> ApiResult<AppToken> {
+    let max = app.settings.max_user_token_ttl;
+    let default = if app.settings.access_ttl > 0 { app.settings.access_ttl } else { node.config.auth.access_ttl_secs };
+    let ttl = req.ttl.unwrap_or(default.min(max));
+    if ttl == 0 || ttl > max {
+        return Err(ApiError::validation(format!("ttl: must be 1-{max} seconds (the app's max_user_token_ttl)")));
+    }
+    let fields = ImportUser { first_name: req.name, avatar_url: req.avatar_url, ..ImportUser::default() };
+    let user = match node.store.user_by_id(&app.id, req.user_id).await? {
+        Some(u) if req.name.is_none() && req.avatar_url.is_none() => u,
+        _ => {
+            node.store
+                .upsert_user(&app.id, req.user_id, &fields, &Hooks::of(&app.settings), "token")
+                .await
+                .map_err(write_error)?
+                .0
+        }
+    };
+    let (token, expires_at) = node.tokens.issue(&NewToken {
+        app: app.id.as_str(),
+        user: user.key.0,
+        session_id: None,
+        device_id: None,
+        version: user.token_version,
+        ttl_secs: ttl,
+    })?;
+    Ok(AppToken { user, token, expires_at })
 }
 
 fn write_error(e: UserWriteError) -> ApiError {

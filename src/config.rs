@@ -194,6 +194,8 @@ pub struct AppSettings {
     pub tencent_sdkappid: u64,
     /// The Tencent IM key those UserSigs are signed with.
     pub tencent_key: Secret,
+    /// RongCloud's server API is served at `/compat/rongcloud` for this app.
+    pub rongcloud_compat: bool,
     /// `POST /v1/auth/login` registers an unknown email instead of refusing it.
     pub login_or_register: bool,
     /// User ids added to every new group of the app (e.g. a customer-service account).
@@ -245,6 +247,7 @@ impl Default for AppSettings {
             max_user_token_ttl: 180 * 24 * 3600,
             tencent_sdkappid: 0,
             tencent_key: Secret::default(),
+            rongcloud_compat: true,
             login_or_register: false,
             auto_join: Vec::new(),
             webhook_url: String::new(),

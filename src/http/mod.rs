@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod groups;
 pub mod health;
 pub mod rejections;
+pub mod rongcloud;
 pub mod server;
 pub mod server_groups;
 pub mod server_messages;
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
     .route(crate::ws::PATH, web::get().to(crate::ws::not_upgraded))
+    .route("/compat/rongcloud/{method:.*}", web::post().to(rongcloud::handle))
     .service(
         web::scope("/v1")
             .route("/auth/register", web::post().to(auth::register))

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{node, ok, parse_body, user_id};
 use crate::{
     accounts::{self, UserView},
-    auth::{Identity, server_sig, tokens::NewToken},
+    auth::{Identity, server_sig},
     bus::Envelope,
     chat,
     domain::{AvatarUrl, ClientMsgId, Email, GroupId, Name, UserId, UserKind},
@@ -79,33 +79,17 @@ struct TokenResponse {
 pub async fn user_token(req: HttpRequest, body: web::Bytes) -> ApiResult<HttpResponse> {
     let (node, app) = signed(&req, &body).await?;
     let input: TokenRequest = parse_body(&body)?;
-    let max = app.settings.max_user_token_ttl;
-    let default = if app.settings.access_ttl > 0 { app.settings.access_ttl } else { node.config.auth.access_ttl_secs };
-    let ttl = input.ttl.unwrap_or(default.min(max));
-    if ttl == 0 || ttl > max {
-        return Err(ApiError::validation(format!("ttl: must be 1-{max} seconds (the app's max_user_token_ttl)")));
-    }
-    let fields =
-        ImportUser { first_name: input.name.as_ref(), avatar_url: input.avatar_url.as_ref(), ..ImportUser::default() };
-    let user = match node.store.user_by_id(&app.id, &input.user_id).await? {
-        Some(u) if input.name.is_none() && input.avatar_url.is_none() => u,
-        _ => {
-            node.store
-                .upsert_user(&app.id, &input.user_id, &fields, &Hooks::of(&app.settings), "token")
-                .await
-                .map_err(write_error)?
-                .0
-        }
+    let request = accounts::AppTokenRequest {
+        user_id: &input.user_id,
+        name: input.name.as_ref(),
+        avatar_url: input.avatar_url.as_ref(),
+        ttl: input.ttl,
     };
-    let (token, expires_at) = node.tokens.issue(&NewToken {
-        app: app.id.as_str(),
-        user: user.key.0,
-        session_id: None,
-        device_id: None,
-        version: user.token_version,
-        ttl_secs: ttl,
-    })?;
-    Ok(ok(StatusCode::OK, TokenResponse { user_id: user.id, token, expires_at }))
+    let issued = accounts::app_token(&node, &app, request).await?;
+    Ok(ok(
+        StatusCode::OK,
+        TokenResponse { user_id: issued.user.id, token: issued.token, expires_at: issued.expires_at },
+    ))
 }
 
 #[derive(Deserialize)]

@@ -149,36 +149,59 @@ impl Store {
             return Ok(HashMap::new());
         }
         let started = Instant::now();
+        // Nothing one sent lies past one's read marker (sending moves it), so a member's unread
+        // count is the distance from the marker to the end of what they may read, less the
+        // removed and the hidden messages in between: a few index probes per conversation,
+        // however many messages are unread. Counting the unread messages themselves cost a
+        // 1,000-member group at 100 msg/s its delivery p99 (27.9 ms -> 1,911 ms, one run).
         let mut sql = Sql::new(
             self.dialect(),
-            "SELECT m.user_key, m.conversation_id, COUNT(*) AS n, \
-             MAX(CASE WHEN mn.seq IS NULL THEN 0 ELSE 1 END) AS mentioned, MAX(CASE WHEN m.muted_until > ",
+            concat!(
+                "SELECT m.user_key, m.conversation_id, \
+                 COALESCE(m.left_seq, c.last_seq) - ",
+                read_seq_sql!(),
+                " - (SELECT COUNT(*) FROM messages r WHERE r.app_id = m.app_id AND r.conversation_id = m.conversation_id \
+                   AND (r.recalled_at IS NOT NULL OR r.deleted_at IS NOT NULL) \
+                   AND r.seq > ",
+                read_seq_sql!(),
+                " AND r.seq <= COALESCE(m.left_seq, c.last_seq)) \
+                 - (SELECT COUNT(*) FROM hidden_messages h JOIN messages hm ON hm.app_id = h.app_id \
+                   AND hm.conversation_id = h.conversation_id AND hm.seq = h.seq \
+                   WHERE h.app_id = m.app_id AND h.conversation_id = m.conversation_id AND h.user_key = m.user_key \
+                   AND hm.recalled_at IS NULL AND hm.deleted_at IS NULL AND h.seq > ",
+                read_seq_sql!(),
+                " AND h.seq <= COALESCE(m.left_seq, c.last_seq)) AS n, \
+                 (SELECT COUNT(*) FROM mentions mn JOIN messages mm ON mm.app_id = mn.app_id \
+                   AND mm.conversation_id = mn.conversation_id AND mm.seq = mn.seq \
+                   LEFT JOIN hidden_messages mh ON mh.app_id = mn.app_id AND mh.conversation_id = mn.conversation_id \
+                   AND mh.user_key = mn.user_key AND mh.seq = mn.seq \
+                   WHERE mn.app_id = m.app_id AND mn.user_key = m.user_key AND mn.conversation_id = m.conversation_id \
+                   AND mm.recalled_at IS NULL AND mm.deleted_at IS NULL AND mh.seq IS NULL AND mn.seq > ",
+                read_seq_sql!(),
+                " AND mn.seq <= COALESCE(m.left_seq, c.last_seq)) AS mentioned, \
+                 CASE WHEN m.muted_until > "
+            ),
         );
         sql.push_bind(crate::domain::now_millis()).push(
-            " THEN 1 ELSE 0 END) AS muted \
+            " THEN 1 ELSE 0 END AS muted \
              FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
-             JOIN messages msg ON msg.app_id = m.app_id AND msg.conversation_id = m.conversation_id \
-             AND msg.seq > m.joined_seq AND (m.left_seq IS NULL OR msg.seq <= m.left_seq) \
-             LEFT JOIN hidden_messages h ON h.app_id = m.app_id AND h.conversation_id = m.conversation_id \
-             AND h.user_key = m.user_key AND h.seq = msg.seq \
-             LEFT JOIN mentions mn ON mn.app_id = m.app_id AND mn.user_key = m.user_key \
-             AND mn.conversation_id = m.conversation_id AND mn.seq = msg.seq \
              WHERE m.app_id = ",
         );
         sql.push_bind(app.as_str()).push(" AND m.user_key IN (").push_list(users.iter().map(|u| u.0)).push(")");
-        sql.push(" AND msg.sender_key <> m.user_key");
-        sql.push(" AND msg.recalled_at IS NULL AND msg.deleted_at IS NULL AND h.seq IS NULL AND msg.seq > ");
-        sql.push(read_seq_sql!());
+        sql.push(" AND COALESCE(m.left_seq, c.last_seq) > ").push(read_seq_sql!());
         if let Some(of) = of {
             sql.push(" AND m.conversation_id IN (").push_list(of.iter().copied()).push(")");
         }
-        sql.push(" GROUP BY m.user_key, m.conversation_id");
         let rows = sql.build()?.fetch_all(self.pool()).await?;
         observe("unread", started);
         let mut out: HashMap<UserKey, HashMap<String, Unread>> = HashMap::new();
         for r in &rows {
+            let count: i64 = r.try_get("n")?;
+            if count <= 0 {
+                continue;
+            }
             let unread = Unread {
-                count: r.try_get("n")?,
+                count,
                 mentioned: r.try_get::<i64, _>("mentioned")? > 0,
                 muted: r.try_get::<i64, _>("muted")? > 0,
             };

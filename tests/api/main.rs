@@ -20,6 +20,7 @@ mod hostile;
 mod lifecycle;
 mod moderation;
 mod presence_store;
+mod rongcloud;
 mod server_api;
 mod single_node;
 mod transport;
