@@ -19,12 +19,13 @@ use crate::{
     accounts,
     auth::{Identity, server_sig::WINDOW_SECS},
     chat::{self, SendRequest, Via},
-    domain::{AvatarUrl, ClientMsgId, GroupId, Meta, Name, UserId, random_id},
+    domain::{AvatarUrl, ClientMsgId, ConversationId, GroupId, Meta, Name, UserId, random_id},
     error::{ApiError, ErrorCode},
     groups::{
         self, CreateGroupRequest, GroupActor, MembersRequest,
         admin::{self, MemberUpdate, UpdateGroupRequest},
     },
+    lifecycle::{self, DeleteRequest, MessageRef, Scope},
     moderation::{self, BanRequest},
     node::Node,
     store::{
@@ -243,6 +244,7 @@ async fn call(node: &Node, req: &HttpRequest, method: &str, body: &[u8]) -> RcRe
         "user/block/query.json" => blocked(node, &app).await,
         "message/private/publish.json" => publish(node, &app, &p, Target::Users).await,
         "message/group/publish.json" => publish(node, &app, &p, Target::Groups).await,
+        "message/recall.json" => recall(node, &app, &p).await,
         "group/create.json" => join(node, &app, &p, true).await,
         "group/join.json" => join(node, &app, &p, false).await,
         "group/quit.json" => quit(node, &app, &p).await,
@@ -412,6 +414,35 @@ async fn publish(node: &Node, app: &AppRecord, p: &Params, target: Target) -> Rc
         uids.push(json!({ who: to, "messageUID": sent.message_id }));
     }
     Ok(json!({ "messageUIDs": uids }))
+}
+
+/// `fromUserId`, `conversationType` (1 private, 3 group), `targetId`, `messageUID`: the user's
+/// own message recalled, at any time (as on RongCloud); `isDelete=1` deletes it instead of
+/// leaving a tombstone.
+async fn recall(node: &Node, app: &AppRecord, p: &Params) -> RcResult<Value> {
+    let from = existing(node, app, &p.user("fromUserId")?).await?;
+    let conversation = match p.required("conversationType")? {
+        "1" => {
+            let target = existing(node, app, &p.user("targetId")?).await?;
+            crate::domain::direct_conversation_id(from.key, target.key)
+        }
+        "3" => ConversationId::parse(p.group("targetId")?.as_str()).map_err(|e| RcError::param(e.0))?,
+        _ => return Err(RcError::param("conversationType must be 1 (private) or 3 (group)")),
+    };
+    let uid = p.required("messageUID")?;
+    let not_found = || RcError::new(StatusCode::BAD_REQUEST, 25101, format!("no message {uid} of fromUserId here"));
+    let (seq, sender) = node.store.message_by_id(&app.id, conversation.as_str(), uid).await?.ok_or_else(not_found)?;
+    if sender != from.key {
+        return Err(not_found());
+    }
+    let system = chat::system_identity(&app.id);
+    if p.one("isDelete") == Some("1") {
+        let request = DeleteRequest { conversation, seq, scope: Scope::All };
+        lifecycle::delete(node, lifecycle::Actor::App(&system), request).await?;
+    } else {
+        lifecycle::recall(node, lifecycle::Actor::App(&system), MessageRef { conversation, seq }).await?;
+    }
+    Ok(json!({}))
 }
 
 /// `group/create` and `group/join`: `userId` (repeated), `groupId`, `groupName`. A group that

@@ -80,6 +80,26 @@ pub struct HookEvent<'a> {
 }
 
 impl Store {
+    /// A message of a conversation by its id: its seq and sender. Reads the conversation's
+    /// messages (there is no index by id: it would cost every insert), so it is for rare calls
+    /// (RongCloud's recall by `messageUID`).
+    pub async fn message_by_id(
+        &self,
+        app: &AppId,
+        conversation: &str,
+        id: &str,
+    ) -> Result<Option<(i64, UserKey)>, sqlx::Error> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT seq, sender_key FROM messages WHERE app_id = $1 AND conversation_id = $2 AND id = $3",
+        )
+        .bind(app.as_str())
+        .bind(conversation)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|(seq, sender)| (seq, UserKey(sender))))
+    }
+
     /// Applies `change` to the message at `seq` if `rule` allows it given the message's current
     /// state (checked under the row lock, so two changes cannot both pass a rule the first one
     /// breaks).

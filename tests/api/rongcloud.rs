@@ -87,6 +87,14 @@ async fn an_app_server_written_for_rongcloud_runs_unchanged_against_natter(backe
         assert_eq!(m["sender"], "rc_alice");
     }
 
+    // Recall: only the sender's own message, at any time.
+    let uid = sent["messageUIDs"][0]["messageUID"].as_str().unwrap().to_string();
+    let not_theirs = sdk.call("message.private.recall", json!(["rc_carol", "rc_bob", uid, 0]));
+    assert_eq!(not_theirs["code"], 25101, "{not_theirs}");
+    sdk.ok("message.private.recall", json!(["rc_alice", "rc_bob", uid, 0]));
+    let recalled = bob_ws.next_event("message.recalled").await;
+    assert_eq!((recalled["seq"].as_i64(), recalled["by"].clone()), (Some(1), Value::Null));
+
     // Groups: create (alice, bob), join (carol), publish, quit, query.
     sdk.ok("group.create", json!([["rc_alice", "rc_bob"], "rc_team", "Team"]));
     assert_eq!(bob_ws.next_event("group.created").await["id"], "rc_team");
