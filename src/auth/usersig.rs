@@ -100,9 +100,11 @@ fn expected_sig(key: &str, f: &Fields) -> Result<Vec<u8>, ApiError> {
 
 /// The app a UserSig names, by its `tencent_sdkappid`.
 async fn app_of(store: &Store, sdkappid: u64) -> ApiResult<AppRecord> {
-    let apps = store.apps().await.map_err(ApiError::caused_by)?;
-    apps.into_iter()
-        .find(|a| a.settings.tencent_sdkappid == sdkappid && sdkappid != 0 && !a.settings.tencent_key.is_empty())
+    store
+        .app_by_sdkappid(sdkappid)
+        .await
+        .map_err(ApiError::caused_by)?
+        .filter(|a| a.settings.tencent_sdkappid == sdkappid && !a.settings.tencent_key.is_empty())
         .ok_or_else(|| invalid("no app accepts UserSigs of this SDKAppID"))
 }
 

@@ -1,11 +1,14 @@
 //! Apps (tenants) and their settings.
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
 use sqlx::Row;
 
 use super::{Store, is_unique_violation, observe};
 use crate::{config::AppSettings, domain::AppId};
+
+/// Apps by Tencent SDKAppID, with when the map was read.
+pub(super) type SdkAppIds = std::sync::RwLock<Option<(Instant, HashMap<u64, AppId>)>>;
 
 #[derive(Debug, Clone)]
 pub struct AppRecord {
@@ -114,6 +117,42 @@ impl Store {
     fn forget_app(&self, id: &AppId) {
         if let Ok(mut cache) = self.apps.write() {
             cache.remove(id.as_str());
+        }
+        // Its SDKAppID may have changed too.
+        if let Ok(mut slot) = self.sdkappids.write() {
+            *slot = None;
+        }
+    }
+
+    /// The app that accepts UserSigs of this Tencent SDKAppID (with a key set), if any.
+    pub async fn app_by_sdkappid(&self, sdkappid: u64) -> Result<Option<AppRecord>, AppError> {
+        let cached = match self.sdkappids.read() {
+            Ok(map) => map
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < super::APP_CACHE_TTL)
+                .map(|(_, m)| m.get(&sdkappid).cloned()),
+            Err(_) => None,
+        };
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let map: HashMap<u64, AppId> = self
+                    .apps()
+                    .await?
+                    .into_iter()
+                    .filter(|a| a.settings.tencent_sdkappid != 0 && !a.settings.tencent_key.is_empty())
+                    .map(|a| (a.settings.tencent_sdkappid, a.id))
+                    .collect();
+                let id = map.get(&sdkappid).cloned();
+                if let Ok(mut slot) = self.sdkappids.write() {
+                    *slot = Some((Instant::now(), map));
+                }
+                id
+            }
+        };
+        match id {
+            Some(id) => self.app(&id).await,
+            None => Ok(None),
         }
     }
 

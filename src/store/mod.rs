@@ -64,6 +64,9 @@ pub struct Store {
     /// Apps by id, read on every send: kept for `APP_CACHE_TTL`, dropped at once by this
     /// process's own changes (another process's `natter app set` applies within the TTL).
     apps: Arc<std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, apps::AppRecord)>>>,
+    /// Which app each Tencent SDKAppID names, read on every UserSig: refreshed from the apps
+    /// table at most once per `APP_CACHE_TTL`.
+    sdkappids: Arc<apps::SdkAppIds>,
     /// Users' internal keys by app and public id, read on every direct send.
     keys: Arc<users::KeyCache>,
     /// Presence changes this node applied since it last refreshed the table's statistics.
@@ -125,6 +128,7 @@ impl Store {
             sqlite_sync: config.sqlite_synchronous,
             appender: Arc::default(),
             apps: Arc::default(),
+            sdkappids: Arc::default(),
             keys: Arc::default(),
             presence_changes: Arc::default(),
             held: Arc::new(held::Held::new(config.max_connections)),
