@@ -62,6 +62,10 @@ pub struct SendResult {
     /// False for a resend of a known `client_msg_id` (reply code 200 instead of 201).
     #[serde(skip)]
     pub created: bool,
+    /// The app's before-send hook dropped the message silently: nothing was stored or
+    /// delivered (`message_id` empty, `seq` 0; reply code 202).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
 }
 
 fn validate_kind(kind: &str) -> ApiResult<()> {
@@ -137,6 +141,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
     let sender_id = (who.user != SYSTEM_SENDER).then(|| who.id.as_str().to_string());
     let (reply_to, mentions) = check_references(node, who, &conversation, &req).await?;
     let mut content = req.content;
+    let mut meta = req.meta;
     // The app's own sends pass group mutes (as RongCloud's server API does).
     let bypass_mutes = matches!(via, Via::Server);
     let origin = match via {
@@ -149,12 +154,28 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
                     group: req.group.as_ref().map(GroupId::as_str),
                     content: &content,
                     kind: req.kind.as_deref(),
-                    meta: req.meta.as_ref(),
+                    meta: meta.as_ref(),
                     client_msg_id: req.client_msg_id.as_str(),
                     edit_of: None,
                 };
-                if let Some(modified) = before_send(node, &app.settings, &request, meta_len).await? {
-                    content = modified;
+                match before_send(node, &app.settings, &request, meta_len).await? {
+                    Hooked::AsSent => {}
+                    Hooked::Modified { content: modified, meta: new_meta } => {
+                        content = modified;
+                        if new_meta.is_some() {
+                            meta = new_meta;
+                        }
+                    }
+                    Hooked::Dropped => {
+                        return Ok(SendResult {
+                            message_id: String::new(),
+                            conversation: conversation.into_inner(),
+                            seq: 0,
+                            created_at: crate::domain::now_millis(),
+                            created: false,
+                            dropped: true,
+                        });
+                    }
                 }
             }
             Some(origin)
@@ -173,7 +194,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             client_msg_id: req.client_msg_id.as_str(),
             message_kind: req.kind.as_deref(),
             content: &content,
-            meta: req.meta.as_ref().map(Meta::as_str),
+            meta: meta.as_ref().map(Meta::as_str),
             sender_id: sender_id.as_deref(),
             recipient_id: recipient.as_ref().map(|(_, id)| id.as_str()),
             reply_to,
@@ -211,7 +232,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             client_msg_id: req.client_msg_id.into_inner(),
             kind: req.kind,
             content,
-            meta: req.meta.map(Meta::into_inner),
+            meta: meta.map(Meta::into_inner),
             created_at: appended.created_at,
             edited_at: None,
             recalled: false,
@@ -236,6 +257,7 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
         seq: appended.seq,
         created_at: appended.created_at,
         created: appended.created,
+        dropped: false,
     })
 }
 
@@ -294,25 +316,40 @@ async fn check_references(
     Ok((req.reply_to, mentions))
 }
 
-/// Asks the app's before-send hook about a message (or an edit): `Some` with the content to store
-/// instead when the hook modified it; an error when it rejected it, or was unavailable under the
-/// closed policy.
+/// What the before-send hook decided about a message it let through.
+#[derive(Debug)]
+pub(crate) enum Hooked {
+    /// Store it as sent.
+    AsSent,
+    /// Store this content (and this meta, when the hook gave one) instead.
+    Modified { content: String, meta: Option<Meta> },
+    /// Store and deliver nothing; the sender is answered as if it were sent.
+    Dropped,
+}
+
+/// Asks the app's before-send hook about a message (or an edit); an error when it rejected it,
+/// or was unavailable under the closed policy.
 pub(crate) async fn before_send(
     node: &Node,
     settings: &crate::config::AppSettings,
     request: &HookRequest<'_>,
     meta_len: usize,
-) -> ApiResult<Option<String>> {
+) -> ApiResult<Hooked> {
     match hook::ask(&node.webhook_clients, settings, request).await {
-        Ok(Verdict::Allow) => Ok(None),
+        Ok(Verdict::Allow) => Ok(Hooked::AsSent),
         Ok(Verdict::Reject(reason)) => {
             metrics::counter!("natter_hook_verdicts_total", "verdict" => "reject").increment(1);
             Err(ApiError::new(ErrorCode::RejectedByHook, reason))
         }
-        Ok(Verdict::Modify(modified)) => {
+        Ok(Verdict::Modify { content, meta }) => {
             metrics::counter!("natter_hook_verdicts_total", "verdict" => "modify").increment(1);
-            check_content(&modified, meta_len, node.config.chat.max_content_bytes)?;
-            Ok(Some(modified))
+            let meta_len = meta.as_ref().map_or(meta_len, |m| m.as_str().len());
+            check_content(&content, meta_len, node.config.chat.max_content_bytes)?;
+            Ok(Hooked::Modified { content, meta })
+        }
+        Ok(Verdict::Drop) => {
+            metrics::counter!("natter_hook_verdicts_total", "verdict" => "drop").increment(1);
+            Ok(Hooked::Dropped)
         }
         Err(why) if settings.before_send_policy == HookPolicy::Closed => {
             metrics::counter!("natter_hook_verdicts_total", "verdict" => "unavailable_closed").increment(1);
@@ -322,7 +359,7 @@ pub(crate) async fn before_send(
         Err(why) => {
             metrics::counter!("natter_hook_verdicts_total", "verdict" => "unavailable_open").increment(1);
             tracing::warn!(app = request.app, error = %why, "before-send hook unavailable; policy open delivers");
-            Ok(None)
+            Ok(Hooked::AsSent)
         }
     }
 }

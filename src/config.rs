@@ -194,6 +194,8 @@ pub struct AppSettings {
     pub tencent_sdkappid: u64,
     /// The Tencent IM key those UserSigs are signed with.
     pub tencent_key: Secret,
+    /// The administrator account Tencent REST calls (`/compat/tencent/v4/…`) must name and sign as.
+    pub tencent_admin: String,
     /// RongCloud's server API is served at `/compat/rongcloud` for this app.
     pub rongcloud_compat: bool,
     /// `POST /v1/auth/login` registers an unknown email instead of refusing it.
@@ -206,6 +208,8 @@ pub struct AppSettings {
     pub webhook_secret: Secret,
     /// Events to deliver; empty means all.
     pub webhook_events: Vec<String>,
+    /// The shape of webhooks and before-send calls: Natter's own, or Tencent IM's callbacks.
+    pub webhook_format: WebhookFormat,
     /// Allow webhook and hook URLs that resolve to loopback, private, link-local or metadata
     /// addresses (off by default: a hostile app could otherwise probe the operator's network).
     pub allow_private_targets: bool,
@@ -221,6 +225,13 @@ pub struct AppSettings {
     /// Seconds after sending within which a sender may recall a message (group owners and
     /// admins may at any time); 0 means no limit.
     pub recall_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    Natter,
+    Tencent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,12 +258,14 @@ impl Default for AppSettings {
             max_user_token_ttl: 180 * 24 * 3600,
             tencent_sdkappid: 0,
             tencent_key: Secret::default(),
+            tencent_admin: "administrator".into(),
             rongcloud_compat: true,
             login_or_register: false,
             auto_join: Vec::new(),
             webhook_url: String::new(),
             webhook_secret: Secret::default(),
             webhook_events: Vec::new(),
+            webhook_format: WebhookFormat::Natter,
             allow_private_targets: false,
             before_send_url: String::new(),
             before_send_timeout_ms: 2000,

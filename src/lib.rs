@@ -51,7 +51,11 @@
 //!   `cursor` (what a session delivered and what to do with the next push) and `session` (the
 //!   per-connection actor).
 //! - [`http`]: the REST API (client, server and health endpoints), JSON error rendering (also
-//!   for requests HTTP itself refuses: `rejections`), `credentials` and `client_ip`.
+//!   for requests HTTP itself refuses: `rejections`), `credentials` and `client_ip`, and the
+//!   vendors' server APIs mapped onto Natter's services: `rongcloud` (`/compat/rongcloud`) and
+//!   `tencent` (`/compat/tencent/v4`).
+//! - [`tencent`]: Tencent IM's message shape (`MsgBody` elements), shared by its REST mount and
+//!   its callbacks.
 //! - [`ratelimit`]: token buckets and windows for the limits each app and connection has.
 //! - [`node`]: everything one running node shares (store, bus, router, keys, config).
 //! - [`server`]: assembles a node and serves it; used by the binary and the tests.
@@ -84,6 +88,7 @@ pub mod roles;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tencent;
 pub mod webhooks;
 pub mod wire;
 pub mod ws;

@@ -373,8 +373,14 @@ pub async fn edit(node: &Node, actor: Actor<'_>, req: EditRequest) -> ApiResult<
             client_msg_id: &original.client_msg_id,
             edit_of: Some(req.seq),
         };
-        if let Some(modified) = chat::before_send(node, &acting.settings, &request, meta_len).await? {
-            content = modified;
+        match chat::before_send(node, &acting.settings, &request, meta_len).await? {
+            chat::Hooked::AsSent => {}
+            // An edit keeps its own meta; the hook's text replaces the content.
+            chat::Hooked::Modified { content: modified, .. } => content = modified,
+            // An edit dropped is an edit not made: the message stays as it was.
+            chat::Hooked::Dropped => {
+                return Err(ApiError::new(ErrorCode::RejectedByHook, "the app did not accept this edit"));
+            }
         }
     }
     let data = acting.hook_data("message.edited", now_millis(), Some(&content));

@@ -45,8 +45,39 @@ struct Fields {
     sig: String,
 }
 
-fn invalid(why: &'static str) -> ApiError {
-    ApiError::new(ErrorCode::InvalidToken, why)
+/// Why a UserSig was refused; [`verify`] words it as Natter's token errors, the Tencent REST
+/// mount as Tencent's codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("UserSig version not accepted (2.0 only)")]
+    Version,
+    #[error("no app accepts UserSigs of this SDKAppID")]
+    UnknownApp,
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token has expired")]
+    Expired,
+    #[error("token lifetime exceeds the app's max_user_token_ttl")]
+    TooLong,
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let code = if r == Refusal::Expired { ErrorCode::TokenExpired } else { ErrorCode::InvalidToken };
+        ApiError::new(code, r.to_string())
+    }
+}
+
+/// A UserSig whose signature and time held: the app it belongs to and what it says.
+pub struct Checked {
+    pub app: AppRecord,
+    pub sdkappid: u64,
+    pub identifier: String,
+    pub time: i64,
 }
 
 /// Whether a token is shaped like a UserSig rather than a JWT: one segment of the UserSig
@@ -58,7 +89,7 @@ pub fn looks_like(token: &str) -> bool {
 }
 
 /// Decodes a UserSig's fields (nothing verified yet).
-fn decode(token: &str) -> ApiResult<Fields> {
+fn decode(token: &str) -> Result<Fields, Refusal> {
     let standard: String = token
         .chars()
         .map(|c| match c {
@@ -68,19 +99,18 @@ fn decode(token: &str) -> ApiResult<Fields> {
             c => c,
         })
         .collect();
-    let compressed =
-        base64::engine::general_purpose::STANDARD.decode(standard).map_err(|_| invalid("token is malformed"))?;
+    let compressed = base64::engine::general_purpose::STANDARD.decode(standard).map_err(|_| Refusal::Malformed)?;
     let mut json = Vec::new();
     flate2::read::ZlibDecoder::new(compressed.as_slice())
         .take(MAX_JSON_BYTES as u64 + 1)
         .read_to_end(&mut json)
-        .map_err(|_| invalid("token is malformed"))?;
+        .map_err(|_| Refusal::Malformed)?;
     if json.len() > MAX_JSON_BYTES {
-        return Err(invalid("token is malformed"));
+        return Err(Refusal::Malformed);
     }
-    let fields: Fields = serde_json::from_slice(&json).map_err(|_| invalid("token is malformed"))?;
+    let fields: Fields = serde_json::from_slice(&json).map_err(|_| Refusal::Malformed)?;
     if fields.ver != "2.0" {
-        return Err(invalid("UserSig version not accepted (2.0 only)"));
+        return Err(Refusal::Version);
     }
     Ok(fields)
 }
@@ -99,39 +129,49 @@ fn expected_sig(key: &str, f: &Fields) -> Result<Vec<u8>, ApiError> {
 }
 
 /// The app a UserSig names, by its `tencent_sdkappid`.
-async fn app_of(store: &Store, sdkappid: u64) -> ApiResult<AppRecord> {
-    store
+async fn app_of(store: &Store, sdkappid: u64) -> ApiResult<Option<AppRecord>> {
+    Ok(store
         .app_by_sdkappid(sdkappid)
         .await
         .map_err(ApiError::caused_by)?
-        .filter(|a| a.settings.tencent_sdkappid == sdkappid && !a.settings.tencent_key.is_empty())
-        .ok_or_else(|| invalid("no app accepts UserSigs of this SDKAppID"))
+        .filter(|a| a.settings.tencent_sdkappid == sdkappid && !a.settings.tencent_key.is_empty()))
 }
 
-/// Verifies a UserSig: its app, signature and time; provisions the user on first sight.
-pub async fn verify(store: &Store, token: &str) -> ApiResult<Identity> {
-    let fields = decode(token)?;
-    let app = app_of(store, fields.sdkappid).await?;
+/// Checks a UserSig's app, signature and time. The outer error is the store failing; the inner
+/// one, the UserSig refused.
+pub async fn check(store: &Store, token: &str) -> ApiResult<Result<Checked, Refusal>> {
+    let fields = match decode(token) {
+        Ok(fields) => fields,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let Some(app) = app_of(store, fields.sdkappid).await? else { return Ok(Err(Refusal::UnknownApp)) };
     let settings = &app.settings;
-    let given = base64::engine::general_purpose::STANDARD
-        .decode(&fields.sig)
-        .map_err(|_| invalid("token signature is invalid"))?;
+    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(&fields.sig) else {
+        return Ok(Err(Refusal::Signature));
+    };
     let expected = expected_sig(settings.tencent_key.expose(), &fields)?;
     if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_slice(), expected.as_slice())) {
-        return Err(invalid("token signature is invalid"));
+        return Ok(Err(Refusal::Signature));
     }
     let now = crate::domain::now_millis() / 1000;
     if fields.expire <= 0 || fields.time > now + LEEWAY_SECS as i64 {
-        return Err(invalid("token is not valid yet"));
+        return Ok(Err(Refusal::NotYetValid));
     }
     if fields.time.saturating_add(fields.expire) + (LEEWAY_SECS as i64) < now {
-        return Err(ApiError::new(ErrorCode::TokenExpired, "token has expired"));
+        return Ok(Err(Refusal::Expired));
     }
     if fields.expire as u64 > settings.max_user_token_ttl {
-        return Err(invalid("token lifetime exceeds the app's max_user_token_ttl"));
+        return Ok(Err(Refusal::TooLong));
     }
-    let id = UserId::parse(fields.identifier).map_err(|_| invalid("token identifier is not a valid user id"))?;
-    super::app_tokens::signed_user(store, app, id, fields.time, "usersig").await
+    Ok(Ok(Checked { app, sdkappid: fields.sdkappid, identifier: fields.identifier, time: fields.time }))
+}
+
+/// Verifies a UserSig presented as a user's token; provisions the user on first sight.
+pub async fn verify(store: &Store, token: &str) -> ApiResult<Identity> {
+    let checked = check(store, token).await??;
+    let id = UserId::parse(checked.identifier)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidToken, "token identifier is not a valid user id"))?;
+    super::app_tokens::signed_user(store, checked.app, id, checked.time, "usersig").await
 }
 
 #[cfg(test)]

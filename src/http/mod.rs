@@ -14,6 +14,7 @@ pub mod server;
 pub mod server_groups;
 pub mod server_messages;
 pub mod server_moderation;
+pub mod tencent;
 pub mod users;
 
 use actix_web::{
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(health::metrics))
     .route(crate::ws::PATH, web::get().to(crate::ws::not_upgraded))
     .route("/compat/rongcloud/{method:.*}", web::post().to(rongcloud::handle))
+    .route("/compat/tencent/v4/{service}/{command}", web::post().to(tencent::handle))
     .service(
         web::scope("/v1")
             .route("/auth/register", web::post().to(auth::register))

@@ -130,11 +130,15 @@ async fn deliver(store: &Store, clients: &Clients, config: &WebhooksConfig, row:
         return;
     }
     let started = Instant::now();
-    let outcome = attempt(clients, &app.settings, config, &row.id, &row.payload).await;
+    let outcome = attempt(clients, &app.settings, config, (&row.id, &row.event), &row.payload).await;
     metrics::histogram!("natter_webhook_duration_seconds").record(started.elapsed().as_secs_f64());
     let stored = match outcome {
         Outcome::Delivered => {
             result("delivered");
+            store.webhook_delivered(&row.id, attempts).await
+        }
+        Outcome::Skipped => {
+            result("skipped");
             store.webhook_delivered(&row.id, attempts).await
         }
         Outcome::Retry(why) => match backoff(&config.retry_schedule_ms, attempts as usize) {

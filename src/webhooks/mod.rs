@@ -5,11 +5,14 @@
 //! `webhook-timestamp` (unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of
 //! "id.timestamp.body">`. 2xx is done; 410 disables the endpoint; other 4xx (but 408 and 429)
 //! fail at once; everything else is retried on the configured schedule with ±20 % jitter, then
-//! dead-lettered.
+//! dead-lettered. With `webhook_format = "tencent"` the same deliveries take Tencent IM's
+//! callback shape (`tencent`).
 
 pub mod dispatcher;
+pub mod exchange;
 pub mod hook;
 pub mod target;
+pub mod tencent;
 
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::{AppSettings, WebhooksConfig};
+use crate::config::{AppSettings, WebhookFormat, WebhooksConfig};
 use target::{Clients, TargetError};
 
 /// The signing key of a secret: `whsec_<base64>` as Standard Webhooks defines it, or the raw
@@ -52,21 +55,37 @@ pub enum Outcome {
     Fail(String),
     /// 410: the app removed the endpoint.
     Gone,
+    /// Not sent: the app's webhook format has no callback for this event.
+    Skipped,
 }
 
-/// POSTs a signed body to the app's webhook URL once.
+/// POSTs an event (`body`, Natter's JSON) to the app's webhook URL once, signed, in the app's
+/// webhook format.
 pub async fn attempt(
     clients: &Clients,
     settings: &AppSettings,
     config: &WebhooksConfig,
-    id: &str,
+    event: (&str, &str),
     body: &str,
 ) -> Outcome {
-    let (client, url) = match clients.for_url(&settings.webhook_url, settings.allow_private_targets) {
+    let (id, name) = event;
+    let (client, mut url) = match clients.for_url(&settings.webhook_url, settings.allow_private_targets) {
         Ok(found) => found,
         Err(e @ (TargetError::Refused(_) | TargetError::Scheme | TargetError::Invalid(_))) => {
             return Outcome::Fail(e.to_string());
         }
+    };
+    let tencent_body;
+    let body = match settings.webhook_format {
+        WebhookFormat::Natter => body,
+        WebhookFormat::Tencent => match tencent::callback(name, body, &settings.tencent_admin) {
+            Some(call) => {
+                tencent::address(&mut url, settings, call.command);
+                tencent_body = call.body.to_string();
+                &tencent_body
+            }
+            None => return Outcome::Skipped,
+        },
     };
     let timestamp = crate::domain::now_millis() / 1000;
     let request = client

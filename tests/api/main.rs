@@ -23,6 +23,7 @@ mod presence_store;
 mod rongcloud;
 mod server_api;
 mod single_node;
+mod tencent;
 mod transport;
 mod usersig;
 mod webhooks;

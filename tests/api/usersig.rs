@@ -14,7 +14,7 @@ const SDKAPPID: u64 = 1400000001;
 const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
 
 /// A UserSig from the vendor's library; `now` pins its clock (for an expired one).
-fn mint(sdkappid: u64, key: &str, identifier: &str, expire: u64, now: Option<u64>) -> String {
+pub(crate) fn mint(sdkappid: u64, key: &str, identifier: &str, expire: u64, now: Option<u64>) -> String {
     let clock = now.map(|t| format!("import time; time.time = lambda: {t}\n")).unwrap_or_default();
     let script = format!(
         "{clock}import sys, TLSSigAPIv2\nprint(TLSSigAPIv2.TLSSigAPIv2(int(sys.argv[1]), sys.argv[2]).gen_sig(sys.argv[3], int(sys.argv[4])))"

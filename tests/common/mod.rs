@@ -695,6 +695,8 @@ pub struct Delivery {
     pub timestamp: String,
     pub signature: String,
     pub body: String,
+    /// The request's query string (Tencent-format callbacks carry their command there).
+    pub query: String,
     pub at: std::time::Instant,
 }
 
@@ -743,6 +745,7 @@ impl Receiver {
                                         timestamp: header("webhook-timestamp"),
                                         signature: header("webhook-signature"),
                                         body: String::from_utf8_lossy(&body).to_string(),
+                                        query: req.query_string().to_string(),
                                         at: std::time::Instant::now(),
                                     });
                                     let seen = st.attempts.entry(id).or_insert(0);

@@ -159,6 +159,7 @@ impl WsSession {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.cursor.sending(None);
             match res {
+                Ok(r) if r.dropped => act.send_reply(&id, 202, "accepted", Some(&r)),
                 Ok(r) => {
                     act.cursor.sent(&r.conversation, r.seq);
                     let (code, msg) = if r.created { (201, "sent") } else { (200, "already sent") };
