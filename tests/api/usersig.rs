@@ -1,4 +1,4 @@
-//! Tencent IM UserSigs, minted by Tencent's own `tls-sig-api-v2` (the PyPI package, unmodified),
+//! Tencent IM UserSigs, minted by Tencent's own `tls-sig-api-v2` (the PyPI and npm packages, unmodified),
 //! open sockets and the client API like any token; tampered, foreign, expired and over-long ones
 //! are refused with their codes.
 
@@ -28,6 +28,23 @@ pub(crate) fn mint(sdkappid: u64, key: &str, identifier: &str, expire: u64, now:
         "tls-sig-api-v2 (pip install tls-sig-api-v2): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+}
+
+/// A UserSig from the vendor's npm package (`userbuf`: one that signs a `TLS.userbuf` too).
+fn mint_npm(sdkappid: u64, key: &str, identifier: &str, expire: u64, userbuf: bool) -> String {
+    let mut args = vec![
+        "tests/support/usersig_npm.js".to_string(),
+        sdkappid.to_string(),
+        key.to_string(),
+        identifier.to_string(),
+        expire.to_string(),
+    ];
+    if userbuf {
+        args.push("userbuf".into());
+    }
+    let out = Command::new("node").args(&args).output().expect("node runs");
+    assert!(out.status.success(), "tls-sig-api-v2 (npm): {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
 }
 
@@ -93,4 +110,37 @@ async fn an_app_without_tencent_settings_accepts_no_usersig() {
     let token = mint(SDKAPPID, KEY, "alice_tx", 86400, None);
     let (status, body) = server.get("/v1/me", Some(&token)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_token")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usersigs_from_tencents_npm_package_connect_and_forgeries_are_refused() {
+    let server = TestServer::start();
+    server
+        .configure_app("default", |s| {
+            s.tencent_sdkappid = SDKAPPID;
+            s.tencent_key = Secret::new(KEY);
+        })
+        .await;
+    let plain = mint_npm(SDKAPPID, KEY, "npm_alice", 86400, false);
+    let with_userbuf = mint_npm(SDKAPPID, KEY, "npm_bob", 86400, true);
+    for (token, id) in [(&plain, "npm_alice"), (&with_userbuf, "npm_bob")] {
+        let (status, me) = server.get("/v1/me", Some(token)).await;
+        assert_eq!((status, me["data"]["id"].as_str()), (200, Some(id)), "{me}");
+    }
+    let mut alice = server.connect(&as_user(&plain, "npm_alice")).await;
+    let mut bob = server.connect(&as_user(&with_userbuf, "npm_bob")).await;
+    bob.settle().await;
+    assert_eq!(alice.send_dm("npm_bob", "minted in node", "n1").await["code"], 201);
+    assert_eq!(bob.next_message().await["content"], "minted in node");
+
+    for (what, token) in [
+        ("another key", mint_npm(SDKAPPID, "not-the-key", "npm_alice", 86400, false)),
+        ("unknown SDKAppID", mint_npm(1400000999, KEY, "npm_alice", 86400, false)),
+        ("over max_user_token_ttl", mint_npm(SDKAPPID, KEY, "npm_alice", 400 * 86400, false)),
+    ] {
+        let (status, body) = server.get("/v1/me", Some(&token)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_token")), "{what}: {body}");
+        let mut io = raw_socket(&server, &token).await;
+        assert_eq!(close_code(&mut io).await, Some(4501), "{what}: the socket is closed with 4501");
+    }
 }
