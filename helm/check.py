@@ -2,7 +2,9 @@
 """Checks the Helm chart the way CI does, with no helm binary and no cluster.
 
 1. `helm lint --strict` (helm-python-sdk) with the default and the all-features values;
-2. renders both, and proves a schema violation is refused;
+2. renders both, parses the rendered configuration back as TOML (it must equal the `config`
+   values, and no secret may appear in the ConfigMap), renders the chart as the dependency of an
+   umbrella chart (with `global` and `enabled`), and proves a schema violation is refused;
 3. `kubernetes-validate --strict` and `yamllint` on the rendered YAML;
 4. `checkov --framework kubernetes`, skipping only the checks listed with reasons in the chart
    README;
@@ -11,7 +13,7 @@
 
 Usage: python3 helm/check.py [path/to/natter binary]. Tools go into target/chart-venv.
 """
-import json, os, re, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART = os.path.join(ROOT, "helm", "natter")
@@ -68,6 +70,42 @@ def main():
         open(path, "w").write("---\n" + "\n---\n".join(d.strip() for d in docs) + "\n")
         rendered[name] = path
         print(f"   {len(docs)} manifests -> {os.path.relpath(path, ROOT)}")
+
+    step("the rendered config is the values' config, as TOML, without secrets")
+    import tomllib, yaml  # yaml comes with checkov and yamllint
+    for name, path in rendered.items():
+        docs = [d for d in yaml.safe_load_all(open(path)) if d]
+        configmap = next(d for d in docs if d["kind"] == "ConfigMap" and "production.toml" in d.get("data", {}))
+        text = configmap["data"]["production.toml"]
+        parsed = tomllib.loads(text)
+        defaults = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+        expected = merged(defaults, yaml.safe_load(open(os.path.join(ROOT, "helm", f"ci-values-{name}.yaml"))))["config"]
+        if not same(parsed, expected):
+            sys.exit(f"{name}: the rendered config differs from the values:\n{text}")
+        vals = values(name)
+        for secret in [vals.get("signingKey"), vals.get("database", {}).get("url"), vals.get("nats", {}).get("url")]:
+            if secret and secret in json.dumps(configmap):
+                sys.exit(f"{name}: a secret reached the ConfigMap")
+        print(f"   {name}: {len(parsed)} sections parse back equal")
+
+    step("rendered as the dependency of an umbrella chart")
+    umbrella = tempfile.mkdtemp()
+    os.makedirs(os.path.join(umbrella, "charts"))
+    shutil.copytree(CHART, os.path.join(umbrella, "charts", "natter"))
+    version = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))["version"]
+    open(os.path.join(umbrella, "Chart.yaml"), "w").write(
+        "apiVersion: v2\nname: platform\nversion: 0.1.0\ndependencies:\n"
+        f"  - name: natter\n    version: \"{version}\"\n    condition: natter.enabled\n"
+    )
+    parent = helm.Chart.load(umbrella)
+    manifests = parent.render(
+        {"global": {"imageRegistry": "registry.example.com"}, "natter": {**values("all"), "enabled": True}},
+        name="platform", namespace="chat", is_install=True,
+    )
+    names = [p for p, body in manifests.items() if "charts/natter/" in p and body.strip()]
+    if not any(p.endswith("deployment.yaml") for p in names):
+        sys.exit(f"the umbrella rendered no natter deployment: {sorted(manifests)}")
+    print(f"   {len(names)} natter manifests under the umbrella")
 
     step("a schema violation is refused")
     for bad in [{"replicaCount": 0}, {"service": {"port": "http"}}, {"unknownKey": True}, {"nats": {"prefix": "a.b"}}]:
@@ -164,6 +202,25 @@ def start_with_rendered_config(path, binary):
         proc.terminate()
         proc.wait(timeout=20)
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"])
+
+
+def same(a, b):
+    """Equal values of equal types: 15.0 is not 15 (Natter refuses a float for an integer)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def merged(base, over):
+    """Helm's merge of values: maps merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in (over or {}).items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def free_port():

@@ -72,3 +72,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/*
+A map as TOML: its scalars and lists first (each written with toJson, which TOML reads: quoted
+strings, integers without a fraction, booleans, arrays of those), then each nested map as a table
+of its own. Helm's toToml would write every number as a float (values reach templates as
+float64), which Natter's integer settings refuse. Arrays of maps (TOML arrays of tables) are not
+written: no Natter setting is one.
+*/}}
+{{- define "natter.toml" -}}
+{{- $prefix := .prefix -}}
+{{- $tables := dict -}}
+{{- range $key, $value := .map }}
+{{- if kindIs "map" $value }}
+{{- $_ := set $tables $key $value }}
+{{- else }}
+{{ $key | toJson }} = {{ $value | toJson }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := $tables }}
+[{{ $prefix }}{{ $key | toJson }}]
+{{- include "natter.toml" (dict "prefix" (printf "%s%s." $prefix ($key | toJson)) "map" $value) }}
+{{- end }}
+{{- end -}}
