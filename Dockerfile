@@ -20,7 +20,7 @@ ENV NATTER_ENV=container
 USER 10001:10001
 WORKDIR /
 VOLUME ["/var/lib/natter"]
-EXPOSE 8080
+EXPOSE 8080 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/natter", "--config-dir", "/etc/natter/config", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/natter", "--config-dir", "/etc/natter/config"]

@@ -13,12 +13,14 @@
 
 Usage: python3 helm/check.py [path/to/natter binary]. Tools go into target/chart-venv.
 """
-import json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART = os.path.join(ROOT, "helm", "natter")
 VENV = os.path.join(ROOT, "target", "chart-venv")
 OUT = os.path.join(ROOT, "target", "chart")
+# Value sets: no values at all (standalone), the cluster minimum, every feature on.
+SETS = ["standalone", "default", "all"]
 TOOLS = ["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0", "yamllint", "checkov"]
 
 
@@ -56,7 +58,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     chart = helm.Chart.load(CHART)
     rendered = {}
-    for name in ["default", "all"]:
+    for name in SETS:
         vals = values(name)
         step(f"lint --strict ({name} values)")
         report = helm.lint(CHART, vals, strict=True)
@@ -127,7 +129,8 @@ def main():
         print("   " + (output.replace("\n", "\n   ") if output else "valid"))
 
     step("yamllint")
-    config = "{extends: relaxed, rules: {line-length: {max: 160}, document-start: disable, indentation: {spaces: consistent, indent-sequences: whatever}}}"
+    # 200: the dashboard's JSON, embedded in its ConfigMap, holds PromQL on single lines.
+    config = "{extends: relaxed, rules: {line-length: {max: 200}, document-start: disable, indentation: {spaces: consistent, indent-sequences: whatever}}}"
     for target in [os.path.join(CHART, "values.yaml"), os.path.join(ROOT, "helm", "ci-values-all.yaml"), *rendered.values()]:
         subprocess.run([os.path.join(bindir, "yamllint"), "-s", "-d", config, target], check=True)
 
@@ -145,7 +148,7 @@ def main():
     print(f"   skipped, with reasons in helm/natter/README.md: {', '.join(skips) or 'none'}")
 
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "release", "natter")
-    for name in ("default", "all"):
+    for name in SETS:
         start_with_rendered_config(rendered[name], binary)
     step("ok")
 
@@ -162,6 +165,8 @@ def start_with_rendered_config(path, binary):
     open(os.path.join(tmp, "production.toml"), "w").write(config["data"]["production.toml"])
     db = "natter_chart_" + os.urandom(4).hex()
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {db}"], check=True)
+    standalone = any(i.get("name") == "NATTER_DATABASE__URL" for i in container["env"])
+    step("   (standalone: SQLite on the data volume, no Secret)" if standalone else "   (cluster: PostgreSQL and NATS)")
     port = free_port()
     # The Secret, as the pod would see it mounted: files under /etc/natter/secrets.
     secrets = os.path.join(tmp, "secrets")
@@ -174,24 +179,40 @@ def start_with_rendered_config(path, binary):
     open(os.path.join(secrets, "database-url"), "w").write(f"postgres://postgres@127.0.0.1:5432/{db}\n")
     open(os.path.join(secrets, "nats-url"), "w").write("nats://127.0.0.1:4222\n")
     env = {"PATH": os.environ.get("PATH", "")}
+    data = os.path.join(tmp, "data")  # the standalone data volume
+    os.makedirs(data)
     for item in container["env"]:
         if "value" in item:
-            env[item["name"]] = item["value"].replace("/etc/natter/secrets", secrets)
+            env[item["name"]] = item["value"].replace("/etc/natter/secrets", secrets).replace("/var/lib/natter", data)
+    admin = free_port()
     # What the downward API would supply; loopback instead of the pod address.
     env.update({
         "NATTER_NODE__ID": "chart-check",
         "NATTER_HTTP__BIND": f"127.0.0.1:{port}",
+        "NATTER_HTTP__ADMIN_BIND": f"127.0.0.1:{admin}",
         "NATTER_NATS__PREFIX": "chartcheck" + os.urandom(3).hex(),
     })
     args = [a if a != "/etc/natter/config" else tmp for a in container["args"]]
     proc = subprocess.Popen([binary, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 30
+        probe = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "natter")["readinessProbe"]
+        if probe["httpGet"]["port"] != "admin":
+            sys.exit("the readiness probe must use the admin port")
         while time.time() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2) as r:
                     if r.status == 200:
-                        print(f"   /readyz 200: {r.read().decode()}")
+                        print(f"   admin /readyz 200: {r.read().decode()}")
+                        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=2) as m:
+                            if b"natter_build_info" not in m.read():
+                                sys.exit("the admin port serves no metrics")
+                        try:
+                            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                            sys.exit("the client port serves /metrics")
+                        except urllib.error.HTTPError as e:
+                            if e.code != 404:
+                                raise
                         return
             except OSError:
                 if proc.poll() is not None:

@@ -214,7 +214,8 @@ pub async fn send(node: &Node, who: &Identity, req: SendRequest, via: Via) -> Ap
             AppendError::Muted(SendRefusal::GroupMuted) => {
                 ApiError::new(ErrorCode::Muted, "the group is muted: only its owner and admins may send")
             }
-            AppendError::Db(e) => e.into(),
+            // Counted on natter_db_errors_total by the writer, with its kind.
+            AppendError::Db(e) => ApiError::caused_by(e),
         })?;
     let kind_label = match kind {
         ConversationKind::Direct => "direct",

@@ -60,6 +60,8 @@ pub enum ForwardedHeader {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub bind: String,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_bind: String,
     pub workers: usize,
     pub max_body_bytes: usize,
     pub trusted_proxies: Vec<crate::domain::IpNet>,
@@ -381,6 +383,10 @@ impl Config {
             .bind
             .parse::<std::net::SocketAddr>()
             .with_context(|| format!("http.bind: {:?} is not an address:port", self.http.bind))?;
+        self.http
+            .admin_bind
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("http.admin_bind: {:?} is not an address:port", self.http.admin_bind))?;
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             anyhow::bail!("database.url: must start with sqlite:, postgres:// or postgresql://");

@@ -201,8 +201,21 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
+        count_db_error(&err);
         ApiError::caused_by(err)
     }
+}
+
+/// Counts a database error on `natter_db_errors_total` by its kind.
+pub fn count_db_error(err: &sqlx::Error) {
+    let kind = match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => "pool_timeout",
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "io",
+        sqlx::Error::Database(_) => "database",
+        sqlx::Error::Protocol(_) => "protocol",
+        _ => "other",
+    };
+    metrics::counter!("natter_db_errors_total", "kind" => kind).increment(1);
 }
 
 impl From<anyhow::Error> for ApiError {

@@ -59,9 +59,13 @@ impl Fanout {
                 match tokio::time::timeout(PUBLISH_TIMEOUT, bus.publish(subject, payload)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
+                        metrics::counter!("natter_bus_publish_errors_total", "reason" => "error").increment(1);
                         tracing::warn!(error = %e, "bus publish failed; receivers will catch up from the store")
                     }
-                    Err(_) => tracing::warn!("bus publish timed out; receivers will catch up from the store"),
+                    Err(_) => {
+                        metrics::counter!("natter_bus_publish_errors_total", "reason" => "timeout").increment(1);
+                        tracing::warn!("bus publish timed out; receivers will catch up from the store")
+                    }
                 }
                 metrics::histogram!("natter_bus_publish_duration_seconds").record(started.elapsed().as_secs_f64());
             }

@@ -62,7 +62,8 @@
 //! - [`cli`]: the `natter` command line (serve, migrate, app management).
 //! - [`launch`]: starting `natter serve` as a child process and learning its address (the
 //!   cluster tests and the load-test harness).
-//! - [`telemetry`]: logging and the Prometheus recorder.
+//! - [`telemetry`]: logging, the Prometheus recorder, and `series`: the catalog of every series
+//!   it exports (HELP text; docs/metrics.md lists the same).
 
 pub mod accounts;
 pub mod auth;

@@ -24,9 +24,11 @@ use crate::{
     webhooks::{dispatcher::Dispatcher, target::Clients},
 };
 
-/// A started node: its address, its shared state and the server future to await.
+/// A started node: its addresses, its shared state and the server future to await.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_addr: SocketAddr,
     pub node: Node,
     pub server: actix_web::dev::Server,
 }
@@ -117,6 +119,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
                 let span =
                     tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.path());
+                let started = std::time::Instant::now();
                 let fut = tracing::Instrument::instrument(srv.call(req), span);
                 async move {
                     let mut res = fut.await?;
@@ -126,6 +129,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     }
                     let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
                     let status = res.status().as_u16().to_string();
+                    let took = started.elapsed().as_secs_f64();
+                    metrics::histogram!("natter_http_request_duration_seconds", "route" => route.clone()).record(took);
                     metrics::counter!("natter_http_requests_total", "route" => route, "status" => status).increment(1);
                     Ok(res)
                 }
@@ -135,6 +140,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listener =
         listen(&config.http.bind).with_context(|| format!("cannot listen on http.bind {}", config.http.bind))?;
     let addr = listener.local_addr().context("no listening address")?;
+    let admin_listener = listen(&config.http.admin_bind)
+        .with_context(|| format!("cannot listen on http.admin_bind {}", config.http.admin_bind))?;
+    let admin_addr = admin_listener.local_addr().context("no admin listening address")?;
+    let admin_data = web::Data::new(node.clone());
+    let admin_app = move || {
+        App::new()
+            .app_data(admin_data.clone())
+            .wrap(crate::http::json_errors())
+            .configure(crate::http::health::configure_admin)
+    };
     let upgrades = node.clone();
     let server = actix_server::Server::build()
         .workers(workers)
@@ -158,6 +173,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             })
             .and_then(http)
         })?
+        .listen("natter-admin", admin_listener, move || {
+            HttpService::build().finish(map_config(admin_app(), |_| AppConfig::default())).tcp()
+        })?
         .run();
     let keeper = node.clone();
     actix_rt::spawn(async move {
@@ -166,6 +184,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         loop {
             tick.tick().await;
             crate::telemetry::metrics_upkeep();
+            metrics::gauge!("natter_bus_connected").set(if keeper.bus.is_connected() { 1.0 } else { 0.0 });
+            let (in_use, idle) = keeper.store.pool_connections();
+            metrics::gauge!("natter_db_pool_connections", "state" => "in_use").set(in_use as f64);
+            metrics::gauge!("natter_db_pool_connections", "state" => "idle").set(idle as f64);
             ticks += 1;
             // Every minute: adopt signing keys rotated in elsewhere.
             if ticks.is_multiple_of(12) {
@@ -173,8 +195,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         }
     });
-    tracing::info!(%addr, node = %node.id, "natter listening");
-    Ok(Running { addr, node, server })
+    tracing::info!(%addr, %admin_addr, node = %node.id, "natter listening");
+    Ok(Running { addr, admin_addr, node, server })
 }
 
 /// A listening socket with a backlog deep enough for reconnect storms (the kernel caps it at
@@ -244,6 +266,7 @@ async fn wait_for_signal() {
 /// A node running on its own thread and actix system (tests, tools).
 pub struct Spawned {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub node: Node,
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -257,7 +280,8 @@ impl Spawned {
             system.block_on(async move {
                 match start(config).await {
                     Ok(running) => {
-                        let _ = tx.send(Ok((running.addr, running.node.clone(), running.server.handle())));
+                        let addrs = (running.addr, running.admin_addr);
+                        let _ = tx.send(Ok((addrs, running.node.clone(), running.server.handle())));
                         let _ = running.server.await;
                         running.node.presence.stop().await;
                         running.node.store.close().await;
@@ -268,8 +292,8 @@ impl Spawned {
                 }
             });
         });
-        let (addr, node, handle) = rx.recv().context("server thread died")??;
-        Ok(Self { addr, node, handle, thread: Some(thread) })
+        let ((addr, admin_addr), node, handle) = rx.recv().context("server thread died")??;
+        Ok(Self { addr, admin_addr, node, handle, thread: Some(thread) })
     }
 
     /// Stops at once, like a crash would for the clients (no close frames).

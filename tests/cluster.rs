@@ -32,6 +32,7 @@ impl NodeProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
         cmd.envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NATTER_HTTP__BIND", "127.0.0.1:0")
+            .env("NATTER_HTTP__ADMIN_BIND", "127.0.0.1:0")
             .env("NATTER_HTTP__WORKERS", "1")
             .env("NATTER_DATABASE__URL", db)
             .env("NATTER_DATABASE__MAX_CONNECTIONS", "8")
@@ -592,6 +593,12 @@ async fn a_nats_restart_under_traffic_loses_nothing_and_delivery_resumes() {
         a.try_pipeline(send(50, 100), Duration::from_secs(10)).await.expect("sends commit while NATS is down");
     assert!(replies.iter().all(|r| r["code"] == 201), "acknowledged without the bus");
     let acked_while_down = down.elapsed();
+    // Sends commit without the bus, so the pods stay in their Service: readiness does not
+    // depend on NATS (it reports it).
+    for node in &cluster.nodes {
+        let (status, body) = get_from(node.addr, "/readyz", None).await;
+        assert_eq!((status, body["data"]["ready"].as_bool()), (200, Some(true)), "{body}");
+    }
     nats.restart();
     // Both nodes reconnect by themselves (readiness reports the bus again).
     for node in &cluster.nodes {

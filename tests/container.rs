@@ -23,6 +23,7 @@ fn the_images_config_binds_every_interface_and_keeps_data_in_the_volume() {
     let figment_env = [("NATTER_ENV", "container")];
     let config = temp_env(&figment_env, || natter::config::Config::load(&dir, &Default::default())).unwrap();
     assert_eq!(config.http.bind, "0.0.0.0:8080");
+    assert_eq!(config.http.admin_bind, "0.0.0.0:9090");
     assert_eq!(config.database.url.expose(), "sqlite:///var/lib/natter/natter.db");
 }
 
@@ -79,6 +80,7 @@ impl Image {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("NATTER_ENV", "container")
             .env("NATTER_HTTP__BIND", format!("0.0.0.0:{port}"))
+            .env("NATTER_HTTP__ADMIN_BIND", "127.0.0.1:0")
             .env("NATTER_LOG__LEVEL", "warn");
         cmd
     }

@@ -49,7 +49,7 @@ async fn metrics_cover_the_documented_series_and_everything_the_dashboard_querie
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let text = loop {
         natter::telemetry::metrics_upkeep();
-        let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(server.admin_url("/metrics")).await.unwrap().text().await.unwrap();
         if series(&text).contains("natter_webhook_outbox") || std::time::Instant::now() > deadline {
             break text;
         }
@@ -76,6 +76,13 @@ async fn metrics_cover_the_documented_series_and_everything_the_dashboard_querie
         "natter_webhook_outbox",
         "natter_process_resident_memory_bytes",
         "natter_process_cpu_seconds_total",
+        "natter_process_open_fds",
+        "natter_process_max_fds",
+        "natter_bus_connected",
+        "natter_db_pool_connections",
+        "natter_db_errors_total",
+        "natter_bus_publish_errors_total",
+        "natter_http_request_duration_seconds_bucket",
     ];
     let missing: Vec<&&str> = documented.iter().filter(|m| !found.contains(**m)).collect();
     assert!(missing.is_empty(), "missing series {missing:?}\n{text}");
@@ -87,6 +94,13 @@ async fn metrics_cover_the_documented_series_and_everything_the_dashboard_querie
     assert!(text.contains("natter_auth_failures_total{reason=\"invalid_token\"}"));
     assert!(text.contains("route=\"/v1/auth/register\",status=\"201\""));
     assert!(!text.contains(&alice.id) && !text.contains("default\""), "no user or app ids as labels");
+    assert_eq!(value(&text, "natter_bus_connected"), 1.0);
+    assert!(text.contains("# TYPE natter_process_cpu_seconds_total counter"), "CPU time is a counter");
+    let described: HashSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# HELP ")).filter_map(|l| l.split(' ').next()).collect();
+    let bare = |s: &str| ["_bucket", "_sum", "_count"].iter().find_map(|x| s.strip_suffix(x)).unwrap_or(s).to_string();
+    let undescribed: Vec<String> = found.iter().map(|s| bare(s)).filter(|s| !described.contains(s.as_str())).collect();
+    assert!(undescribed.is_empty(), "series without # HELP: {undescribed:?}");
 
     let dashboard =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/helm/natter/dashboards/natter.json")).unwrap();

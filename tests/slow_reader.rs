@@ -95,7 +95,7 @@ async fn a_client_that_stops_reading_is_closed_without_slowing_the_others() {
     let flood_p99 = flood(&mut s, &mut fast, &group, 800, 200, "flood").await;
     let rss_growth = rss_bytes().saturating_sub(rss_before);
 
-    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(server.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     let drops: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("natter_ws_slow_consumer_drops_total"))

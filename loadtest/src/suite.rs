@@ -118,6 +118,7 @@ fn natter_env(cmd: &mut Command, db: &str, nats: &str, prefix: &str) {
         .env("NATTER_NATS__URL", nats)
         .env("NATTER_NATS__PREFIX", prefix)
         .env("NATTER_HTTP__BIND", "127.0.0.1:0")
+        .env("NATTER_HTTP__ADMIN_BIND", "127.0.0.1:0")
         .env("NATTER_LOG__FORMAT", "json")
         .env("NATTER_LOG__LEVEL", "warn,natter::server=info")
         // The harness, not the per-socket abuse limits, is what is being measured.

@@ -36,6 +36,7 @@ fn natter(cmd: &mut Command, db: &str, nats: &str, prefix: &str) {
         .env("NATTER_NATS__URL", nats)
         .env("NATTER_NATS__PREFIX", prefix)
         .env("NATTER_HTTP__BIND", "127.0.0.1:0")
+        .env("NATTER_HTTP__ADMIN_BIND", "127.0.0.1:0")
         .env("NATTER_HTTP__WORKERS", "1")
         .env("NATTER_DATABASE__MAX_CONNECTIONS", "8")
         .env("NATTER_LOG__FORMAT", "json")

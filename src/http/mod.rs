@@ -48,7 +48,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/console/{file}", web::get().to(console::asset))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
     .route(crate::ws::PATH, web::get().to(crate::ws::not_upgraded))
     .route("/compat/rongcloud/{method:.*}", web::post().to(rongcloud::handle))
     .route("/compat/tencent/v4/{service}/{command}", web::post().to(tencent::handle))

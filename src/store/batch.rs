@@ -148,6 +148,7 @@ fn write_isolating<'a>(
                 answers
             }
             Err(e) => {
+                crate::error::count_db_error(&e);
                 tracing::warn!(error = %e, messages = jobs.len(), "append refused");
                 let text = e.to_string();
                 jobs.iter().map(|_| Err(AppendError::Db(sqlx::Error::Protocol(text.clone())))).collect()

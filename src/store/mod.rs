@@ -173,6 +173,12 @@ impl Store {
         self.held.take(&self.pool).await
     }
 
+    /// The pool's connections in use and idle (for `natter_db_pool_connections`).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        let idle = self.pool.num_idle();
+        (self.pool.size().saturating_sub(idle as u32), idle)
+    }
+
     pub async fn close(&self) {
         self.held.close();
         self.pool.close().await;

@@ -408,14 +408,20 @@ async fn a_connection_hears_the_groups_its_user_is_in_and_a_logged_out_sessions_
 }
 
 #[tokio::test]
-async fn health_and_readiness_answer() {
+async fn health_and_readiness_answer_on_both_ports_and_metrics_only_on_the_admin_port() {
     let server = TestServer::start();
     assert_eq!(server.get("/healthz", None).await.0, 200);
     let (status, body) = server.get("/readyz", None).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["ready"], true);
-    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    for path in ["/healthz", "/readyz"] {
+        let res = reqwest::get(server.admin_url(path)).await.unwrap();
+        assert_eq!(res.status(), 200, "{path} on the admin port");
+    }
+    let text = reqwest::get(server.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(text.contains("natter_build_info"), "{text}");
+    let (status, _) = server.get("/metrics", None).await;
+    assert_eq!(status, 404, "the client port (what an Ingress publishes) does not serve metrics");
 }
 
 on_both_stores!(

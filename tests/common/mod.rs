@@ -69,7 +69,7 @@ pub struct TestServer {
 
 fn config(database_url: &str, extra: &str) -> Config {
     let base = format!(
-        "[http]\nbind = \"127.0.0.1:0\"\nworkers = 2\n[database]\nurl = \"{database_url}\"\nmax_connections = 8\n[ws]\nmessages_per_second = 100000\nmessage_burst = 100000\n",
+        "[http]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"127.0.0.1:0\"\nworkers = 2\n[database]\nurl = \"{database_url}\"\nmax_connections = 8\n[ws]\nmessages_per_second = 100000\nmessage_burst = 100000\n",
     );
     Config::from_toml_layers(&[&base, extra]).expect("test config")
 }
@@ -116,6 +116,11 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A path on the admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.node.as_ref().expect("a running node").admin_addr)
     }
 
     pub fn ws_url(&self) -> String {

@@ -35,6 +35,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/*
+"true" when this release runs standalone: one embedded node (SQLite on a PersistentVolumeClaim,
+in-process bus). `mode: auto` is standalone until a database URL or an existing Secret is given.
+*/}}
+{{- define "natter.standalone" -}}
+{{- if eq .Values.mode "standalone" }}true
+{{- else if and (eq .Values.mode "auto") (not .Values.database.url) (not .Values.existingSecret) }}true
+{{- end }}
+{{- end }}
+
+{{/* Whether the pod mounts a Secret: the cluster's URLs, or a signing key. */}}
+{{- define "natter.hasSecret" -}}
+{{- if or (not (include "natter.standalone" .)) .Values.signingKey .Values.existingSecretSigningKey }}true{{ end }}
+{{- end }}
+
 {{- define "natter.secretName" -}}
 {{- default (include "natter.fullname" .) .Values.existingSecret }}
 {{- end }}
@@ -53,17 +68,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: production
 - name: NATTER_HTTP__BIND
   value: "0.0.0.0:{{ .Values.service.port }}"
+- name: NATTER_HTTP__ADMIN_BIND
+  value: "0.0.0.0:{{ .Values.service.adminPort }}"
 - name: NATTER_NATS__PREFIX
   value: {{ .Values.nats.prefix | quote }}
 - name: NATTER_NODE__ID
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- if include "natter.standalone" . }}
+# Standalone: the embedded store on the data volume, the in-process bus.
+- name: NATTER_DATABASE__URL
+  value: sqlite:///var/lib/natter/natter.db
+{{- else }}
 # Secrets are read from files, never passed as environment values.
 - name: DATABASE_URL_FILE
   value: /etc/natter/secrets/database-url
 - name: NATS_URL_FILE
   value: /etc/natter/secrets/nats-url
+{{- end }}
 {{- if or .Values.signingKey .Values.existingSecretSigningKey }}
 - name: NATTER_AUTH__SIGNING_KEY_FILE
   value: /etc/natter/secrets/signing-key

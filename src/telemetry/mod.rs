@@ -1,4 +1,7 @@
-//! Logging (tracing; pretty or JSON) and the Prometheus recorder behind `/metrics`.
+//! Logging (tracing; pretty or JSON) and the Prometheus recorder behind `/metrics`, with the
+//! catalog of every series it exports (`series`).
+
+pub mod series;
 
 use std::sync::OnceLock;
 
@@ -8,6 +11,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use crate::config::{LogConfig, LogFormat};
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Latency buckets in seconds: sub-millisecond to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -26,7 +30,19 @@ pub fn init_metrics() {
             }
         }
     });
+    series::describe();
+    PROCESS.get_or_init(|| metrics_process::Collector::new(series::PROCESS_PREFIX)).describe();
     metrics::gauge!("natter_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Failure counters exist from the start at 0, so rate() and alerts see a series before the
+    // first failure instead of nothing.
+    for kind in ["pool_timeout", "io", "database", "protocol", "other"] {
+        metrics::counter!("natter_db_errors_total", "kind" => kind).increment(0);
+    }
+    for reason in ["error", "timeout"] {
+        metrics::counter!("natter_bus_publish_errors_total", "reason" => reason).increment(0);
+    }
+    metrics::counter!("natter_bus_publish_dropped_total").increment(0);
+    metrics::counter!("natter_ws_slow_consumer_drops_total").increment(0);
 }
 
 /// The Prometheus text exposition of every metric.
@@ -34,23 +50,14 @@ pub fn render_metrics() -> String {
     PROMETHEUS.get().map(PrometheusHandle::render).unwrap_or_default()
 }
 
-/// Drops expired histogram samples and samples the process's memory and CPU; on a timer.
+/// Drops expired histogram samples and samples the process's CPU, memory, descriptors and
+/// threads; on a timer.
 pub fn metrics_upkeep() {
     if let Some(handle) = PROMETHEUS.get() {
         handle.run_upkeep();
     }
-    // Linux: resident pages in /proc/self/statm, user+system ticks in /proc/self/stat.
-    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
-        && let Some(pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok())
-    {
-        metrics::gauge!("natter_process_resident_memory_bytes").set(pages * 4096.0);
-    }
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
-        && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
-    {
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
-        metrics::gauge!("natter_process_cpu_seconds_total").set(ticks / 100.0);
+    if let Some(collector) = PROCESS.get() {
+        collector.collect();
     }
 }
 
