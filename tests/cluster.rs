@@ -636,6 +636,144 @@ async fn a_nats_restart_under_traffic_loses_nothing_and_delivery_resumes() {
     );
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Three private nats-servers routed into one NATS cluster, each with its monitoring port.
+struct NatsCluster {
+    servers: Vec<Child>,
+    ports: Vec<u16>,
+    monitors: Vec<u16>,
+}
+
+impl NatsCluster {
+    fn start() -> Self {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let monitors: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let servers = (0..3)
+            .map(|i| {
+                let others: Vec<String> =
+                    (0..3).filter(|j| *j != i).map(|j| format!("nats://127.0.0.1:{}", routes[j])).collect();
+                Command::new("nats-server")
+                    .args(["-a", "127.0.0.1", "-p", &ports[i].to_string(), "-m", &monitors[i].to_string()])
+                    .args(["-n", &format!("n{i}"), "--cluster_name", "natter-test"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i]), "--routes", &others.join(",")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("nats-server is installed")
+            })
+            .collect();
+        let cluster = NatsCluster { servers, ports, monitors };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (0..3).any(|i| cluster.monitor(i, "routez")["num_routes"].as_u64().unwrap_or(0) < 2) {
+            assert!(Instant::now() < deadline, "the three nats-servers did not route to each other");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// What a server's monitoring endpoint says (`connz`, `routez`); null while it is down.
+    fn monitor(&self, i: usize, what: &str) -> Value {
+        let url = format!("http://127.0.0.1:{}/{what}", self.monitors[i]);
+        std::process::Command::new("curl")
+            .args(["-fsS", "--max-time", "2", &url])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Natter's subscription connections on a server.
+    fn subscribers(&self, i: usize) -> usize {
+        let connz = self.monitor(i, "connz");
+        connz["connections"]
+            .as_array()
+            .map(|c| c.iter().filter(|c| c["name"].as_str().is_some_and(|n| n.ends_with("-sub"))).count())
+            .unwrap_or(0)
+    }
+
+    /// `nats.url` naming all three.
+    fn url(&self) -> String {
+        self.ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    fn kill(&mut self, i: usize) {
+        let _ = self.servers[i].kill();
+        let _ = self.servers[i].wait();
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_nats_server_a_node_uses_moves_it_to_another_and_loses_no_acked_message() {
+    let mut nats = NatsCluster::start();
+    let cluster = Cluster::start(2, &nats.url(), 15);
+    let (alice, bob) = (cluster.guest(0).await, cluster.guest(1).await);
+    let mut a = cluster.connect(0, &alice).await;
+    let mut b = cluster.connect(1, &bob).await;
+    // Both nodes' subscription connections are on the first server of the list.
+    assert_eq!(nats.subscribers(0), 2, "{}", nats.monitor(0, "connz"));
+    let send = |from: usize, to: usize| -> Vec<Value> {
+        (from..to)
+            .map(|n| json!({"type":"message","data":{"recipient": bob.id, "content": format!("{n}"), "client_msg_id": format!("m{n}")}}))
+            .collect()
+    };
+    assert!(a.pipeline(send(0, 50)).await.iter().all(|r| r["code"] == 201));
+    assert_eq!(b.messages(50).await.len(), 50);
+
+    // Under traffic: the first half of a batch goes out, the server dies, the rest follows.
+    let mut acked = 50;
+    for chunk in 0..4 {
+        if chunk == 2 {
+            nats.kill(0);
+        }
+        let from = 50 + chunk * 25;
+        let replies = a.try_pipeline(send(from, from + 25), Duration::from_secs(10)).await.expect("sends commit");
+        assert!(replies.iter().all(|r| r["code"] == 201), "every send is acknowledged");
+        acked += 25;
+    }
+    let killed = Instant::now();
+    // Both subscription connections move to the other servers, by themselves.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nats.subscribers(1) + nats.subscribers(2) < 2 {
+        assert!(Instant::now() < deadline, "the nodes did not fail over to the other NATS servers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moved = killed.elapsed();
+    // Live delivery through the cluster's other servers.
+    let mut reply = Value::Null;
+    let mut live = false;
+    for attempt in 0..50 {
+        reply = a.send_dm(&bob.id, "after", &format!("after-{attempt}")).await;
+        acked += 1;
+        if b.pump(Duration::from_millis(200)).await && b.try_pending().is_some() {
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "no live push reached the other node after the failover");
+    // Nothing acknowledged is missing: what bob saw live plus what sync repairs is every seq.
+    let conversation = reply["data"]["conversation"].as_str().unwrap().to_string();
+    let sync = b.action("sync", json!({"conversations": {conversation.as_str(): 50}})).await;
+    let seqs: Vec<i64> =
+        sync["data"]["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (51..=acked as i64).collect::<Vec<_>>(), "every acknowledged message is there, once, in order");
+    println!(
+        "NATS failover: subscriptions on the other servers {moved:?} after the kill; {acked} acknowledged, 0 lost"
+    );
+}
+
 fn webhook_env(receiver: &common::Receiver, more: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = vec![
         ("NATTER_DEFAULT_APP__WEBHOOK_URL".to_string(), receiver.url("/hooks")),

@@ -26,6 +26,11 @@ pub struct NatsBus {
     sink: std::sync::Arc<OnceLock<Recipient<BusDelivery>>>,
 }
 
+/// The servers of `nats.url`: one URL, or several separated by commas (a cluster's seed list).
+pub fn server_urls(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
+
 impl NatsBus {
     pub async fn connect(url: &str, node_id: &str) -> anyhow::Result<Self> {
         let client = async_nats::ConnectOptions::new()
@@ -39,7 +44,7 @@ impl NatsBus {
                     other => tracing::debug!(event = %other, "nats event"),
                 }
             })
-            .connect(url)
+            .connect(server_urls(url))
             .await
             .context("connecting to NATS (nats.url)")?;
         let sink: std::sync::Arc<OnceLock<Recipient<BusDelivery>>> = Default::default();
