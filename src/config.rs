@@ -103,6 +103,16 @@ impl SqliteSync {
 pub struct NatsConfig {
     pub url: Secret,
     pub prefix: String,
+    /// PEM CA bundle the NATS servers' certificates are checked against (TLS); empty: the
+    /// system's roots.
+    pub tls_ca_file: String,
+    /// PEM client certificate and key, for servers that verify clients (mutual TLS).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// A `.creds` file (user JWT and NKey seed), for servers with decentralized auth.
+    pub credentials_file: String,
+    /// A file holding an NKey seed (`SU…`), for servers that authenticate NKeys.
+    pub nkey_seed_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -37,8 +37,9 @@
 //! - [`roles`]: who may do what in a group: the one permission table, checked by `groups` and by
 //!   the message writer.
 //! - [`bus`]: fan-out between nodes: the `Bus` trait, its in-process and NATS implementations
-//!   (publishing on async-nats, subscriptions on a lean protocol connection of our own), and the
-//!   envelope every payload travels in.
+//!   (publishing on async-nats, subscriptions on a lean protocol connection of our own, both
+//!   failing over across a server list; `security`: TLS and NKey / `.creds` auth for both), and
+//!   the envelope every payload travels in.
 //! - [`fanout`]: every payload the node puts on the bus, built and published with one policy
 //!   (ordered, bounded, never delaying a reply).
 //! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.

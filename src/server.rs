@@ -60,7 +60,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let bus: Arc<dyn Bus> = if config.nats.url.is_empty() {
         Arc::new(LocalBus::new())
     } else {
-        Arc::new(NatsBus::connect(config.nats.url.expose(), &id).await?)
+        Arc::new(NatsBus::connect(&config.nats, &id).await?)
     };
     let subjects = Subjects::new(&config.nats.prefix);
     let lease = Duration::from_secs(config.node.lease_secs);

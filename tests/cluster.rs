@@ -774,6 +774,128 @@ async fn killing_the_nats_server_a_node_uses_moves_it_to_another_and_loses_no_ac
     );
 }
 
+/// Runs openssl in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn certificates(dir: &std::path::Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=natter-test-ca",
+        ],
+    );
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let ext =
+            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n");
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_a_nats_that_demands_mutual_tls_and_nkeys_on_both_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificates(d);
+    let user = nkeys::KeyPair::new_user();
+    std::fs::write(d.join("user.nk"), user.seed().unwrap()).unwrap();
+    let (port, monitor) = (free_port(), free_port());
+    let config = format!(
+        "host: 127.0.0.1\nport: {port}\nhttp_port: {monitor}\n\
+         tls {{ cert_file: \"{p}/server.pem\", key_file: \"{p}/server.key\", ca_file: \"{p}/ca.pem\", verify: true }}\n\
+         authorization {{ users: [ {{ nkey: \"{nkey}\" }} ] }}\n",
+        p = d.display(),
+        nkey = user.public_key()
+    );
+    std::fs::write(d.join("nats.conf"), config).unwrap();
+    let mut server = Command::new("nats-server")
+        .args(["-c", &d.join("nats.conf").display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server is installed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", monitor)).is_err() {
+        assert!(Instant::now() < deadline, "the TLS nats-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let file = |name: &str| d.join(name).display().to_string();
+    let env = vec![
+        ("NATTER_NATS__TLS_CA_FILE".to_string(), file("ca.pem")),
+        ("NATTER_NATS__TLS_CERT_FILE".to_string(), file("client.pem")),
+        ("NATTER_NATS__TLS_KEY_FILE".to_string(), file("client.key")),
+        ("NATTER_NATS__NKEY_SEED_FILE".to_string(), file("user.nk")),
+    ];
+    let cluster = Cluster::start_with(2, &format!("tls://127.0.0.1:{port}"), 15, env);
+    let (alice, bob) = (cluster.guest(0).await, cluster.guest(1).await);
+    let mut a = cluster.connect(0, &alice).await;
+    let mut b = cluster.connect(1, &bob).await;
+    assert_eq!(a.send_dm(&bob.id, "over mutual TLS", "t1").await["code"], 201);
+    assert_eq!(b.next_message().await["content"], "over mutual TLS");
+    // Both nodes' lean subscription connections are TLS (the server admits nothing else).
+    let connz: Value = reqwest::get(format!("http://127.0.0.1:{monitor}/connz")).await.unwrap().json().await.unwrap();
+    let subscribers: Vec<&Value> = connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.ends_with("-sub")))
+        .collect();
+    assert_eq!(subscribers.len(), 2, "{connz}");
+    assert!(subscribers.iter().all(|c| c["tls_version"].is_string()), "{connz}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 fn webhook_env(receiver: &common::Receiver, more: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = vec![
         ("NATTER_DEFAULT_APP__WEBHOOK_URL".to_string(), receiver.url("/hooks")),

@@ -6,12 +6,18 @@
 
 pub mod local;
 pub mod nats;
+pub mod security;
 pub mod subscriber;
 
 use actix::{Message, Recipient};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+/// The servers of `nats.url`: one URL, or several separated by commas (a cluster's seed list).
+pub fn server_urls(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
 
 /// A payload that arrived on a subscribed subject.
 #[derive(Message, Debug, Clone)]

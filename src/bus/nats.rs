@@ -16,8 +16,11 @@ use tokio::task::JoinHandle;
 
 use super::{
     Bus, BusDelivery,
+    security::Security,
+    server_urls,
     subscriber::{Subscriber, Target},
 };
+use crate::config::NatsConfig;
 
 pub struct NatsBus {
     client: async_nats::Client,
@@ -26,14 +29,28 @@ pub struct NatsBus {
     sink: std::sync::Arc<OnceLock<Recipient<BusDelivery>>>,
 }
 
-/// The servers of `nats.url`: one URL, or several separated by commas (a cluster's seed list).
-pub fn server_urls(url: &str) -> Vec<&str> {
-    url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
-}
-
 impl NatsBus {
-    pub async fn connect(url: &str, node_id: &str) -> anyhow::Result<Self> {
-        let client = async_nats::ConnectOptions::new()
+    pub async fn connect(config: &NatsConfig, node_id: &str) -> anyhow::Result<Self> {
+        let url = config.url.expose();
+        let security = Security::from_config(config)?;
+        let mut options = async_nats::ConnectOptions::new();
+        if security.tls_required {
+            options = options.require_tls(true);
+        }
+        if !config.tls_ca_file.is_empty() {
+            options = options.add_root_certificates(config.tls_ca_file.clone().into());
+        }
+        if !config.tls_cert_file.is_empty() {
+            options =
+                options.add_client_certificate(config.tls_cert_file.clone().into(), config.tls_key_file.clone().into());
+        }
+        if !config.credentials_file.is_empty() {
+            options = options.credentials_file(&config.credentials_file).await.context("nats.credentials_file")?;
+        } else if !config.nkey_seed_file.is_empty() {
+            let seed = std::fs::read_to_string(&config.nkey_seed_file).context("nats.nkey_seed_file")?;
+            options = options.nkey(seed.trim().to_string());
+        }
+        let client = options
             .name(format!("natter-{node_id}"))
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -48,7 +65,7 @@ impl NatsBus {
             .await
             .context("connecting to NATS (nats.url)")?;
         let sink: std::sync::Arc<OnceLock<Recipient<BusDelivery>>> = Default::default();
-        let subscriber = match Target::from_url(url, format!("natter-{node_id}-sub"))? {
+        let subscriber = match Target::from_url(url, format!("natter-{node_id}-sub"), security)? {
             Some(target) => match Subscriber::start(target, sink.clone()).await {
                 Ok(s) => Some(s),
                 Err(e) => {

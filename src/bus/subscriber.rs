@@ -4,8 +4,9 @@
 //! Why not async-nats here: it gives every subscription its own channel, whose first block holds
 //! 32 messages (~6 KiB), and we drained each with a task; a node holds one subscription per
 //! connected user, so that was ~8 KiB per connection (issue 11's heaptrack and suite figures).
-//! Here a subscription is one map entry. Publishing stays on async-nats. URLs this connection
-//! cannot serve (TLS, WebSocket) keep async-nats subscriptions instead (see `nats.rs`).
+//! Here a subscription is one map entry. Publishing stays on async-nats. It speaks TLS and NKey /
+//! `.creds` authentication like async-nats does (`security`); WebSocket URLs keep async-nats
+//! subscriptions instead (see `nats.rs`).
 //!
 //! Failover: `nats.url` may list several servers; a lost connection reconnects to the next one
 //! (then round the list, which grows with the servers the cluster announces in its INFO) and
@@ -25,12 +26,16 @@ use actix::Recipient;
 use anyhow::{Context as _, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
     sync::{mpsc, oneshot},
 };
 
-use super::BusDelivery;
+use super::{BusDelivery, security::Security};
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Client pings: a connection that answers none of two in a row is dead.
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -59,16 +64,17 @@ struct Server {
 pub struct Target {
     servers: Vec<Server>,
     name: String,
+    security: Security,
 }
 
 impl Target {
     /// `nats.url`: one URL or several, comma-separated. `None` when one of them is a URL this
-    /// connection does not speak (TLS, WebSocket).
-    pub fn from_url(url: &str, name: String) -> anyhow::Result<Option<Self>> {
+    /// connection does not speak (WebSocket).
+    pub fn from_url(url: &str, name: String, security: Security) -> anyhow::Result<Option<Self>> {
         let mut servers = Vec::new();
-        for one in super::nats::server_urls(url) {
+        for one in super::server_urls(url) {
             let addr: async_nats::ServerAddr = one.parse().context("nats.url")?;
-            if addr.scheme() != "nats" {
+            if !matches!(addr.scheme(), "nats" | "tls") {
                 return Ok(None);
             }
             servers.push(Server {
@@ -81,7 +87,7 @@ impl Target {
         if servers.is_empty() {
             bail!("nats.url names no server");
         }
-        Ok(Some(Self { servers, name }))
+        Ok(Some(Self { servers, name, security }))
     }
 
     /// Adds the servers a cluster announces (`connect_urls` of its INFO), with the first
@@ -100,7 +106,7 @@ impl Target {
         }
     }
 
-    fn connect_line(&self, server: &Server) -> String {
+    fn connect_line(&self, server: &Server, nonce: Option<&str>) -> anyhow::Result<String> {
         let mut info = serde_json::json!({
             "verbose": false, "pedantic": false, "lang": "rust", "version": env!("CARGO_PKG_VERSION"),
             "protocol": 1, "name": self.name, "headers": true, "no_responders": false,
@@ -114,7 +120,8 @@ impl Target {
             (Some(token), None) => info["auth_token"] = token.as_str().into(),
             _ => {}
         }
-        format!("CONNECT {info}\r\nPING\r\n")
+        self.security.auth.connect_fields(nonce, &mut info)?;
+        Ok(format!("CONNECT {info}\r\nPING\r\n"))
     }
 }
 
@@ -161,7 +168,7 @@ impl Subscriber {
 }
 
 struct Conn {
-    io: TcpStream,
+    io: Box<dyn Io>,
     buf: BytesMut,
     /// Which of the target's servers this is.
     server: usize,
@@ -191,34 +198,37 @@ impl Conn {
     /// Connects to one server; returns the connection and the server's INFO.
     async fn open(target: &Target, index: usize) -> anyhow::Result<(Self, String)> {
         let server = &target.servers[index];
-        let io = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((server.host.as_str(), server.port)))
-            .await
-            .context("connecting to NATS timed out")?
-            .with_context(|| format!("connecting to NATS at {}:{}", server.host, server.port))?;
-        let _ = io.set_nodelay(true);
-        let mut conn = Conn { io, buf: BytesMut::with_capacity(64 * 1024), server: index };
         let handshake = async {
-            let info = match conn.next_op().await? {
-                Op::Info(info) => {
-                    if info.contains("\"tls_required\":true") {
-                        bail!("the NATS server requires TLS");
-                    }
-                    info
+            let mut tcp = TcpStream::connect((server.host.as_str(), server.port))
+                .await
+                .with_context(|| format!("connecting to NATS at {}:{}", server.host, server.port))?;
+            let _ = tcp.set_nodelay(true);
+            // INFO comes in the clear; TLS starts after it.
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            let info = loop {
+                match parse(&mut buf)? {
+                    Some(Op::Info(info)) => break info,
+                    Some(_) => bail!("NATS did not start with INFO"),
+                    None if tcp.read_buf(&mut buf).await? == 0 => bail!("NATS closed the connection"),
+                    None => {}
                 }
-                _ => bail!("NATS did not start with INFO"),
             };
-            conn.io.write_all(target.connect_line(server).as_bytes()).await?;
+            let fields: serde_json::Value = serde_json::from_str(&info).unwrap_or_default();
+            let tls = target.security.tls_required || fields["tls_required"] == true;
+            let io: Box<dyn Io> =
+                if tls { Box::new(target.security.wrap(tcp, &server.host).await?) } else { Box::new(tcp) };
+            let mut conn = Conn { io, buf, server: index };
+            let connect = target.connect_line(server, fields["nonce"].as_str())?;
+            conn.io.write_all(connect.as_bytes()).await?;
             loop {
                 match conn.next_op().await? {
-                    Op::Pong => return Ok(info),
+                    Op::Pong => return Ok((conn, info)),
                     Op::Err(e) => bail!("NATS refused the connection: {e}"),
                     _ => {}
                 }
             }
         };
-        let info =
-            tokio::time::timeout(Duration::from_secs(5), handshake).await.context("NATS handshake timed out")??;
-        Ok((conn, info))
+        tokio::time::timeout(Duration::from_secs(5), handshake).await.context("NATS handshake timed out")?
     }
 
     async fn next_op(&mut self) -> anyhow::Result<Op> {
@@ -491,20 +501,26 @@ mod tests {
         assert!(parse(&mut BytesMut::from(&b"MSG a 1 x\r\n"[..])).is_err());
     }
 
+    fn plain() -> Security {
+        let config: crate::config::NatsConfig =
+            serde_json::from_value(serde_json::json!({"url": "nats://a:4222", "prefix": "p", "tls_ca_file": "",
+                "tls_cert_file": "", "tls_key_file": "", "credentials_file": "", "nkey_seed_file": ""}))
+            .unwrap();
+        Security::from_config(&config).unwrap()
+    }
+
     #[test]
     fn a_server_list_is_read_and_grows_with_what_the_cluster_announces() {
-        let mut t = Target::from_url(" nats://u:p@a:4222, nats://b:4223 ,", "n".into()).unwrap().unwrap();
+        let mut t = Target::from_url(" nats://u:p@a:4222, nats://b:4223 ,", "n".into(), plain()).unwrap().unwrap();
         assert_eq!(t.servers.iter().map(|s| (s.host.as_str(), s.port)).collect::<Vec<_>>(), [("a", 4222), ("b", 4223)]);
         assert_eq!((t.servers[0].user.as_deref(), t.servers[1].user.as_deref()), (Some("u"), None));
         t.learn(r#"{"server_id":"x","connect_urls":["10.0.0.3:4222","b:4223","[::1]:4224","junk"]}"#);
         let hosts: Vec<(&str, u16)> = t.servers.iter().map(|s| (s.host.as_str(), s.port)).collect();
         assert_eq!(hosts, [("a", 4222), ("b", 4223), ("10.0.0.3", 4222), ("::1", 4224)]);
         assert_eq!(t.servers[2].user.as_deref(), Some("u"), "announced servers log in like the first");
-        assert!(
-            Target::from_url("nats://a:4222,tls://b:4222", "n".into()).unwrap().is_none(),
-            "TLS: async-nats subscribes"
-        );
-        assert!(Target::from_url(" , ", "n".into()).is_err());
+        assert!(Target::from_url("nats://a:4222,ws://b:80", "n".into(), plain()).unwrap().is_none(), "ws: async-nats");
+        assert!(Target::from_url("tls://a:4222", "n".into(), plain()).unwrap().is_some(), "TLS is spoken here");
+        assert!(Target::from_url(" , ", "n".into(), plain()).is_err());
     }
 
     #[test]
