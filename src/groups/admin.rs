@@ -245,6 +245,56 @@ pub async fn dissolve(node: &Node, actor: GroupActor<'_>, group: &GroupId) -> Ap
     Ok(dissolved)
 }
 
+/// Starts a dissolved group afresh under its id, as the app (RongCloud creates a dismissed
+/// group's id anew): its former members leave (keeping what they could read), the given users
+/// join at the current seq (so the old history is not theirs), `owner` owns it. Members hear
+/// `group.created`; the app gets the `group.created` webhook and an audit entry.
+pub async fn recreate(
+    node: &Node,
+    app: &crate::domain::AppId,
+    group: &GroupId,
+    name: &Name,
+    owner: &UserId,
+    members: &[UserId],
+) -> ApiResult<GroupView> {
+    let mut wanted = vec![owner.clone()];
+    wanted.extend(members.iter().filter(|m| *m != owner).cloned());
+    let users = super::resolve(node, app, &wanted).await?;
+    let max = node.config.chat.max_group_size;
+    if users.len() > max {
+        return Err(group_full(max));
+    }
+    let actor = GroupActor::App(app);
+    let mut acting = Acting::begin(node, actor, group, true).await?;
+    if acting.tx.profile.dissolved_at.is_none() {
+        return Err(ApiError::new(ErrorCode::Conflict, format!("group {group} exists and was not dissolved")));
+    }
+    let former = acting.tx.end_all_memberships().await?;
+    acting.tx.revive(name.as_str()).await?;
+    let added = acting.tx.add_members(&users).await?;
+    let Some((owner_key, _)) = users.iter().find(|(_, id)| id == owner.as_str()) else {
+        return Err(ApiError::internal("the owner was not resolved"));
+    };
+    acting.tx.set_role(*owner_key, Role::Owner).await?;
+    let planned: Vec<GroupMember> = added
+        .iter()
+        .map(|(key, id)| GroupMember {
+            key: *key,
+            id: id.clone(),
+            role: if key == owner_key { Role::Owner } else { Role::Member },
+            silenced_until: None,
+        })
+        .collect();
+    let view = GroupView::of(group.as_str(), &acting.tx.profile, &planned);
+    acting.audit("group.recreated", Some(owner.as_str()), None).await?;
+    acting.webhook("group.created", &serde_json::json!({ "group": view, "by": null })).await?;
+    acting.tx.commit("group_recreate").await?;
+    let keys: Vec<i64> = added.iter().map(|(k, _)| k.0).collect();
+    let gone: Vec<i64> = former.iter().map(|k| k.0).filter(|k| !keys.contains(k)).collect();
+    publish(node, app, group.as_str(), keys, gone, event_frame("group.created", &view));
+    Ok(view)
+}
+
 /// Changes a member's role (granting or revoking admin, or handing the group over) or mute.
 pub async fn update_member(
     node: &Node,

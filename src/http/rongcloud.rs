@@ -452,10 +452,22 @@ async fn join(node: &Node, app: &AppRecord, p: &Params, create: bool) -> RcResul
     let users = p.users("userId", 1000)?;
     let group = p.group("groupId")?;
     let name = name_of(p, "groupName")?;
-    if node.store.group_profile(&app.id, group.as_str()).await?.is_some() {
-        let members = MembersRequest { members: users };
-        admin::add_members(node, GroupActor::App(&app.id), &group, members).await?;
-        return Ok(json!({}));
+    match node.store.group_profile(&app.id, group.as_str()).await? {
+        // Dismissed: RongCloud starts the id afresh, owned by the first user.
+        Some(profile) if profile.dissolved_at.is_some() => {
+            let name = match name {
+                Some(name) => name,
+                None => Name::parse(profile.name.as_str()).map_err(|e| RcError::param(e.0))?,
+            };
+            admin::recreate(node, &app.id, &group, &name, &users[0], &users[1..]).await?;
+            return Ok(json!({}));
+        }
+        Some(_) => {
+            let members = MembersRequest { members: users };
+            admin::add_members(node, GroupActor::App(&app.id), &group, members).await?;
+            return Ok(json!({}));
+        }
+        None => {}
     }
     let name = match name {
         Some(name) => name,

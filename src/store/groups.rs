@@ -342,6 +342,43 @@ impl GroupTx {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Ends every current membership at the group's current seq; returns whose.
+    pub async fn end_all_memberships(&mut self) -> Result<Vec<UserKey>, sqlx::Error> {
+        let keys: Vec<i64> = sqlx::query_scalar(
+            "SELECT user_key FROM members WHERE app_id = $1 AND conversation_id = $2 AND left_seq IS NULL",
+        )
+        .bind(self.app.as_str())
+        .bind(self.group.as_str())
+        .fetch_all(&mut **self.tx)
+        .await?;
+        sqlx::query("UPDATE members SET left_seq = $1 WHERE app_id = $2 AND conversation_id = $3 AND left_seq IS NULL")
+            .bind(self.profile.last_seq)
+            .bind(self.app.as_str())
+            .bind(self.group.as_str())
+            .execute(&mut **self.tx)
+            .await?;
+        Ok(keys.into_iter().map(UserKey).collect())
+    }
+
+    /// Brings a dissolved group back under a fresh profile (name only, nothing muted); its old
+    /// history stays behind the current seq.
+    pub async fn revive(&mut self, name: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE conversations SET dissolved_at = NULL WHERE app_id = $1 AND id = $2")
+            .bind(self.app.as_str())
+            .bind(self.group.as_str())
+            .execute(&mut **self.tx)
+            .await?;
+        let profile = GroupProfile {
+            name: name.to_string(),
+            avatar_url: None,
+            announcement: None,
+            muted: false,
+            dissolved_at: None,
+            last_seq: self.profile.last_seq,
+        };
+        self.set_profile(profile).await
+    }
+
     /// Ends the group: members keep reading its history; nothing more is sent to it.
     pub async fn dissolve(&mut self, at: i64) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE conversations SET dissolved_at = $1 WHERE app_id = $2 AND id = $3")

@@ -136,6 +136,26 @@ async fn an_app_server_written_for_rongcloud_runs_unchanged_against_natter(backe
     sdk.ok("group.dismiss", json!(["rc_alice", "rc_team"]));
     let refused = sdk.call("message.group.send", json!(["rc_alice", "rc_team", "RC:TxtMsg", {"content": "late"}]));
     assert_ne!(refused["code"], 200, "a dismissed group takes no message: {refused}");
+
+    // As on RongCloud, a dismissed id can be created again: a fresh group, owned by the first
+    // user, whose new members do not inherit the old history.
+    sdk.ok("group.create", json!([["rc_bob", "rc_carol"], "rc_team", "Team again"]));
+    let members: Vec<String> = sdk.ok("group.query", json!(["rc_team"]))["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(members, ["rc_bob", "rc_carol"], "alice, a member of the old group, is not in the new one");
+    let (_, view) = server.get("/v1/groups/rc_team", Some(&bob.token)).await;
+    assert_eq!(
+        (view["data"]["name"].as_str(), view["data"]["members"][0]["role"].as_str()),
+        (Some("Team again"), Some("owner"))
+    );
+    sdk.ok("message.group.send", json!(["rc_bob", "rc_team", "RC:TxtMsg", {"content": "fresh start"}]));
+    let history = server.history(bob, "rc_team").await;
+    let texts: Vec<&str> = history.iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["fresh start"], "the new group's history starts at its re-creation");
 }
 
 async fn wrong_signatures_and_bad_parameters_get_rongclouds_codes(backend: Backend) {
