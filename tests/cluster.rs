@@ -774,72 +774,11 @@ async fn killing_the_nats_server_a_node_uses_moves_it_to_another_and_loses_no_ac
     );
 }
 
-/// Runs openssl in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+/// A throwaway CA, server and client certificates in `dir` (tests/support/test-certs.sh).
 fn certificates(dir: &std::path::Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=natter-test-ca",
-        ],
-    );
-    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        let ext =
-            format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n");
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "1",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
-    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/test-certs.sh");
+    let out = Command::new("sh").arg(script).arg(dir).output().expect("sh runs");
+    assert!(out.status.success(), "test-certs.sh (needs openssl): {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::plan::{ConvKind, Plan};
 use crate::stats::{Kind, Recorder, bump};
+use crate::tls::TlsConfig;
 
 /// Read and write buffers of a few KiB: the client must never be what limits the server.
 const BUFFER_BYTES: usize = 4096;
@@ -30,7 +31,7 @@ pub fn unix_micros() -> u64 {
 
 /// Opens a WebSocket to `url` from `source` (a loopback address, so one process can use more
 /// than one address's ephemeral ports).
-pub async fn connect(url: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+pub async fn connect(url: &str, source: Option<IpAddr>, tls: Option<&TlsConfig>) -> anyhow::Result<Ws> {
     let authority = url.split("://").nth(1).and_then(|r| r.split(['/', '?']).next()).context("URL has no host")?;
     let addr: SocketAddr =
         tokio::net::lookup_host(authority).await?.next().with_context(|| format!("{authority} does not resolve"))?;
@@ -41,6 +42,13 @@ pub async fn connect(url: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
     let stream = socket.connect(addr).await.with_context(|| format!("TCP connect to {addr}"))?;
     stream.set_nodelay(true)?;
     let config = WebSocketConfig::default().read_buffer_size(BUFFER_BYTES).write_buffer_size(0);
+    if url.starts_with("wss://") {
+        let tls = tls.context("a wss:// target needs TLS settings")?;
+        let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
+        let (ws, _) =
+            tokio_tungstenite::client_async_tls_with_config(url, stream, Some(config), Some(connector)).await?;
+        return Ok(ws);
+    }
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?;
     Ok(ws)
 }
@@ -201,7 +209,7 @@ impl Connection {
     async fn reconnect(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         bump(&self.rec.connect_attempts, 1);
-        match connect(&self.plan.url_of(self.user), self.plan.source_of(self.user)).await {
+        match connect(&self.plan.url_of(self.user), self.plan.source_of(self.user), self.plan.tls.as_ref()).await {
             Ok(ws) => {
                 self.rec.record(Kind::Connect, started.elapsed().as_micros() as u64);
                 self.ws = Some(ws);

@@ -49,8 +49,11 @@ pub struct Inbox {
 
 pub async fn run(args: &InboxArgs) -> anyhow::Result<Inbox> {
     let base = args.url.trim_end_matches('/').to_string();
-    let api =
-        ServerApi::new(base.clone(), AppCredentials { key: args.app_key.clone(), secret: args.app_secret.clone() })?;
+    let api = ServerApi::new(
+        base.clone(),
+        AppCredentials { key: args.app_key.clone(), secret: args.app_secret.clone() },
+        None,
+    )?;
     let tag = format!("{:x}", rand::random::<u32>());
     let me = format!("inbox-{tag}");
     let started = Instant::now();

@@ -13,6 +13,8 @@
 //! - `suite`: the standard suite (starts servers, runs scenarios, writes results).
 //! - `auth_flood`: login latency while a registration flood keeps the password hasher busy.
 //! - `inbox`: the conversation-list latency of a user in a thousand conversations.
+//! - `stamp`: what a result was measured with (versions, commit, machine, configuration).
+//! - `tls`: trust for `wss://` targets and `https://` calls (the system's roots and `--tls-ca`).
 
 mod auth_flood;
 mod conn;
@@ -22,8 +24,10 @@ mod plan;
 mod procfs;
 mod report;
 mod run;
+mod stamp;
 mod stats;
 mod suite;
+mod tls;
 mod worker;
 
 use std::net::SocketAddr;
@@ -41,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one scenario against running servers.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Serve the floor: a minimal WebSocket broadcast server speaking the harness's frames.
     Floor {
         #[arg(long, default_value = "127.0.0.1:9090")]

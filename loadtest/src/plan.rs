@@ -85,6 +85,12 @@ pub struct Plan {
     pub connect_rate: f64,
     /// Connection attempts in flight per worker.
     pub connect_concurrency: usize,
+    /// A PEM CA trusted for `wss://` targets besides the system's roots.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
+    /// Built from `tls_ca` by each worker when a target is `wss://`.
+    #[serde(skip)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Plan {
@@ -225,8 +231,8 @@ pub struct ServerApi {
 }
 
 impl ServerApi {
-    pub fn new(base: String, creds: AppCredentials) -> anyhow::Result<ServerApi> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    pub fn new(base: String, creds: AppCredentials, tls_ca: Option<&str>) -> anyhow::Result<ServerApi> {
+        let http = crate::tls::http_client(tls_ca, Duration::from_secs(30))?;
         Ok(ServerApi { http, base, creds })
     }
 
@@ -270,15 +276,18 @@ pub enum Provisioner {
 const PROVISION_CONCURRENCY: usize = 32;
 
 impl Provisioner {
-    pub fn new(auth: Auth, base: String, creds: Option<AppCredentials>) -> anyhow::Result<Provisioner> {
+    pub fn new(
+        auth: Auth,
+        base: String,
+        creds: Option<AppCredentials>,
+        tls_ca: Option<&str>,
+    ) -> anyhow::Result<Provisioner> {
         Ok(match auth {
             Auth::ServerApi => {
                 let creds = creds.context("--auth server-api needs --app-key and --app-secret")?;
-                Provisioner::ServerApi(ServerApi::new(base, creds)?)
+                Provisioner::ServerApi(ServerApi::new(base, creds, tls_ca)?)
             }
-            Auth::Guest => {
-                Provisioner::Guest { http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?, base }
-            }
+            Auth::Guest => Provisioner::Guest { http: crate::tls::http_client(tls_ca, Duration::from_secs(30))?, base },
             Auth::Floor => Provisioner::Floor,
         })
     }
@@ -408,6 +417,8 @@ mod tests {
             message_bytes: 32,
             connect_rate: 0.0,
             connect_concurrency: 1,
+            tls_ca: None,
+            tls: None,
         };
         let pairs: std::collections::HashSet<(String, Option<IpAddr>)> =
             (0..4).map(|u| (plan.target_of(u).to_string(), plan.source_of(u))).collect();

@@ -49,6 +49,9 @@ pub struct Summary {
     pub thresholds: Vec<ThresholdResult>,
     pub passed: bool,
     pub failures: Vec<String>,
+    /// Versions, commit, machine and configuration of the run.
+    #[serde(default)]
+    pub stamp: crate::stamp::Stamp,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]

@@ -14,12 +14,12 @@ use tokio::sync::mpsc;
 
 use crate::conn::unix_micros;
 use crate::plan::{self, AppCredentials, Auth, Plan, Provisioner, Scenario, Shape};
-use crate::procfs::{CpuTimes, ServerWatch};
+use crate::procfs::{CpuTimes, ServerWatch, Source};
 use crate::report::{Summary, Threshold};
 use crate::stats::{Counts, Hists, Latency};
 use crate::worker::{Event, Order};
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct RunArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
@@ -32,6 +32,7 @@ pub struct RunArgs {
     #[arg(long, env = "LOADTEST_APP_KEY")]
     pub app_key: Option<String>,
     #[arg(long, env = "LOADTEST_APP_SECRET", hide_env_values = true)]
+    #[serde(skip)]
     pub app_secret: Option<String>,
     /// Connections (connect, reconnect).
     #[arg(long, default_value_t = 1000)]
@@ -81,6 +82,16 @@ pub struct RunArgs {
     /// Server processes to sample (RSS, CPU); repeatable.
     #[arg(long = "server-pid")]
     pub server_pids: Vec<u32>,
+    /// Servers to sample through their Prometheus endpoint (the admin listener's `/metrics`,
+    /// e.g. `http://10.0.0.5:9090/metrics`) when they are not local processes; repeatable.
+    /// Memory is exact; CPU comes in whole seconds (an integer counter), so prefer
+    /// `--server-pid` for runs of a few seconds.
+    #[arg(long = "server-metrics")]
+    pub server_metrics: Vec<String>,
+    /// A PEM CA to trust for `wss://` targets and `https://` calls besides the system's roots
+    /// (a test certificate, a private CA).
+    #[arg(long)]
+    pub tls_ca: Option<String>,
     /// e.g. `delivery_p99_ms<25`; repeatable; any failing threshold fails the run.
     #[arg(long = "threshold")]
     pub thresholds: Vec<String>,
@@ -249,7 +260,7 @@ struct Display {
 }
 
 impl Display {
-    fn line(&mut self, phase: &str, board: &mut Board, users: usize) -> anyhow::Result<()> {
+    fn line(&mut self, phase: &str, board: &mut Board, users: usize) -> anyhow::Result<Point> {
         let c = board.counts();
         let dt = self.last_at.elapsed().as_secs_f64().max(1e-3);
         let per = |now: u64, before: u64| (now.saturating_sub(before)) as f64 / dt;
@@ -262,21 +273,35 @@ impl Display {
         } else {
             ("connect", Latency::of(&board.window.connect))
         };
+        let point = Point {
+            t_s: self.began.elapsed().as_secs_f64(),
+            phase: phase.to_string(),
+            connected: c.connected.saturating_sub(c.disconnected),
+            sent_per_s: per(c.sent, self.last.sent),
+            acked_per_s: per(c.acked, self.last.acked),
+            delivered_per_s: per(c.delivered, self.last.delivered),
+            errors: c.errors + c.connect_failed + c.ack_errors,
+            latency: name,
+            p50_ms: l.p50_ms,
+            p99_ms: l.p99_ms,
+            server_rss_kib: Vec::new(),
+            server_cpu_s: Vec::new(),
+        };
         self.progress.show(&format!(
             "[{:>5.1}s] {phase:<8} connected {}/{users} | sent {:.0}/s acked {:.0}/s delivered {:.0}/s | errors {} | {name} p50 {:.2} ms p99 {:.2} ms",
-            self.began.elapsed().as_secs_f64(),
-            c.connected.saturating_sub(c.disconnected),
-            per(c.sent, self.last.sent),
-            per(c.acked, self.last.acked),
-            per(c.delivered, self.last.delivered),
-            c.errors + c.connect_failed + c.ack_errors,
+            point.t_s,
+            point.connected,
+            point.sent_per_s,
+            point.acked_per_s,
+            point.delivered_per_s,
+            point.errors,
             l.p50_ms,
             l.p99_ms
         ));
         board.window = Hists::new()?;
         self.last = c;
         self.last_at = Instant::now();
-        Ok(())
+        Ok(point)
     }
 }
 
@@ -313,7 +338,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         (Some(key), Some(secret)) => Some(AppCredentials { key: key.clone(), secret: secret.clone() }),
         _ => None,
     };
-    let provisioner = Provisioner::new(args.auth, plan::http_base(&args.targets[0])?, creds)?;
+    let provisioner = Provisioner::new(args.auth, plan::http_base(&args.targets[0])?, creds, args.tls_ca.as_deref())?;
     let total = users.len();
     let last_shown = std::sync::Mutex::new(Instant::now());
     provisioner
@@ -338,6 +363,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         message_bytes: args.message_bytes.max(24),
         connect_rate: args.connect_rate,
         connect_concurrency: args.connect_concurrency,
+        tls_ca: args.tls_ca.clone(),
+        tls: None,
     };
     let plan_file = std::env::temp_dir().join(format!("natter-loadtest-{run_id}.json"));
     std::fs::write(&plan_file, serde_json::to_vec(&plan)?).context("writing the plan")?;
@@ -377,6 +404,7 @@ fn empty_summary(args: &RunArgs) -> Summary {
         thresholds: Vec::new(),
         passed: false,
         failures: Vec::new(),
+        stamp: crate::stamp::Stamp::default(),
     }
 }
 
@@ -391,7 +419,14 @@ async fn coordinate(
     let (events_tx, events) = mpsc::unbounded_channel::<(usize, anyhow::Result<Event>)>();
     let mut workers = Vec::new();
     let machine_start = CpuTimes::now();
-    let watch = ServerWatch::start(&args.server_pids);
+    let sources = args
+        .server_pids
+        .iter()
+        .map(|p| Source::Pid(*p))
+        .chain(args.server_metrics.iter().map(|u| Source::Metrics(u.clone())))
+        .collect();
+    let watch = ServerWatch::start(sources);
+    let started_at = unix_micros() / 1_000_000;
     for i in 0..args.procs {
         let mut child = tokio::process::Command::new(&exe)
             .arg("worker")
@@ -455,6 +490,7 @@ async fn coordinate(
         display: Display { progress, began, last: Counts::default(), last_at: began },
         watch,
         users,
+        series: Vec::new(),
     };
 
     // Phase 1: every worker connects its share.
@@ -506,7 +542,7 @@ async fn coordinate(
     for w in &mut workers {
         let _ = tokio::time::timeout(Duration::from_secs(10), w.child.wait()).await;
     }
-    let Live { board, display, watch, .. } = live;
+    let Live { board, display, watch, series, .. } = live;
     display.progress.finish();
 
     let mut counts = Counts::default();
@@ -549,11 +585,47 @@ async fn coordinate(
     s.servers = servers;
     s.machine_busy_pct = CpuTimes::now().busy_pct_since(&machine_start);
     s.machine_busy_traffic_pct = traffic_busy;
+    s.stamp = crate::stamp::Stamp {
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: crate::stamp::commit(),
+        server_versions: s.servers.iter().filter_map(|f| f.version.clone()).collect(),
+        machine: crate::stamp::Machine::here(),
+        config: serde_json::to_value(args)?,
+        started_at,
+    };
     s.judge(thresholds);
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_vec_pretty(&s)?).with_context(|| format!("writing {}", path.display()))?;
+        let lines: Vec<String> = series.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
+        let series_path = series_path(path);
+        std::fs::write(&series_path, lines.join("\n") + "\n")
+            .with_context(|| format!("writing {}", series_path.display()))?;
     }
     Ok(s)
+}
+
+/// Where the per-second series of a summary goes: beside it, `<name>.series.jsonl`.
+pub fn series_path(summary: &std::path::Path) -> PathBuf {
+    summary.with_extension("series.jsonl")
+}
+
+/// One second of a run, as the progress line shows it, with the servers' readings.
+#[derive(serde::Serialize, Debug)]
+pub struct Point {
+    pub t_s: f64,
+    pub phase: String,
+    pub connected: u64,
+    pub sent_per_s: f64,
+    pub acked_per_s: f64,
+    pub delivered_per_s: f64,
+    pub errors: u64,
+    /// The latency the line shows: delivery, else ack, else sync, else connect.
+    pub latency: &'static str,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Resident memory and CPU seconds of each sampled server.
+    pub server_rss_kib: Vec<u64>,
+    pub server_cpu_s: Vec<f64>,
 }
 
 /// The coordinator's view while workers run: their events, the merged board, and the
@@ -565,6 +637,8 @@ struct Live {
     display: Display,
     watch: ServerWatch,
     users: usize,
+    /// One point a second, written beside the summary.
+    series: Vec<Point>,
 }
 
 impl Live {
@@ -579,8 +653,12 @@ impl Live {
                 None => bail!("every worker exited"),
             },
             _ = self.every.tick() => {
-                self.watch.tick();
-                self.display.line(phase, &mut self.board, self.users)
+                let servers = self.watch.tick();
+                let mut point = self.display.line(phase, &mut self.board, self.users)?;
+                point.server_rss_kib = servers.iter().map(|s| s.rss_kib).collect();
+                point.server_cpu_s = servers.iter().map(|s| s.cpu_s).collect();
+                self.series.push(point);
+                Ok(())
             }
         }
     }

@@ -240,6 +240,8 @@ fn base_args(d: &Deployment, scenario: Scenario) -> RunArgs {
         source_ips: "4".into(),
         procs: 1,
         server_pids: d.pids(),
+        server_metrics: Vec::new(),
+        tls_ca: None,
         thresholds: Vec::new(),
         out: None,
         drain: 10.0,

@@ -63,8 +63,12 @@ const REPLY_GRACE: Duration = Duration::from_secs(15);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(plan_path: &str, index: usize, count: usize) -> anyhow::Result<()> {
-    let plan: Plan = serde_json::from_slice(&std::fs::read(plan_path).with_context(|| format!("reading {plan_path}"))?)
-        .context("plan file")?;
+    let mut plan: Plan =
+        serde_json::from_slice(&std::fs::read(plan_path).with_context(|| format!("reading {plan_path}"))?)
+            .context("plan file")?;
+    if plan.targets.iter().any(|t| t.starts_with("wss://")) {
+        plan.tls = Some(crate::tls::client_config(plan.tls_ca.as_deref())?);
+    }
     let plan = Arc::new(plan);
     let rec = Arc::new(Recorder::new()?);
     let acked: AckedSeqs = Arc::default();
@@ -185,7 +189,7 @@ async fn connect_all(
             }
             bump(&rec.connect_attempts, 1);
             let started = Instant::now();
-            match connect(&plan.url_of(user), plan.source_of(user)).await {
+            match connect(&plan.url_of(user), plan.source_of(user), plan.tls.as_ref()).await {
                 Ok(ws) => {
                     rec.record(Kind::Connect, started.elapsed().as_micros() as u64);
                     bump(&rec.connected, 1);

@@ -254,3 +254,98 @@ fn a_group_spread_over_two_cluster_nodes_and_two_worker_processes_loses_nothing(
     assert_eq!(s["servers"].as_array().unwrap().len(), 2);
     assert_eq!(s["procs"], 2);
 }
+
+/// A throwaway CA and a certificate for 127.0.0.1 in `dir` (the repository's test-certs.sh).
+fn test_certificate(dir: &std::path::Path) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/test-certs.sh");
+    let out = Command::new("sh").arg(script).arg(dir).output().expect("sh runs");
+    assert!(out.status.success(), "test-certs.sh (needs openssl): {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A TLS terminator in front of `backend` (what an ingress does); returns its port.
+fn tls_proxy(dir: &std::path::Path, backend: std::net::SocketAddr) -> u16 {
+    use tokio_rustls::rustls;
+    let certs = rustls_pemfile::certs(&mut std::fs::read(dir.join("server.pem")).unwrap().as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key =
+        rustls_pemfile::private_key(&mut std::fs::read(dir.join("server.key")).unwrap().as_slice()).unwrap().unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((io, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(io).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    port
+}
+
+#[test]
+fn a_wss_target_behind_tls_is_measured_with_server_figures_from_its_metrics_and_a_stamped_series() {
+    let dir = tempfile::tempdir().unwrap();
+    test_certificate(dir.path());
+    let db = format!("sqlite://{}/natter.db", dir.path().display());
+    let creds = create_app(&db);
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = Command::new(natter_bin());
+    natter(&mut cmd, &db, "", "natter");
+    cmd.env("NATTER_HTTP__ADMIN_BIND", format!("127.0.0.1:{admin}")).arg("serve");
+    let (child, addr) = natter::launch::serve(&mut cmd, "natter", Duration::from_secs(30)).expect("natter starts");
+    let port = tls_proxy(dir.path(), addr);
+    let server = Server { child, ws: format!("wss://127.0.0.1:{port}/ws") };
+
+    let out = dir.path().join("summary.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_natter-loadtest"))
+        .args(["run", "dm", "--pairs", "10", "--rate", "50", "--duration", "2", "--quiet", "--targets", &server.ws])
+        .args(["--tls-ca", &dir.path().join("ca.pem").display().to_string()])
+        .args(["--server-metrics", &format!("http://127.0.0.1:{admin}/metrics")])
+        .arg("--out")
+        .arg(&out)
+        .env("LOADTEST_APP_KEY", &creds.0)
+        .env("LOADTEST_APP_SECRET", &creds.1)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the run over wss:// passed");
+    let s: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(n(&s, "counts.connected"), 20, "{s}");
+    assert_eq!(n(&s, "counts.lost"), 0);
+    assert!(n(&s, "counts.delivered") > 0);
+    // Server figures from the target's Prometheus endpoint, no local PID given.
+    let server_figures = &s["servers"][0];
+    assert_eq!(server_figures["metrics"], format!("http://127.0.0.1:{admin}/metrics"));
+    assert!(n(server_figures, "rss_loaded_kib") > 1000, "{server_figures}");
+    // CPU comes in whole seconds over HTTP (an integer counter): present, not yet resolvable in
+    // a two-second run.
+    assert!(server_figures["cpu_total_s"].as_f64().unwrap() >= 0.0, "{server_figures}");
+    // Stamped: versions, machine, configuration (without the secret).
+    let stamp = &s["stamp"];
+    assert_eq!(stamp["server_versions"][0], env!("CARGO_PKG_VERSION"));
+    assert!(n(stamp, "machine.cores") > 0 && n(stamp, "machine.memory_kib") > 0, "{stamp}");
+    assert_eq!(stamp["config"]["targets"][0], server.ws.as_str());
+    assert!(stamp["config"].get("app_secret").is_none() && !s.to_string().contains(&creds.1), "no secret in results");
+    // A point a second, beside the summary.
+    let series = std::fs::read_to_string(dir.path().join("summary.series.jsonl")).unwrap();
+    let points: Vec<Value> = series.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(points.len() >= 2, "{series}");
+    assert!(points.iter().any(|p| p["acked_per_s"].as_f64().unwrap() > 0.0), "{series}");
+    assert!(points.iter().all(|p| p["server_rss_kib"][0].as_u64().unwrap() > 0), "{series}");
+}

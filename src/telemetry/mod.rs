@@ -45,8 +45,11 @@ pub fn init_metrics() {
     metrics::counter!("natter_ws_slow_consumer_drops_total").increment(0);
 }
 
-/// The Prometheus text exposition of every metric.
+/// The Prometheus text exposition of every metric, the process's figures read at this scrape.
 pub fn render_metrics() -> String {
+    if let Some(collector) = PROCESS.get() {
+        collector.collect();
+    }
     PROMETHEUS.get().map(PrometheusHandle::render).unwrap_or_default()
 }
 
