@@ -170,7 +170,11 @@ impl Store {
     /// read's result. Single statements only, never a transaction: a finished connection is
     /// handed to the next reader as it is.
     pub(crate) async fn read(&self) -> Result<held::Read<'_>, sqlx::Error> {
-        self.held.take(&self.pool).await
+        let started = Instant::now();
+        let read = self.held.take(&self.pool).await;
+        metrics::histogram!("natter_db_pool_acquire_duration_seconds", "for" => "read")
+            .record(started.elapsed().as_secs_f64());
+        read
     }
 
     /// The pool's connections in use and idle (for `natter_db_pool_connections`).
@@ -195,10 +199,15 @@ async fn begin_write_on(
         Some(gate) => Some(gate.clone().lock_owned().await),
         None => None,
     };
+    // Waiting for a pooled connection (and, on SQLite, taking the write lock) is what saturation
+    // looks like from here.
+    let started = Instant::now();
     let tx = match dialect {
         Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
         Dialect::Postgres => pool.begin().await?,
     };
+    metrics::histogram!("natter_db_pool_acquire_duration_seconds", "for" => "write")
+        .record(started.elapsed().as_secs_f64());
     Ok(WriteTx { tx, _gate: gate })
 }
 

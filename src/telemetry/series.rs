@@ -103,6 +103,12 @@ pub const SERIES: &[Series] = &[
         "Database errors met by requests and writers, by kind: pool_timeout, io, database, protocol, other.",
     ),
     s("natter_db_pool_connections", Gauge, "state", "Database pool connections, by state: in_use, idle."),
+    s(
+        "natter_db_pool_acquire_duration_seconds",
+        Histogram,
+        "for",
+        "Waiting for a pooled connection, for a read or a write transaction (with SQLite's BEGIN IMMEDIATE); statements run straight on the pool are not timed here.",
+    ),
     s("natter_connect_subject_batch_size", Histogram, "", "Connections whose subjects one batched read resolved."),
     s("natter_presence_batch_size", Histogram, "", "Presence changes written per batch."),
     s(
