@@ -291,6 +291,19 @@ impl<H> Registry<H> {
         self.users.get(slot).map_or_else(Vec::new, |u| u.sessions.clone())
     }
 
+    /// The local users a user or group subject reaches (none for control and presence subjects).
+    pub fn target_users(&self, target: &Target) -> Vec<Slot> {
+        match target {
+            Target::User(slot) if self.users.contains_key(slot) => vec![slot.clone()],
+            Target::Group(app, group) => self
+                .groups
+                .get(&(app.clone(), group.clone()))
+                .map(|members| members.iter().map(|user| (app.clone(), *user)).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The local sessions of a group's members.
     pub fn group_sessions(&self, app: &Arc<str>, group: &str) -> Vec<u64> {
         let Some(members) = self.groups.get(&(app.clone(), group.to_string())) else {
@@ -373,6 +386,24 @@ mod tests {
         assert_eq!(unsubscribed(&fx), vec!["t.a.group.g", "t.a.user.8", "t.a.control"]);
         assert!(r.is_empty() && r.target("t.a.control").is_none());
         assert!(r.disconnect(2, &mut Vec::new()).is_none(), "twice is harmless");
+    }
+
+    #[test]
+    fn a_subject_reaches_its_local_users_once_each() {
+        let mut r = registry(5);
+        let mut fx = Vec::new();
+        r.connect(joining(1, "a", 7, &["g"]), &mut fx).unwrap();
+        r.connect(joining(2, "a", 7, &["g"]), &mut fx).unwrap();
+        r.connect(joining(3, "a", 8, &["g"]), &mut fx).unwrap();
+        let group = r.target("t.a.group.g").unwrap().clone();
+        let mut users: Vec<i64> = r.target_users(&group).into_iter().map(|s| s.1).collect();
+        users.sort_unstable();
+        assert_eq!(users, vec![7, 8], "two sessions of user 7 are one reader");
+        let user = r.target("t.a.user.8").unwrap().clone();
+        assert_eq!(r.target_users(&user), vec![(Arc::from("a"), 8)]);
+        assert!(r.target_users(&Target::Control(Arc::from("a"))).is_empty());
+        r.disconnect(3, &mut fx);
+        assert!(r.target_users(&user).is_empty(), "a user with no session left reaches nobody");
     }
 
     #[test]
