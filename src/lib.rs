@@ -45,8 +45,9 @@
 //! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.
 //! - [`hub`]: the node-local hub: `registry` (sessions, users, groups and presence watches, as
 //!   plain data) and `router` (the actor that owns it and fans bus deliveries out to sessions).
-//! - [`webhooks`]: the outbox dispatcher actor (signed, retried deliveries), safe targets, and
-//!   the before-send hook.
+//! - [`webhooks`]: the outbox dispatcher actor (signed, retried deliveries), safe targets, the
+//!   before-send hook (`hook`; what it asks and may decide: `exchange`), and both in Tencent IM's
+//!   callback shape (`tencent`).
 //! - [`ws`]: the WebSocket endpoint: the handshake (an HTTP/1 upgrade that leaves actix-http),
 //!   `protocol` (frames), `socket` (the lean transport: whole messages in, frames out),
 //!   `cursor` (what a session delivered and what to do with the next push) and `session` (the
