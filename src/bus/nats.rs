@@ -57,7 +57,11 @@ impl NatsBus {
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::Connected => tracing::info!("nats connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconnecting"),
+                    async_nats::Event::Disconnected => {
+                        metrics::counter!("natter_bus_connection_errors_total", "connection" => "publisher")
+                            .increment(1);
+                        tracing::warn!("nats disconnected; reconnecting")
+                    }
                     other => tracing::debug!(event = %other, "nats event"),
                 }
             })

@@ -356,6 +356,7 @@ async fn run(
                     c
                 }
                 Err(e) => {
+                    metrics::counter!("natter_bus_connection_errors_total", "connection" => "subscriber").increment(1);
                     tracing::warn!(error = %e, "nats subscription connection failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -369,7 +370,10 @@ async fn run(
         connected.store(true, Ordering::Relaxed);
         match serve(&mut c, &mut subs, &mut commands, &sink, out).await {
             Ok(()) => return,
-            Err(e) => tracing::warn!(error = %e, "nats subscription connection lost; reconnecting"),
+            Err(e) => {
+                metrics::counter!("natter_bus_connection_errors_total", "connection" => "subscriber").increment(1);
+                tracing::warn!(error = %e, "nats subscription connection lost; reconnecting")
+            }
         }
         next = c.server + 1;
         connected.store(false, Ordering::Relaxed);

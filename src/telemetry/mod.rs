@@ -41,6 +41,9 @@ pub fn init_metrics() {
     for reason in ["error", "timeout"] {
         metrics::counter!("natter_bus_publish_errors_total", "reason" => reason).increment(0);
     }
+    for connection in ["publisher", "subscriber"] {
+        metrics::counter!("natter_bus_connection_errors_total", "connection" => connection).increment(0);
+    }
     metrics::counter!("natter_bus_publish_dropped_total").increment(0);
     metrics::counter!("natter_ws_slow_consumer_drops_total").increment(0);
 }

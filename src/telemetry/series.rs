@@ -132,6 +132,12 @@ pub const SERIES: &[Series] = &[
         "",
         "Bus payloads not published: the publish queue was full or the payload could not be encoded.",
     ),
+    s(
+        "natter_bus_connection_errors_total",
+        Counter,
+        "connection",
+        "NATS connections lost or refused, by connection: publisher, subscriber (each reconnects by itself).",
+    ),
     // HTTP and auth.
     s("natter_http_requests_total", Counter, "route,status", "HTTP requests, by route pattern and status."),
     s("natter_http_request_duration_seconds", Histogram, "route", "HTTP request handling time, by route pattern."),
