@@ -34,6 +34,41 @@ pub struct SuiteArgs {
     /// Only these sections (1-5); default all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
+    /// Runs of each compared row of section 2, interleaved with the floor's (floor, embedded,
+    /// one node, three nodes, floor, …): the table shows medians and min–max, and its targets
+    /// are judged on the medians. Default 5 (1 with --quick).
+    #[arg(long)]
+    pub repeat: Option<usize>,
+}
+
+/// Median and extremes of some figures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Spread { median: f64::NAN, min: f64::NAN, max: f64::NAN };
+        }
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
+        Spread { median, min: v[0], max: v[v.len() - 1] }
+    }
+
+    /// `median (min–max)`, or just the figure for a single run.
+    fn show(&self, decimals: usize) -> String {
+        if self.min == self.max {
+            format!("{:.*}", decimals, self.median)
+        } else {
+            format!("{:.*} ({:.*}–{:.*})", decimals, self.median, decimals, self.min, decimals, self.max)
+        }
+    }
 }
 
 /// A server process the suite started; killed when dropped.
@@ -476,53 +511,66 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
 
     if want(2) {
         let members = if q { 100 } else { 1_000 };
-        results.md.push_str(&format!("## 2. One group of {members} members, one sender\n\n| server | msg/s | delivered | delivered % | p50 ms | p99 ms | p99 vs floor | server CPU µs/delivery | vs floor | machine busy |\n|---|---|---|---|---|---|---|---|---|---|\n"));
-        let mut floor_fig: std::collections::HashMap<u64, (f64, f64)> = Default::default();
-        for which in ["floor", "embedded", "cluster-1", "cluster-3"] {
-            let d = match which {
-                "floor" => floor()?,
-                "embedded" => embedded(&env)?,
-                "cluster-1" => cluster(&env, 1)?,
-                _ => cluster(&env, 3)?,
-            };
-            for rate in [10.0, 100.0] {
-                let mut a = base_args(&d, Scenario::Group);
-                a.group_size = members;
-                a.rate = rate;
-                a.duration = if q { 3.0 } else { 8.0 };
-                let s = scenario(a, &format!("2. group {members} @ {rate}/s: {}", d.name)).await?;
-                ok &= s.passed;
-                if which == "floor" {
-                    floor_fig.insert(rate as u64, (s.delivery.p99_ms, s.cpu_us_per_delivery));
+        let repeat = args.repeat.unwrap_or(if q { 1 } else { 5 }).max(1);
+        results.md.push_str(&format!(
+            "## 2. One group of {members} members, one sender\n\n{repeat} interleaved run(s) per row (floor, embedded, one node, three nodes, floor, …): median (min–max); ratios are each run's figure over the floor's of the same round.\n\n| server | msg/s | delivered | p50 ms | p99 ms | p99 vs floor | server CPU µs/delivery | vs floor | machine busy |\n|---|---|---|---|---|---|---|---|---|\n"
+        ));
+        let deployments = [floor()?, embedded(&env)?, cluster(&env, 1)?, cluster(&env, 3)?];
+        for rate in [10.0, 100.0] {
+            // runs[deployment][round]
+            let mut runs: Vec<Vec<Summary>> = vec![Vec::new(); deployments.len()];
+            for round in 0..repeat {
+                for (i, d) in deployments.iter().enumerate() {
+                    let mut a = base_args(d, Scenario::Group);
+                    a.group_size = members;
+                    a.rate = rate;
+                    a.duration = if q { 3.0 } else { 8.0 };
+                    let label = format!("2. group {members} @ {rate}/s: {} (run {}/{repeat})", d.name, round + 1);
+                    let s = scenario(a, &label).await?;
+                    ok &= s.passed;
+                    results.push(2, &label[3..], Some(s.clone()), Value::Null);
+                    runs[i].push(s);
                 }
+            }
+            let floor_runs = &runs[0];
+            for (i, d) in deployments.iter().enumerate() {
+                let mine = &runs[i];
+                let p99 = Spread::of(&mine.iter().map(|s| s.delivery.p99_ms).collect::<Vec<_>>());
+                let p50 = Spread::of(&mine.iter().map(|s| s.delivery.p50_ms).collect::<Vec<_>>());
+                let cpu = Spread::of(&mine.iter().map(|s| s.cpu_us_per_delivery).collect::<Vec<_>>());
+                let busy = Spread::of(&mine.iter().map(|s| s.machine_busy_traffic_pct).collect::<Vec<_>>());
+                let per_round = |f: fn(&Summary) -> f64| {
+                    mine.iter()
+                        .zip(floor_runs)
+                        .map(|(m, fl)| if f(fl) > 0.0 { f(m) / f(fl) } else { f64::NAN })
+                        .collect::<Vec<_>>()
+                };
+                let p99_ratio = Spread::of(&per_round(|s| s.delivery.p99_ms));
+                let cpu_ratio = Spread::of(&per_round(|s| s.cpu_us_per_delivery));
+                let delivered: u64 = mine.iter().map(|s| s.counts.delivered).sum();
+                let expected: u64 = mine.iter().map(|s| s.counts.expected).sum();
+                let pct = if expected > 0 { 100.0 * delivered as f64 / expected as f64 } else { 0.0 };
                 if rate >= 100.0 {
-                    match which {
-                        "floor" => {
-                            results.t.floor_p99 = Some(s.delivery.p99_ms);
-                            results.t.floor_cpu = Some(s.cpu_us_per_delivery);
+                    match i {
+                        0 => {
+                            results.t.floor_p99 = Some(p99.median);
+                            results.t.floor_cpu = Some(cpu.median);
                         }
-                        "cluster-1" => {
-                            results.t.one_node = Some((s.delivery.p99_ms, s.cpu_us_per_delivery, s.delivered_pct))
-                        }
-                        "cluster-3" => results.t.three_nodes_p99 = Some(s.delivery.p99_ms),
+                        2 => results.t.one_node = Some((p99.median, cpu.median, pct)),
+                        3 => results.t.three_nodes_p99 = Some(p99.median),
                         _ => {}
                     }
                 }
-                let (fp99, fcpu) = floor_fig.get(&(rate as u64)).copied().unwrap_or_default();
                 results.md.push_str(&format!(
-                    "| {} | {rate:.0} | {}/{} | {:.2}% | {:.2} | {:.2} | {} | {:.2} | {} | {:.0}% |\n",
+                    "| {} | {rate:.0} | {delivered}/{expected} ({pct:.2}%) | {} | {} | {}× | {} | {}× | {}% |\n",
                     d.name,
-                    s.counts.delivered,
-                    s.counts.expected,
-                    s.delivered_pct,
-                    s.delivery.p50_ms,
-                    s.delivery.p99_ms,
-                    ratio(s.delivery.p99_ms, fp99),
-                    s.cpu_us_per_delivery,
-                    ratio(s.cpu_us_per_delivery, fcpu),
-                    s.machine_busy_traffic_pct
+                    p50.show(2),
+                    p99.show(2),
+                    p99_ratio.show(2),
+                    cpu.show(2),
+                    cpu_ratio.show(2),
+                    busy.show(0),
                 ));
-                results.push(2, &format!("group {members} @ {rate}/s: {}", d.name), Some(s), Value::Null);
             }
         }
         results.md.push('\n');
@@ -796,6 +844,15 @@ mod tests {
         assert_eq!(pick(text, "tps = "), Some(812.5));
         assert_eq!(pick(text, "latency average = "), Some(1.234));
         assert_eq!(pick(text, "nothing"), None);
+    }
+
+    #[test]
+    fn a_spread_is_the_median_and_the_extremes() {
+        let s = Spread::of(&[3.0, 1.0, 2.0, f64::NAN, 10.0]);
+        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 10.0));
+        assert_eq!(Spread::of(&[4.0]).show(1), "4.0");
+        assert_eq!(Spread::of(&[1.0, 2.0, 9.0]).show(1), "2.0 (1.0–9.0)");
+        assert!(Spread::of(&[]).median.is_nan());
     }
 
     #[test]
