@@ -173,11 +173,23 @@ async fn authenticate(node: &Node, req: &HttpRequest) -> TimResult<AppRecord> {
 }
 
 /// `POST /compat/tencent/v4/{servicename}/{command}`.
-pub async fn handle(req: HttpRequest, path: web::Path<(String, String)>, body: web::Bytes) -> HttpResponse {
+pub async fn handle(req: HttpRequest, path: web::Path<(String, String)>, payload: web::Payload) -> HttpResponse {
     let (service, command) = path.into_inner();
     let node = match super::node(&req) {
         Ok(node) => node,
         Err(e) => return Service::Any.error(e).into_response(),
+    };
+    // Read here rather than by the extractor, so an oversized body is refused Tencent's way
+    // (HTTP 200, ActionStatus FAIL) like every other refusal.
+    let limit = node.config.http.max_body_bytes;
+    let body = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return TimError::new(60002, format!("the body could not be read: {e}")).into_response(),
+        Err(_) => {
+            let info = format!("the body exceeds {limit} bytes (http.max_body_bytes)");
+            return TimError::new(if Service::of(&service) == Service::Group { 10004 } else { 90005 }, info)
+                .into_response();
+        }
     };
     match call(&node, &req, &service, &command, &body).await {
         Ok(Value::Object(fields)) => {

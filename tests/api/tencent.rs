@@ -416,6 +416,11 @@ async fn only_the_administrators_valid_usersig_opens_the_rest_api(backend: Backe
         ),
         ("group_open_http_svc/destroy_group", json!({"GroupId": "nope"}).to_string(), 10010),
         ("openim/unknown_command", "{}".to_string(), 60002),
+        (
+            "openim/sendmsg",
+            json!({"To_Account": "tx_eve", "MsgRandom": 1, "MsgBody": text(&"x".repeat(70_000))}).to_string(),
+            90005,
+        ),
     ] {
         let reply = rest.call_as(command, ADMIN, &rest.sig, SDKAPPID, &body).await;
         assert_eq!(
