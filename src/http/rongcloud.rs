@@ -217,10 +217,20 @@ async fn authenticate(node: &Node, req: &HttpRequest) -> RcResult<AppRecord> {
 }
 
 /// `POST /compat/rongcloud/{method}.json`.
-pub async fn handle(req: HttpRequest, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+pub async fn handle(req: HttpRequest, path: web::Path<String>, payload: web::Payload) -> HttpResponse {
     let node = match super::node(&req) {
         Ok(node) => node,
         Err(e) => return RcError::from(e).into_response(),
+    };
+    // Read here rather than by the extractor, so an oversized body gets RongCloud's code too.
+    let limit = node.config.http.max_body_bytes;
+    let body = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return RcError::param(format!("the body could not be read: {e}")).into_response(),
+        Err(_) => {
+            let message = format!("the body exceeds {limit} bytes (http.max_body_bytes)");
+            return RcError::new(StatusCode::BAD_REQUEST, 1005, message).into_response();
+        }
     };
     match call(&node, &req, path.as_str(), &body).await {
         Ok(mut reply) => {

@@ -166,6 +166,26 @@ async fn wrong_signatures_and_bad_parameters_get_rongclouds_codes(backend: Backe
     let unknown = Sdk { key: "no-such-key".into(), ..Sdk::of(&server).await };
     assert_eq!(unknown.call("user.register", json!(["x1", "X", ""]))["code"], 1001);
     assert_eq!(sdk.call("user.query", json!(["nobody"]))["code"], 1002);
+    // An oversized body (the SDK checks lengths itself, so it is sent by hand): RongCloud's code.
+    let (nonce, ts) = ("31337", (natter::domain::now_millis() / 1000).to_string());
+    let signature = {
+        use sha1::Digest;
+        hex::encode(sha1::Sha1::digest(format!("{}{nonce}{ts}", sdk.secret).as_bytes()))
+    };
+    let res = reqwest::Client::new()
+        .post(format!("{}/user/getToken.json", sdk.host))
+        .header("App-Key", &sdk.key)
+        .header("Nonce", nonce)
+        .header("Timestamp", &ts)
+        .header("Signature", signature)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("userId=x2&name={}", "x".repeat(70_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], 1005, "{body}");
     assert_eq!(sdk.call("user.block.add", json!(["nobody", 10]))["code"], 1002);
     sdk.ok("user.register", json!(["x1", "X", ""]));
     sdk.ok("user.register", json!(["x2", "Y", ""]));
