@@ -20,6 +20,9 @@ use crate::plan::{ConvKind, Plan};
 use crate::stats::{Kind, Recorder, bump};
 use crate::tls::TlsConfig;
 
+/// Attempts a reconnect makes before it counts as failed (about 7 s of backoff in all).
+const RECONNECT_TRIES: u32 = 8;
+
 /// Read and write buffers of a few KiB: the client must never be what limits the server.
 const BUFFER_BYTES: usize = 4096;
 
@@ -206,20 +209,33 @@ impl Connection {
         }
     }
 
+    /// Reconnects as a client should: a failed attempt is tried again after a capped, jittered
+    /// backoff (100 ms doubling to 2 s, 50-100 % of it), up to `RECONNECT_TRIES` attempts; the
+    /// reconnect's latency counts from the first attempt, so the waits show in it.
     async fn reconnect(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
-        bump(&self.rec.connect_attempts, 1);
-        match connect(&self.plan.url_of(self.user), self.plan.source_of(self.user), self.plan.tls.as_ref()).await {
-            Ok(ws) => {
-                self.rec.record(Kind::Connect, started.elapsed().as_micros() as u64);
-                self.ws = Some(ws);
-                Ok(())
-            }
-            Err(e) => {
-                bump(&self.rec.connect_failed, 1);
-                Err(e)
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=RECONNECT_TRIES {
+            bump(&self.rec.connect_attempts, 1);
+            match connect(&self.plan.url_of(self.user), self.plan.source_of(self.user), self.plan.tls.as_ref()).await {
+                Ok(ws) => {
+                    self.rec.record(Kind::Connect, started.elapsed().as_micros() as u64);
+                    self.ws = Some(ws);
+                    return Ok(());
+                }
+                Err(e) if attempt == RECONNECT_TRIES => {
+                    bump(&self.rec.connect_failed, 1);
+                    return Err(e);
+                }
+                Err(_) => {
+                    bump(&self.rec.connect_retries, 1);
+                    let jittered = backoff.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0));
+                    tokio::time::sleep(jittered).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
             }
         }
+        anyhow::bail!("no reconnect attempt was made")
     }
 
     async fn write(&mut self, text: String) -> bool {

@@ -95,6 +95,9 @@ pub struct Counts {
     pub connect_attempts: u64,
     pub connected: u64,
     pub connect_failed: u64,
+    /// Reconnect attempts that failed and were tried again (after a capped, jittered backoff).
+    #[serde(default)]
+    pub connect_retries: u64,
     pub disconnected: u64,
     pub sent: u64,
     pub acked: u64,
@@ -114,6 +117,7 @@ impl Counts {
         self.connect_attempts += o.connect_attempts;
         self.connected += o.connected;
         self.connect_failed += o.connect_failed;
+        self.connect_retries += o.connect_retries;
         self.disconnected += o.disconnected;
         self.sent += o.sent;
         self.acked += o.acked;
@@ -135,6 +139,7 @@ pub struct Recorder {
     pub connect_attempts: AtomicU64,
     pub connected: AtomicU64,
     pub connect_failed: AtomicU64,
+    pub connect_retries: AtomicU64,
     pub disconnected: AtomicU64,
     pub sent: AtomicU64,
     pub acked: AtomicU64,
@@ -161,6 +166,7 @@ impl Recorder {
             connect_attempts: z(),
             connected: z(),
             connect_failed: z(),
+            connect_retries: z(),
             disconnected: z(),
             sent: z(),
             acked: z(),
@@ -192,6 +198,7 @@ impl Recorder {
             connect_attempts: l(&self.connect_attempts),
             connected: l(&self.connected),
             connect_failed: l(&self.connect_failed),
+            connect_retries: l(&self.connect_retries),
             disconnected: l(&self.disconnected),
             sent: l(&self.sent),
             acked: l(&self.acked),
