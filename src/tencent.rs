@@ -88,6 +88,11 @@ impl TimMessage {
         json!({ "tencent": tencent })
     }
 
+    /// The same, as a message's `meta` (checked like any client's).
+    pub fn to_meta(&self) -> Result<crate::domain::Meta, String> {
+        crate::domain::Meta::parse(&self.meta().to_string()).map_err(|e| e.0)
+    }
+
     /// The Tencent shape of a stored Natter message: the body it was sent with (from
     /// `meta.tencent`), or its content as one text element.
     pub fn of_stored(content: &str, meta: Option<&Value>) -> TimMessage {

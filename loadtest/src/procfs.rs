@@ -159,19 +159,23 @@ pub struct ServerWatch {
 
 impl ServerWatch {
     pub fn start(sources: Vec<Source>) -> ServerWatch {
-        let samples: Vec<ProcSample> = sources.iter().map(Source::sample).collect();
+        // One reading each: a metrics endpoint's also gives the version.
+        let first: Vec<(ProcSample, Option<String>)> = sources
+            .iter()
+            .map(|source| match source {
+                Source::Pid(pid) => (sample(*pid), None),
+                Source::Metrics(url) => scrape(url).map_or((ProcSample::default(), None), |m| (m.sample, m.version)),
+            })
+            .collect();
+        let samples: Vec<ProcSample> = first.iter().map(|(s, _)| *s).collect();
         ServerWatch {
             figures: sources
                 .iter()
-                .zip(&samples)
-                .map(|(source, s)| ServerFigures {
+                .zip(first)
+                .map(|(source, (s, version))| ServerFigures {
                     pid: if let Source::Pid(pid) = source { *pid } else { 0 },
                     metrics: if let Source::Metrics(url) = source { Some(url.clone()) } else { None },
-                    version: if let Source::Metrics(url) = source {
-                        scrape(url).ok().and_then(|m| m.version)
-                    } else {
-                        None
-                    },
+                    version,
                     rss_baseline_kib: s.rss_kib,
                     rss_max_kib: s.rss_kib,
                     ..ServerFigures::default()

@@ -22,7 +22,6 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
 pub async fn readyz(node: web::Data<Node>) -> HttpResponse {
     let store = node.store.ping().await.is_ok();
     let bus = node.bus.is_connected();
-    metrics::gauge!("natter_bus_connected").set(if bus { 1.0 } else { 0.0 });
     let draining = node.is_draining();
     // Sends commit without the bus (it only fans out), and a NATS outage would otherwise take
     // every pod out of its Service at once; the bus state is reported and exported as a metric.

@@ -252,6 +252,13 @@ impl Body {
     }
 }
 
+/// A message ready to send: its text, its `meta.tencent`, and its deduplicating id.
+struct Outgoing {
+    text: String,
+    meta: Meta,
+    id: ClientMsgId,
+}
+
 /// One call: the node, the app it speaks for, the service and the body.
 struct Tim<'a> {
     node: &'a Node,
@@ -392,9 +399,10 @@ impl Tim<'_> {
         Ok(json!({ "QueryResult": results, "ErrorList": errors }))
     }
 
-    /// The message of a body (`MsgBody`, `CloudCustomData`) and the id that deduplicates it:
-    /// `MsgRandom` (or `Random`) and `MsgSeq`, as Tencent deduplicates a resend.
-    fn message(&self, random_key: &str) -> TimResult<(TimMessage, ClientMsgId)> {
+    /// The message of a body (`MsgBody`, `CloudCustomData`) as Natter stores it, and the id that
+    /// deduplicates it: `MsgRandom` (or `Random`) and `MsgSeq`, as Tencent deduplicates a resend.
+    /// Built once, however many recipients it goes to.
+    fn message(&self, random_key: &str) -> TimResult<Outgoing> {
         let body = self.body.list("MsgBody").ok_or_else(|| self.s.param("MsgBody must be a list"))?;
         let custom = self.body.str("CloudCustomData");
         let message = TimMessage::parse(body, custom).map_err(|e| self.s.param(e))?;
@@ -406,7 +414,11 @@ impl Tim<'_> {
             Some(seq) => format!("tim-{random}-{seq}"),
             None => format!("tim-{random}"),
         };
-        Ok((message, ClientMsgId::parse(id).map_err(ApiError::caused_by).map_err(|e| self.s.error(e))?))
+        Ok(Outgoing {
+            text: message.text(),
+            meta: message.to_meta().map_err(|e| self.s.param(e))?,
+            id: ClientMsgId::parse(id).map_err(ApiError::caused_by).map_err(|e| self.s.error(e))?,
+        })
     }
 
     async fn send(
@@ -414,17 +426,15 @@ impl Tim<'_> {
         from: &Identity,
         to: Option<UserId>,
         group: Option<GroupId>,
-        m: &TimMessage,
-        id: ClientMsgId,
+        m: &Outgoing,
     ) -> TimResult<chat::SendResult> {
-        let meta = Meta::parse(&m.meta().to_string()).map_err(|e| self.s.param(e.0))?;
         let request = SendRequest {
             recipient: to,
             group,
-            content: m.text(),
-            client_msg_id: id,
+            content: m.text.clone(),
+            client_msg_id: m.id.clone(),
             kind: None,
-            meta: Some(meta),
+            meta: Some(m.meta.clone()),
             reply_to: None,
             mentions: Vec::new(),
         };
@@ -441,27 +451,27 @@ impl Tim<'_> {
     /// `{From_Account?, To_Account, MsgRandom, MsgSeq?, MsgBody, CloudCustomData?}` →
     /// `{MsgTime, MsgKey}`; without `From_Account` the administrator sends.
     async fn send_msg(&self) -> TimResult<Value> {
-        let (message, id) = self.message("MsgRandom")?;
+        let message = self.message("MsgRandom")?;
         let from = self.sender().await?;
         let to = self.required_user("To_Account")?;
         if self.existing(&to).await?.is_none() {
             return Err(TimError::new(90012, format!("To_Account {to} does not exist")));
         }
-        let sent = self.send(&from, Some(to), None, &message, id).await?;
+        let sent = self.send(&from, Some(to), None, &message).await?;
         Ok(json!({ "MsgTime": sent.created_at / 1000, "MsgKey": sent.message_id }))
     }
 
     /// `{From_Account?, To_Account: [..500], MsgRandom, MsgBody}` → `{MsgKey, ErrorList}`: one
     /// message to each; those that failed are listed with their code.
     async fn batch_send_msg(&self) -> TimResult<Value> {
-        let (message, id) = self.message("MsgRandom")?;
+        let message = self.message("MsgRandom")?;
         let from = self.sender().await?;
         let mut errors = Vec::new();
         let mut keys = Vec::new();
         for raw in self.accounts("To_Account", "To_Account", 500)? {
             let outcome = match UserId::parse(raw.as_str()) {
                 Ok(to) if self.existing(&to).await?.is_some() => {
-                    self.send(&from, Some(to), None, &message, id.clone()).await.map(|sent| sent.message_id)
+                    self.send(&from, Some(to), None, &message).await.map(|sent| sent.message_id)
                 }
                 _ => Err(TimError::new(90012, "To_Account does not exist")),
             };
@@ -585,12 +595,12 @@ impl Tim<'_> {
     /// without `From_Account` the app sends a system message (no member sender).
     async fn send_group_msg(&self) -> TimResult<Value> {
         let group = self.group()?;
-        let (message, id) = self.message("Random")?;
+        let message = self.message("Random")?;
         let from = match self.body.str("From_Account") {
             Some(raw) => self.as_user(&self.user_id(raw)?).await?,
             None => chat::system_identity(&self.app.id),
         };
-        let sent = self.send(&from, None, Some(group), &message, id).await?;
+        let sent = self.send(&from, None, Some(group), &message).await?;
         Ok(json!({ "MsgTime": sent.created_at / 1000, "MsgSeq": sent.seq }))
     }
 

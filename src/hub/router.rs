@@ -30,7 +30,7 @@ pub struct Router {
     /// `inbox::push_unread` with [`TakeUnread`], which expands them to the local users then).
     /// One entry per conversation and window, not one per recipient and message: a
     /// 1,000-member group at 100 msg/s was 100,000 inserts a second on the delivery path.
-    unread: HashMap<(String, Arc<str>), Senders>,
+    unread: HashMap<String, HashMap<Arc<str>, Senders>>,
 }
 
 /// Who sent into a conversation during an unread window: the one sender's own count did not
@@ -57,7 +57,12 @@ impl Router {
     /// Notes that the readers of `conv` this subject reaches (but `sender`) have a new unread
     /// count.
     fn unread_changed(&mut self, subject: &str, sender: i64, conv: &Arc<str>) {
-        let noted = self.unread.entry((subject.to_string(), conv.clone())).or_insert(Senders::One(sender));
+        // Looked up by `&str` first: a window's later messages allocate nothing.
+        let convs = match self.unread.get_mut(subject) {
+            Some(convs) => convs,
+            None => self.unread.entry(subject.to_string()).or_default(),
+        };
+        let noted = convs.entry(conv.clone()).or_insert(Senders::One(sender));
         if *noted != Senders::One(sender) {
             *noted = Senders::Many;
         }
@@ -232,11 +237,12 @@ impl Handler<TakeUnread> for Router {
 
     fn handle(&mut self, _: TakeUnread, _ctx: &mut Self::Context) -> Self::Result {
         let mut due: HashMap<Slot, Vec<Arc<str>>> = HashMap::new();
-        for ((subject, conv), senders) in std::mem::take(&mut self.unread) {
+        for (subject, noted) in std::mem::take(&mut self.unread) {
             let Some(target) = self.registry.target(&subject) else { continue };
-            for user in self.registry.target_users(target) {
-                if senders != Senders::One(user.1) {
-                    let convs = due.entry(user).or_default();
+            let users = self.registry.target_users(target);
+            for (conv, senders) in noted {
+                for user in users.iter().filter(|u| senders != Senders::One(u.1)) {
+                    let convs = due.entry(user.clone()).or_default();
                     if !convs.contains(&conv) {
                         convs.push(conv.clone());
                     }

@@ -296,13 +296,7 @@ impl GroupTx {
     /// in it are left alone, users who had left rejoin. Returns the users actually added.
     pub async fn add_members(&mut self, users: &[(UserKey, String)]) -> Result<Vec<(UserKey, String)>, sqlx::Error> {
         let now = crate::domain::now_millis();
-        let active: Vec<i64> = sqlx::query_scalar(
-            "SELECT user_key FROM members WHERE app_id = $1 AND conversation_id = $2 AND left_seq IS NULL",
-        )
-        .bind(self.app.as_str())
-        .bind(self.group.as_str())
-        .fetch_all(&mut **self.tx)
-        .await?;
+        let active = self.active_keys().await?;
         let mut added: Vec<(UserKey, String)> = Vec::new();
         for (user, id) in users {
             if active.contains(&user.0) || added.iter().any(|(k, _)| k == user) {
@@ -342,15 +336,20 @@ impl GroupTx {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Ends every current membership at the group's current seq; returns whose.
-    pub async fn end_all_memberships(&mut self) -> Result<Vec<UserKey>, sqlx::Error> {
-        let keys: Vec<i64> = sqlx::query_scalar(
+    /// The current members' keys.
+    async fn active_keys(&mut self) -> Result<Vec<i64>, sqlx::Error> {
+        sqlx::query_scalar(
             "SELECT user_key FROM members WHERE app_id = $1 AND conversation_id = $2 AND left_seq IS NULL",
         )
         .bind(self.app.as_str())
         .bind(self.group.as_str())
         .fetch_all(&mut **self.tx)
-        .await?;
+        .await
+    }
+
+    /// Ends every current membership at the group's current seq; returns whose.
+    pub async fn end_all_memberships(&mut self) -> Result<Vec<UserKey>, sqlx::Error> {
+        let keys = self.active_keys().await?;
         sqlx::query("UPDATE members SET left_seq = $1 WHERE app_id = $2 AND conversation_id = $3 AND left_seq IS NULL")
             .bind(self.profile.last_seq)
             .bind(self.app.as_str())

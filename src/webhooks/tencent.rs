@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::exchange::{HookRequest, Verdict};
-use crate::{config::AppSettings, domain::Meta, tencent::TimMessage};
+use crate::{config::AppSettings, tencent::TimMessage};
 
 /// Tencent's group type in callbacks: Natter keeps no type, and `Public` is what a group
 /// created through Tencent's REST API defaults to.
@@ -224,8 +224,7 @@ pub fn verdict(answer: &[u8]) -> Result<Verdict, String> {
             Some(body) => {
                 let message = TimMessage::parse(body, v["CloudCustomData"].as_str())
                     .map_err(|e| format!("hook answer's MsgBody: {e}"))?;
-                let meta =
-                    Meta::parse(&message.meta().to_string()).map_err(|e| format!("hook answer's MsgBody: {}", e.0))?;
+                let meta = message.to_meta().map_err(|e| format!("hook answer's MsgBody: {e}"))?;
                 Ok(Verdict::Modify { content: message.text(), meta: Some(meta) })
             }
             None => Ok(Verdict::Allow),
