@@ -409,15 +409,18 @@ pub async fn history(
     if !(1..=HISTORY_PAGE_MAX).contains(&limit) {
         return Err(ApiError::validation(format!("limit: must be 1-{HISTORY_PAGE_MAX}")));
     }
+    if req.after_seq.is_some_and(|s| s < 0) || req.before_seq.is_some_and(|s| s < 0) {
+        return Err(ApiError::validation("after_seq, before_seq: must not be negative"));
+    }
     let m = membership_of(node, who, conversation).await?;
     let (floor, upto) = (m.joined_seq, m.visible_upto());
     let messages = match (req.after_seq, req.before_seq) {
         (Some(after), before) => {
-            let upto = before.map_or(upto, |b| (b - 1).min(upto));
+            let upto = before.map_or(upto, |b| b.saturating_sub(1).min(upto));
             node.store.messages_after(&who.app, conversation.as_str(), who.user, after.max(floor), upto, limit).await?
         }
         (None, before) => {
-            let before = before.map_or(upto + 1, |b| b.min(upto + 1));
+            let before = before.map_or(upto.saturating_add(1), |b| b.min(upto.saturating_add(1)));
             node.store.messages_before(&who.app, conversation.as_str(), who.user, floor, before, limit).await?
         }
     };

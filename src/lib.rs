@@ -53,9 +53,10 @@
 //!   `cursor` (what a session delivered and what to do with the next push) and `session` (the
 //!   per-connection actor).
 //! - [`http`]: the REST API (client, server and health endpoints), JSON error rendering (also
-//!   for requests HTTP itself refuses: `rejections`), `credentials` and `client_ip`, and the
-//!   vendors' server APIs mapped onto Natter's services: `rongcloud` (`/compat/rongcloud`) and
-//!   `tencent` (`/compat/tencent/v4`).
+//!   for requests HTTP itself refuses: `rejections`), `credentials` and `client_ip`, `openapi`
+//!   (its machine-readable description, `docs/openapi.yaml`), and the vendors' server APIs
+//!   mapped onto Natter's services: `rongcloud` (`/compat/rongcloud`) and `tencent`
+//!   (`/compat/tencent/v4`).
 //! - [`tencent`]: Tencent IM's message shape (`MsgBody` elements), shared by its REST mount and
 //!   its callbacks.
 //! - [`ratelimit`]: token buckets and windows for the limits each app and connection has.

@@ -1,8 +1,7 @@
 // The Natter console: accounts, conversations, messages, presence and typing over the public
 // REST API and WebSocket protocol (docs/protocol.md). No framework, no build step.
 
-import { ApiError, call } from './api.js';
-import { Socket } from './socket.js';
+import { NatterError as ApiError, Rest, Transport } from './client/index.js';
 import { $, el, formData, show, time } from './view.js';
 
 const PAGE = 30;
@@ -58,6 +57,11 @@ function explain(err) {
 }
 
 $('error-close').addEventListener('click', () => show('error', false));
+
+/** A REST call to this origin through @natter/client's Rest (the app may change at each sign-in). */
+function call(method, path, { token, app, body } = {}) {
+  return new Rest({ app }).call(method, path, { token, body });
+}
 
 // ── session ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -199,9 +203,10 @@ function enterChat() {
 
 function restartSocket() {
   state.socket?.stop();
-  state.socket = new Socket({
-    app: state.app,
-    token: state.session.access_token,
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  state.socket = new Transport({
+    url: `${scheme}://${location.host}/ws?app=${encodeURIComponent(state.app)}`,
+    token: () => state.session.access_token,
     onState: setConn,
     onOpen,
     onFrame,

@@ -10,10 +10,17 @@ use crate::node::Node;
 const FILES: &[(&str, &str, &str)] = &[
     ("console.css", "text/css; charset=utf-8", include_str!("../../assets/console/console.css")),
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/app.js")),
-    ("api.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/api.js")),
-    ("socket.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/socket.js")),
     ("view.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/view.js")),
+    // The console is built on the client library apps import (clients/js), served as it is.
+    ("client/index.js", JS, include_str!("../../clients/js/src/index.js")),
+    ("client/client.js", JS, include_str!("../../clients/js/src/client.js")),
+    ("client/errors.js", JS, include_str!("../../clients/js/src/errors.js")),
+    ("client/rest.js", JS, include_str!("../../clients/js/src/rest.js")),
+    ("client/store.js", JS, include_str!("../../clients/js/src/store.js")),
+    ("client/transport.js", JS, include_str!("../../clients/js/src/transport.js")),
 ];
+
+const JS: &str = "text/javascript; charset=utf-8";
 
 const INDEX: &str = include_str!("../../assets/console/index.html");
 
@@ -47,7 +54,7 @@ pub async fn index(req: HttpRequest) -> ApiResult<HttpResponse> {
     Ok(respond(&req, "text/html; charset=utf-8", INDEX))
 }
 
-/// `GET /console/{file}`.
+/// `GET /console/{file}` (`file` may name a path under `client/`).
 pub async fn asset(req: HttpRequest, path: web::Path<String>) -> ApiResult<HttpResponse> {
     enabled(&req)?;
     let (_, content_type, body) = FILES

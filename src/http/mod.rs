@@ -1,4 +1,4 @@
-//! The REST API: client endpoints under `/v1`, health, metrics, and JSON errors for every
+//! The REST API: client endpoints under `/v1`, health, metrics, its OpenAPI document, and JSON errors for every
 //! rejection (never an HTML page, never a stack trace).
 
 pub mod auth;
@@ -8,6 +8,7 @@ pub mod console;
 pub mod credentials;
 pub mod groups;
 pub mod health;
+pub mod openapi;
 pub mod rejections;
 pub mod rongcloud;
 pub mod server;
@@ -44,74 +45,101 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::QueryConfig::default().error_handler(|err, _| ApiError::validation(format!("query: {err}")).into()),
     )
     .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::validation(format!("path: {err}")).into()))
-    .route("/", web::get().to(console::index))
-    .route("/console/{file}", web::get().to(console::asset))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route(crate::ws::PATH, web::get().to(crate::ws::not_upgraded))
-    .route("/compat/rongcloud/{method:.*}", web::post().to(rongcloud::handle))
-    .route("/compat/tencent/v4/{service}/{command}", web::post().to(tencent::handle))
+    .service(web::resource("/").route(web::get().to(console::index)))
+    .service(web::resource("/console/{file:.+}").route(web::get().to(console::asset)))
+    .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+    .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+    .service(web::resource("/openapi.json").route(web::get().to(openapi::json)))
+    .service(web::resource("/openapi.yaml").route(web::get().to(openapi::yaml)))
+    .service(web::resource(crate::ws::PATH).route(web::get().to(crate::ws::not_upgraded)))
+    .service(web::resource("/compat/rongcloud/{method:.*}").route(web::post().to(rongcloud::handle)))
+    .service(web::resource("/compat/tencent/v4/{service}/{command}").route(web::post().to(tencent::handle)))
     .service(
         web::scope("/v1")
-            .route("/auth/register", web::post().to(auth::register))
-            .route("/auth/login", web::post().to(auth::login))
-            .route("/auth/guest", web::post().to(auth::guest))
-            .route("/auth/upgrade", web::post().to(auth::upgrade))
-            .route("/auth/refresh", web::post().to(auth::refresh))
-            .route("/auth/logout", web::post().to(auth::logout))
-            .route("/me", web::get().to(users::me))
-            .route("/me", web::patch().to(users::update_me))
-            .route("/me/blocks", web::post().to(users::block))
-            .route("/me/blocks", web::get().to(users::blocks))
-            .route("/me/blocks/{user}", web::delete().to(users::unblock))
-            .route("/users", web::get().to(users::query))
-            .route("/groups", web::post().to(groups::create))
-            .route("/groups", web::get().to(groups::list))
-            .route("/groups/{id}", web::get().to(groups::show))
-            .route("/groups/{id}", web::patch().to(groups::update))
-            .route("/groups/{id}", web::delete().to(groups::dissolve))
-            .route("/groups/{id}/leave", web::post().to(groups::leave))
-            .route("/groups/{id}/members", web::post().to(groups::add_members))
-            .route("/groups/{id}/members/{user}", web::patch().to(groups::update_member))
-            .route("/groups/{id}/members/{user}", web::delete().to(groups::remove_member))
-            .route("/conversations", web::get().to(chat::conversations))
-            .route("/conversations/{id}/messages", web::get().to(chat::messages))
-            .route("/conversations/{id}", web::patch().to(chat::set_conversation))
-            .route("/conversations/{id}/messages/{seq}", web::patch().to(chat::edit))
-            .route("/conversations/{id}/messages/{seq}", web::delete().to(chat::delete))
-            .route("/conversations/{id}/messages/{seq}/recall", web::post().to(chat::recall))
-            .route("/conversations/{id}/messages/{seq}/reactions/{key}", web::put().to(chat::react_on))
-            .route("/conversations/{id}/messages/{seq}/reactions/{key}", web::delete().to(chat::react_off))
-            .route("/server/users/token", web::post().to(server::user_token))
-            .route("/server/users", web::post().to(server::import_user))
-            .route("/server/users/{id}", web::get().to(server::get_user))
-            .route("/server/users/{id}/change-id/{new_id}", web::patch().to(server::change_id))
-            .route("/server/users/{id}/revoke-tokens", web::post().to(server::revoke_tokens))
-            .route("/server/users/{id}/presence", web::get().to(server::user_presence))
-            .route("/server/presence/query", web::post().to(server::presence_query))
-            .route("/server/groups", web::post().to(server_groups::create))
-            .route("/server/groups/{id}", web::get().to(server_groups::show))
-            .route("/server/groups/{id}", web::patch().to(server_groups::update))
-            .route("/server/groups/{id}", web::delete().to(server_groups::dissolve))
-            .route("/server/groups/{id}/members", web::post().to(server_groups::add_members))
-            .route("/server/groups/{id}/members/{user}", web::patch().to(server_groups::update_member))
-            .route("/server/groups/{id}/members/{user}", web::delete().to(server_groups::kick))
-            .route("/server/messages", web::post().to(server::send_message))
-            .route("/server/users/{id}/conversations", web::get().to(server_messages::conversations))
-            .route("/server/users/{id}/ban", web::post().to(server_moderation::ban))
-            .route("/server/users/{id}/ban", web::delete().to(server_moderation::lift))
-            .route("/server/bans", web::get().to(server_moderation::bans))
-            .route("/server/audit", web::get().to(server_moderation::audit))
-            .route("/server/conversations/{id}/messages/{seq}", web::patch().to(server_messages::edit))
-            .route("/server/conversations/{id}/messages/{seq}", web::delete().to(server_messages::delete))
-            .route("/server/conversations/{id}/messages/{seq}/recall", web::post().to(server_messages::recall))
-            .route(
-                "/server/conversations/{id}/messages/{seq}/reactions/{key}",
-                web::put().to(server_messages::react_on),
+            .service(web::resource("/auth/register").route(web::post().to(auth::register)))
+            .service(web::resource("/auth/login").route(web::post().to(auth::login)))
+            .service(web::resource("/auth/guest").route(web::post().to(auth::guest)))
+            .service(web::resource("/auth/upgrade").route(web::post().to(auth::upgrade)))
+            .service(web::resource("/auth/refresh").route(web::post().to(auth::refresh)))
+            .service(web::resource("/auth/logout").route(web::post().to(auth::logout)))
+            .service(web::resource("/me").route(web::get().to(users::me)).route(web::patch().to(users::update_me)))
+            .service(
+                web::resource("/me/blocks").route(web::post().to(users::block)).route(web::get().to(users::blocks)),
             )
-            .route(
-                "/server/conversations/{id}/messages/{seq}/reactions/{key}",
-                web::delete().to(server_messages::react_off),
+            .service(web::resource("/me/blocks/{user}").route(web::delete().to(users::unblock)))
+            .service(web::resource("/users").route(web::get().to(users::query)))
+            .service(web::resource("/groups").route(web::post().to(groups::create)).route(web::get().to(groups::list)))
+            .service(
+                web::resource("/groups/{id}")
+                    .route(web::get().to(groups::show))
+                    .route(web::patch().to(groups::update))
+                    .route(web::delete().to(groups::dissolve)),
+            )
+            .service(web::resource("/groups/{id}/leave").route(web::post().to(groups::leave)))
+            .service(web::resource("/groups/{id}/members").route(web::post().to(groups::add_members)))
+            .service(
+                web::resource("/groups/{id}/members/{user}")
+                    .route(web::patch().to(groups::update_member))
+                    .route(web::delete().to(groups::remove_member)),
+            )
+            .service(web::resource("/conversations").route(web::get().to(chat::conversations)))
+            .service(web::resource("/conversations/{id}/messages").route(web::get().to(chat::messages)))
+            .service(web::resource("/conversations/{id}").route(web::patch().to(chat::set_conversation)))
+            .service(
+                web::resource("/conversations/{id}/messages/{seq}")
+                    .route(web::patch().to(chat::edit))
+                    .route(web::delete().to(chat::delete)),
+            )
+            .service(web::resource("/conversations/{id}/messages/{seq}/recall").route(web::post().to(chat::recall)))
+            .service(
+                web::resource("/conversations/{id}/messages/{seq}/reactions/{key}")
+                    .route(web::put().to(chat::react_on))
+                    .route(web::delete().to(chat::react_off)),
+            )
+            .service(web::resource("/server/users/token").route(web::post().to(server::user_token)))
+            .service(web::resource("/server/users").route(web::post().to(server::import_user)))
+            .service(web::resource("/server/users/{id}").route(web::get().to(server::get_user)))
+            .service(web::resource("/server/users/{id}/change-id/{new_id}").route(web::patch().to(server::change_id)))
+            .service(web::resource("/server/users/{id}/revoke-tokens").route(web::post().to(server::revoke_tokens)))
+            .service(web::resource("/server/users/{id}/presence").route(web::get().to(server::user_presence)))
+            .service(web::resource("/server/presence/query").route(web::post().to(server::presence_query)))
+            .service(web::resource("/server/groups").route(web::post().to(server_groups::create)))
+            .service(
+                web::resource("/server/groups/{id}")
+                    .route(web::get().to(server_groups::show))
+                    .route(web::patch().to(server_groups::update))
+                    .route(web::delete().to(server_groups::dissolve)),
+            )
+            .service(web::resource("/server/groups/{id}/members").route(web::post().to(server_groups::add_members)))
+            .service(
+                web::resource("/server/groups/{id}/members/{user}")
+                    .route(web::patch().to(server_groups::update_member))
+                    .route(web::delete().to(server_groups::kick)),
+            )
+            .service(web::resource("/server/messages").route(web::post().to(server::send_message)))
+            .service(
+                web::resource("/server/users/{id}/conversations").route(web::get().to(server_messages::conversations)),
+            )
+            .service(
+                web::resource("/server/users/{id}/ban")
+                    .route(web::post().to(server_moderation::ban))
+                    .route(web::delete().to(server_moderation::lift)),
+            )
+            .service(web::resource("/server/bans").route(web::get().to(server_moderation::bans)))
+            .service(web::resource("/server/audit").route(web::get().to(server_moderation::audit)))
+            .service(
+                web::resource("/server/conversations/{id}/messages/{seq}")
+                    .route(web::patch().to(server_messages::edit))
+                    .route(web::delete().to(server_messages::delete)),
+            )
+            .service(
+                web::resource("/server/conversations/{id}/messages/{seq}/recall")
+                    .route(web::post().to(server_messages::recall)),
+            )
+            .service(
+                web::resource("/server/conversations/{id}/messages/{seq}/reactions/{key}")
+                    .route(web::put().to(server_messages::react_on))
+                    .route(web::delete().to(server_messages::react_off)),
             ),
     );
 }
@@ -144,8 +172,14 @@ fn render_json_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
         _ => ErrorCode::ValidationFailed,
     };
     let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    // A 405 names the methods the path has (RFC 9110 §15.5.6).
+    let allow = res.headers().get(header::ALLOW).cloned();
     let (req, _) = res.into_parts();
-    let body = HttpResponse::build(status).json(ApiError::new(code, message).body());
+    let mut reply = HttpResponse::build(status);
+    if let Some(allow) = allow {
+        reply.insert_header((header::ALLOW, allow));
+    }
+    let body = reply.json(ApiError::new(code, message).body());
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, body).map_into_right_body()))
 }
 
@@ -247,8 +281,13 @@ pub fn ok<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
 }
 
 /// Parses a JSON body into a request type; an empty body counts as `{}`.
+/// A request body: a JSON object (no body at all reads as `{}`). serde would also fill a struct
+/// from a JSON array, by position; no endpoint takes one, so an array is refused here.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let text = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
+    if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::validation("body: must be a JSON object"));
+    }
     serde_json::from_slice(text).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ApiError::new(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}"))

@@ -621,3 +621,44 @@ on_both_stores!(
     a_nul_is_refused_with_400_on_every_write_path_of_both_stores,
     edits_and_reaction_keys_are_refused_or_read_back_identically_everywhere,
 );
+
+/// serde fills a struct from a JSON array by position; a body that is an array is refused as one,
+/// on the client and the server API, and changes nothing (found by schemathesis).
+#[tokio::test]
+async fn a_json_array_where_an_object_belongs_is_refused_and_changes_nothing() {
+    let server = TestServer::start_with(OPEN);
+    let owner = server.register("array-owner@example.com").await;
+    let group = server.group(&owner, &[]).await;
+    let path = format!("/v1/groups/{group}");
+    let (status, body) = server.call("PATCH", &path, Some(&owner.token), Some(json!([null, null]))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("validation_failed")), "{body}");
+    let (status, body) = server.call("PATCH", &path, Some(&owner.token), Some(json!(["Renamed"]))).await;
+    assert_eq!(status, 400, "{body}");
+    let (_, shown) = server.get(&path, Some(&owner.token)).await;
+    assert_ne!(shown["data"]["name"], "Renamed");
+    let creds = server.server_client("default", Scheme::V2HmacSha256).await;
+    let (status, body) = creds.call("POST", "/v1/server/users", Some(json!(["someone"]))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("validation_failed")), "{body}");
+}
+
+/// History paged at the ends of the integer range answers (found by schemathesis: `before_seq`
+/// at i64::MIN overflowed and dropped the connection in debug builds).
+#[tokio::test]
+async fn history_at_the_ends_of_the_integer_range_is_refused_or_served_never_dropped() {
+    let server = TestServer::start_with(OPEN);
+    let owner = server.register("range-owner@example.com").await;
+    let group = server.group(&owner, &[]).await;
+    let base = format!("/v1/conversations/{group}/messages");
+    for query in [
+        format!("after_seq={0}&before_seq={0}", i64::MIN),
+        format!("before_seq={}", i64::MIN),
+        "after_seq=-1".to_string(),
+    ] {
+        let (status, body) = server.get(&format!("{base}?{query}"), Some(&owner.token)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("validation_failed")), "{query}: {body}");
+    }
+    for query in [format!("after_seq=0&before_seq={}", i64::MAX), format!("before_seq={}", i64::MAX)] {
+        let (status, body) = server.get(&format!("{base}?{query}"), Some(&owner.token)).await;
+        assert_eq!(status, 200, "{query}: {body}");
+    }
+}

@@ -3,8 +3,8 @@
 
 use crate::common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::TestServer;
 
@@ -21,17 +21,28 @@ async fn the_console_is_served_at_the_root_with_a_policy_that_reaches_only_this_
     assert!(html.contains(r#"<script type="module" src="/console/app.js">"#));
     assert!(!html.contains("http://") && !html.contains("https://"), "no CDN or other origin");
 
-    // Every module the page imports, and its stylesheet, is served with its type.
-    let app = reqwest::get(server.url("/console/app.js")).await.unwrap().text().await.unwrap();
-    let imports: Vec<&str> =
-        app.lines().filter_map(|l| l.split("from './").nth(1)).map(|r| r.trim_end_matches("';")).collect();
-    assert!(imports.len() >= 3, "{imports:?}");
-    for file in imports.iter().copied().chain(["console.css"]) {
+    // Every module the page imports, directly or through the client library it is built on
+    // (clients/js), and its stylesheet, is served with its type.
+    let mut modules = vec!["app.js".to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(file) = modules.pop() {
+        if !seen.insert(file.clone()) {
+            continue;
+        }
         let res = reqwest::get(server.url(&format!("/console/{file}"))).await.unwrap();
         assert_eq!(res.status(), 200, "{file}");
         let ty = res.headers()["content-type"].to_str().unwrap().to_string();
-        assert!(ty.starts_with(if file.ends_with(".css") { "text/css" } else { "text/javascript" }), "{file}: {ty}");
+        assert!(ty.starts_with("text/javascript"), "{file}: {ty}");
+        let dir = file.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default();
+        let text = res.text().await.unwrap();
+        for import in text.lines().filter_map(|l| l.split(" from './").nth(1)) {
+            modules.push(format!("{dir}{}", import.trim_end_matches("';")));
+        }
     }
+    assert!(seen.contains("client/client.js") && seen.contains("client/transport.js"), "{seen:?}");
+    let res = reqwest::get(server.url("/console/console.css")).await.unwrap();
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert_eq!(reqwest::get(server.url("/console/client/nope.js")).await.unwrap().status(), 404);
     let (status, body) = server.get("/console/secrets.js", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
     // The API keeps its own, stricter policy.
@@ -52,23 +63,11 @@ async fn the_console_can_be_turned_off() {
 #[test]
 fn two_people_and_a_guest_chat_in_the_browser_console_across_a_server_restart() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = Command::new("node")
-        .arg(format!("{root}/tests/e2e/console.mjs"))
-        .env("NATTER_BIN", env!("CARGO_BIN_EXE_natter"))
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node runs (install Node.js)");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the browser test did not finish in 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "tests/e2e/console.mjs failed ({status}); see the log above and target/e2e-screenshots/");
+    let mut node = Command::new("node");
+    node.arg(format!("{root}/tests/e2e/console.mjs")).env("NATTER_BIN", env!("CARGO_BIN_EXE_natter"));
+    common::run_tool(
+        "tests/e2e/console.mjs (screenshots: target/e2e-screenshots/)",
+        &mut node,
+        Duration::from_secs(300),
+    );
 }

@@ -12,6 +12,7 @@ mod common;
 
 mod app_server_guide;
 mod bad_input;
+mod client_js;
 mod console;
 mod delivery;
 mod group_admin;
@@ -19,6 +20,7 @@ mod hardening;
 mod hostile;
 mod lifecycle;
 mod moderation;
+mod openapi;
 mod presence_store;
 mod rongcloud;
 mod server_api;

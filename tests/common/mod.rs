@@ -875,3 +875,26 @@ pub async fn close_code(io: &mut TcpStream) -> Option<u16> {
         }
     }
 }
+
+/// Runs a tool the test drives (node, python3), its output inherited, killed past `within`;
+/// fails the test with `what` unless it exits successfully.
+pub fn run_tool(what: &str, cmd: &mut std::process::Command, within: Duration) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} cannot start: {e} (see .ci/run for the tools the tests call)"));
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish in {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{what} failed ({status}); see the output above");
+}

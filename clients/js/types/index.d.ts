@@ -1,0 +1,15 @@
+export { NatterClient } from "./client.js";
+export { ConversationStore } from "./store.js";
+export { NatterError } from "./errors.js";
+export { Rest } from "./rest.js";
+export { Transport } from "./transport.js";
+export type ClientOptions = import("./client.js").ClientOptions;
+export type Session = import("./client.js").Session;
+export type User = import("./client.js").User;
+export type Target = import("./client.js").Target;
+export type SendOptions = import("./client.js").SendOptions;
+export type Sent = import("./client.js").Sent;
+export type Message = import("./store.js").Message;
+export type Conversation = import("./store.js").Conversation;
+export type ConnectionState = import("./transport.js").ConnectionState;
+export type Backoff = import("./transport.js").Backoff;
