@@ -1,6 +1,7 @@
 //! The JavaScript client (clients/js, `@natter/client`): its JSDoc types check under `tsc
-//! --strict`, its published declarations (types/) are the ones the sources give, and its own tests
-//! (Node's test runner) pass against real nodes of this build, a server restart among them.
+//! --strict`, its published declarations (types/) are the ones the sources give and type an app's
+//! code (test/usage.ts), and its own tests (Node's test runner) pass against real nodes of this
+//! build, a server restart among them.
 
 use crate::common;
 
@@ -30,6 +31,9 @@ fn typescript() {
 fn the_client_library_type_checks_and_its_declarations_are_current() {
     typescript();
     run("tsc --checkJs", Command::new("node_modules/.bin/tsc").args(["-p", "tsconfig.json"]), Duration::from_secs(120));
+    // An app's view of the declarations: test/usage.ts compiles, and its expected errors occur.
+    let mut usage = Command::new("node_modules/.bin/tsc");
+    run("tsc test/usage.ts", usage.args(["-p", "tsconfig.usage.json"]), Duration::from_secs(120));
     let out = tempfile::tempdir().unwrap();
     let mut emit = Command::new("node_modules/.bin/tsc");
     emit.args(["-p", "tsconfig.json", "--noEmit", "false", "--outDir"]).arg(out.path());

@@ -48,6 +48,72 @@ import { Transport } from './transport.js';
 /** @typedef {{recipient: string} | {group: string}} Target */
 
 /**
+ * @typedef {object} Presence
+ * @property {string} user
+ * @property {'online' | 'offline'} status
+ * @property {number} [last_seen]
+ */
+
+/**
+ * @typedef {object} GroupMember
+ * @property {string} id
+ * @property {'owner' | 'admin' | 'member'} role
+ * @property {number} [muted_until]
+ */
+
+/**
+ * @typedef {object} Group
+ * @property {string} id
+ * @property {string} name
+ * @property {string | null} avatar_url
+ * @property {string | null} announcement
+ * @property {boolean} muted
+ * @property {number | null} dissolved_at
+ * @property {number} last_seq
+ * @property {GroupMember[]} members
+ */
+
+/**
+ * @typedef {object} MessageEvent what every `message.*` event names
+ * @property {string} conversation
+ * @property {number} seq
+ * @property {string | null} by null when the app acted
+ * @property {number} at
+ */
+
+/**
+ * Every event `on` takes, with what its listeners receive (docs/protocol.md, "Events"):
+ * `message` (once per message, live or caught up), `update` (a held message in its new state),
+ * `synced` (caught up after a (re)connect), `event` (every server event), `signed_out` (the
+ * session ended: revoked, banned, refresh refused), `error` (a failure with no caller to tell),
+ * and the server's events by name.
+ * @typedef {{
+ *   'message': Message,
+ *   'update': Message,
+ *   'state': {state: ConnectionState, retryInMs?: number},
+ *   'synced': undefined,
+ *   'event': {event: string, data: any},
+ *   'session': Session | null,
+ *   'signed_out': NatterError,
+ *   'error': unknown,
+ *   'unread': {conversation: string, unread: number, total: number},
+ *   'read': {conversation: string, user: string, seq: number},
+ *   'typing': {conversation: string, user: string},
+ *   'presence': Presence,
+ *   'group.created': Group,
+ *   'group.member_added': {group: string, members: string[], by: string | null},
+ *   'group.member_removed': {group: string, members: string[], by: string | null},
+ *   'group.updated': {group: string, name: string, avatar_url: string | null, announcement: string | null, muted: boolean, by: string | null},
+ *   'group.member_updated': {group: string, members: GroupMember[], by: string | null},
+ *   'group.dissolved': {group: string, dissolved_at: number, by: string | null},
+ *   'message.edited': MessageEvent & {content: string, edited_at?: number, meta?: Record<string, unknown>},
+ *   'message.recalled': MessageEvent,
+ *   'message.deleted': MessageEvent & {scope: 'me' | 'all'},
+ *   'message.reaction': MessageEvent & {key: string, user: string, on: boolean, count: number}
+ * }} ClientEvents
+ */
+
+/**
  * @typedef {object} SendOptions
  * @property {string} [client_msg_id] your own idempotency key (default: a random UUID)
  * @property {string} [kind]
@@ -108,19 +174,18 @@ export class NatterClient {
   // ── events ──────────────────────────────────────────────────────────────────────────────────
 
   /**
-   * Listens to one kind of event: `message` (each message once, live or caught up), `update`
-   * (a held message changed), `state`, `synced`, `unread`, `read`, `typing`, `presence`,
-   * `group.*`, `message.*` (the server's events), `event` (every server event as
-   * `{event, data}`), `session`, `signed_out`, `error`.
-   * @param {string} type
-   * @param {(data: any) => void} listener
+   * Listens to one kind of event (`ClientEvents` lists them with what listeners receive).
+   * @template {keyof ClientEvents} K
+   * @param {K} type
+   * @param {(data: ClientEvents[K]) => void} listener
    * @returns {() => void} stops listening
    */
   on(type, listener) {
     let set = this.listeners.get(type);
     if (!set) this.listeners.set(type, (set = new Set()));
-    set.add(listener);
-    return () => set.delete(listener);
+    const untyped = /** @type {(data: any) => void} */ (listener);
+    set.add(untyped);
+    return () => set.delete(untyped);
   }
 
   /** @param {string} type @param {unknown} data */
@@ -593,7 +658,7 @@ export class NatterClient {
   /**
    * Presence of these users now, and `presence` events as it changes.
    * @param {string[]} users
-   * @returns {Promise<{user: string, status: 'online' | 'offline', last_seen?: number}[]>}
+   * @returns {Promise<Presence[]>}
    */
   watchPresence(users) {
     return this.action('presence', { subscribe: users });
@@ -611,16 +676,23 @@ export class NatterClient {
     return this.action('query', query);
   }
 
-  /** @param {{name: string, members?: string[], id?: string}} group */
+  /**
+   * @param {{name: string, members?: string[], id?: string}} group
+   * @returns {Promise<Group>}
+   */
   createGroup(group) {
     return this.action('group.create', group);
   }
 
+  /** @returns {Promise<{id: string, name: string, role: 'owner' | 'admin' | 'member', last_seq: number, read_seq: number}[]>} */
   groups() {
     return this.action('group.list');
   }
 
-  /** @param {string} group */
+  /**
+   * @param {string} group
+   * @returns {Promise<Group>}
+   */
   group(group) {
     return this.action('group.show', { group });
   }

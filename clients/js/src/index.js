@@ -12,6 +12,10 @@ export { Transport } from './transport.js';
 /** @typedef {import('./client.js').Target} Target */
 /** @typedef {import('./client.js').SendOptions} SendOptions */
 /** @typedef {import('./client.js').Sent} Sent */
+/** @typedef {import('./client.js').ClientEvents} ClientEvents */
+/** @typedef {import('./client.js').Group} Group */
+/** @typedef {import('./client.js').GroupMember} GroupMember */
+/** @typedef {import('./client.js').Presence} Presence */
 /** @typedef {import('./store.js').Message} Message */
 /** @typedef {import('./store.js').Conversation} Conversation */
 /** @typedef {import('./transport.js').ConnectionState} ConnectionState */

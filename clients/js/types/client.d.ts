@@ -21,15 +21,13 @@ export class NatterClient {
     /** @returns {User | null} */
     get user(): User | null;
     /**
-     * Listens to one kind of event: `message` (each message once, live or caught up), `update`
-     * (a held message changed), `state`, `synced`, `unread`, `read`, `typing`, `presence`,
-     * `group.*`, `message.*` (the server's events), `event` (every server event as
-     * `{event, data}`), `session`, `signed_out`, `error`.
-     * @param {string} type
-     * @param {(data: any) => void} listener
+     * Listens to one kind of event (`ClientEvents` lists them with what listeners receive).
+     * @template {keyof ClientEvents} K
+     * @param {K} type
+     * @param {(data: ClientEvents[K]) => void} listener
      * @returns {() => void} stops listening
      */
-    on(type: string, listener: (data: any) => void): () => void;
+    on<K extends keyof ClientEvents>(type: K, listener: (data: ClientEvents[K]) => void): () => void;
     /** @param {string} type @param {unknown} data */
     emit(type: string, data: unknown): void;
     /** @param {Session | null} session */
@@ -184,13 +182,9 @@ export class NatterClient {
     /**
      * Presence of these users now, and `presence` events as it changes.
      * @param {string[]} users
-     * @returns {Promise<{user: string, status: 'online' | 'offline', last_seen?: number}[]>}
+     * @returns {Promise<Presence[]>}
      */
-    watchPresence(users: string[]): Promise<{
-        user: string;
-        status: "online" | "offline";
-        last_seen?: number;
-    }[]>;
+    watchPresence(users: string[]): Promise<Presence[]>;
     /** @param {string[]} users */
     unwatchPresence(users: string[]): Promise<any>;
     /** @param {{email?: string, id?: string, first_name?: string, last_name?: string}} query @returns {Promise<User[]>} */
@@ -200,15 +194,28 @@ export class NatterClient {
         first_name?: string;
         last_name?: string;
     }): Promise<User[]>;
-    /** @param {{name: string, members?: string[], id?: string}} group */
+    /**
+     * @param {{name: string, members?: string[], id?: string}} group
+     * @returns {Promise<Group>}
+     */
     createGroup(group: {
         name: string;
         members?: string[];
         id?: string;
-    }): Promise<any>;
-    groups(): Promise<any>;
-    /** @param {string} group */
-    group(group: string): Promise<any>;
+    }): Promise<Group>;
+    /** @returns {Promise<{id: string, name: string, role: 'owner' | 'admin' | 'member', last_seq: number, read_seq: number}[]>} */
+    groups(): Promise<{
+        id: string;
+        name: string;
+        role: "owner" | "admin" | "member";
+        last_seq: number;
+        read_seq: number;
+    }[]>;
+    /**
+     * @param {string} group
+     * @returns {Promise<Group>}
+     */
+    group(group: string): Promise<Group>;
     /** @param {string} group @param {string[]} members */
     addMembers(group: string, members: string[]): Promise<any>;
     /** @param {string} group @param {string} member */
@@ -301,6 +308,120 @@ export type Target = {
     recipient: string;
 } | {
     group: string;
+};
+export type Presence = {
+    user: string;
+    status: "online" | "offline";
+    last_seen?: number | undefined;
+};
+export type GroupMember = {
+    id: string;
+    role: "owner" | "admin" | "member";
+    muted_until?: number | undefined;
+};
+export type Group = {
+    id: string;
+    name: string;
+    avatar_url: string | null;
+    announcement: string | null;
+    muted: boolean;
+    dissolved_at: number | null;
+    last_seq: number;
+    members: GroupMember[];
+};
+/**
+ * what every `message.*` event names
+ */
+export type MessageEvent = {
+    conversation: string;
+    seq: number;
+    /**
+     * null when the app acted
+     */
+    by: string | null;
+    at: number;
+};
+/**
+ * Every event `on` takes, with what its listeners receive (docs/protocol.md, "Events"):
+ * `message` (once per message, live or caught up), `update` (a held message in its new state),
+ * `synced` (caught up after a (re)connect), `event` (every server event), `signed_out` (the
+ * session ended: revoked, banned, refresh refused), `error` (a failure with no caller to tell),
+ * and the server's events by name.
+ */
+export type ClientEvents = {
+    "message": Message;
+    "update": Message;
+    "state": {
+        state: ConnectionState;
+        retryInMs?: number;
+    };
+    "synced": undefined;
+    "event": {
+        event: string;
+        data: any;
+    };
+    "session": Session | null;
+    "signed_out": NatterError;
+    "error": unknown;
+    "unread": {
+        conversation: string;
+        unread: number;
+        total: number;
+    };
+    "read": {
+        conversation: string;
+        user: string;
+        seq: number;
+    };
+    "typing": {
+        conversation: string;
+        user: string;
+    };
+    "presence": Presence;
+    "group.created": Group;
+    "group.member_added": {
+        group: string;
+        members: string[];
+        by: string | null;
+    };
+    "group.member_removed": {
+        group: string;
+        members: string[];
+        by: string | null;
+    };
+    "group.updated": {
+        group: string;
+        name: string;
+        avatar_url: string | null;
+        announcement: string | null;
+        muted: boolean;
+        by: string | null;
+    };
+    "group.member_updated": {
+        group: string;
+        members: GroupMember[];
+        by: string | null;
+    };
+    "group.dissolved": {
+        group: string;
+        dissolved_at: number;
+        by: string | null;
+    };
+    "message.edited": MessageEvent & {
+        content: string;
+        edited_at?: number;
+        meta?: Record<string, unknown>;
+    };
+    "message.recalled": MessageEvent;
+    "message.deleted": MessageEvent & {
+        scope: "me" | "all";
+    };
+    "message.reaction": MessageEvent & {
+        key: string;
+        user: string;
+        on: boolean;
+        count: number;
+    };
 };
 export type SendOptions = {
     /**
