@@ -1,6 +1,7 @@
 //! The machine-readable API: `docs/openapi.yaml` names exactly the routes the code serves, the
-//! node serves it, and schemathesis (PyPI), fuzzing every operation of a live node with a user's
-//! token and signed server-API requests, finds no server error and no response outside it.
+//! node serves it, every operation called as an app calls it answers what the document says, and
+//! schemathesis (PyPI), fuzzing every operation of a live node with a user's token and signed
+//! server-API requests, finds no server error and no response outside it.
 
 use crate::common;
 
@@ -152,6 +153,29 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
     // Off the runtime's threads: the node under test runs on them.
     tokio::task::spawn_blocking(move || {
         common::run_tool("schemathesis (report: target/schemathesis/)", &mut st, Duration::from_secs(420))
+    })
+    .await
+    .unwrap();
+}
+
+/// Needs python3 with schemathesis. tests/support/openapi_scenario.py calls every operation the
+/// way an app does and validates each success against the document (the fuzzer mostly reaches
+/// refusals; this reaches the success shapes), and fails if any operation was left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_called_as_an_app_calls_it_answers_what_the_document_says() {
+    let server = TestServer::start_with("[default_app]\nregistrations_per_hour = 1000\nguest_signups_per_hour = 1000");
+    let creds = server.server_client("default", Scheme::V2HmacSha256).await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut scenario = Command::new("python3");
+    scenario
+        .arg(format!("{root}/tests/support/openapi_scenario.py"))
+        .env("PYTHONPATH", format!("{root}/tests/support"))
+        .env("NATTER_URL", server.url(""))
+        .env("NATTER_APP_KEY", &creds.key)
+        .env("NATTER_APP_SECRET", &creds.secret)
+        .env("NO_COLOR", "1");
+    tokio::task::spawn_blocking(move || {
+        common::run_tool("tests/support/openapi_scenario.py", &mut scenario, Duration::from_secs(180))
     })
     .await
     .unwrap();
