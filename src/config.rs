@@ -146,6 +146,8 @@ pub struct WsConfig {
     pub outbound_queue_bytes: usize,
     pub messages_per_second: u32,
     pub message_burst: u32,
+    pub max_connections: usize,
+    pub max_starting: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

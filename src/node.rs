@@ -30,6 +30,8 @@ pub struct NodeInner {
     pub passwords: PasswordHasher,
     pub bus: Arc<dyn Bus>,
     pub router: Addr<Router>,
+    /// Connections open and starting on this node, against `ws.max_connections` / `max_starting`.
+    pub admission: Arc<crate::hub::admission::Admission>,
     pub presence: Presence,
     /// Every payload this node puts on the bus goes through here.
     pub fanout: Fanout,
@@ -64,6 +66,8 @@ pub struct NodeParts {
 
 impl Node {
     pub fn new(parts: NodeParts) -> Self {
+        let ws = &parts.config.ws;
+        let admission = crate::hub::admission::Admission::new(ws.max_connections, ws.max_starting);
         Node(Arc::new(NodeInner {
             id: parts.id,
             config: parts.config,
@@ -72,6 +76,7 @@ impl Node {
             passwords: parts.passwords,
             bus: parts.bus,
             router: parts.router,
+            admission,
             presence: parts.presence,
             fanout: parts.fanout,
             webhook_clients: parts.webhook_clients,

@@ -22,6 +22,18 @@ use crate::tls::TlsConfig;
 
 /// Attempts a reconnect makes before it counts as failed (about 7 s of backoff in all).
 const RECONNECT_TRIES: u32 = 8;
+/// Refusals for lack of room (503) a reconnect takes before it gives up.
+const REFUSALS_TOLERATED: u32 = 60;
+
+/// The wait a refused handshake asks for: a 503 with `Retry-After` (seconds).
+fn retry_after(e: &anyhow::Error) -> Option<Duration> {
+    let tokio_tungstenite::tungstenite::Error::Http(response) = e.downcast_ref()? else { return None };
+    if response.status() != 503 {
+        return None;
+    }
+    let secs: u64 = response.headers().get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
 
 /// Read and write buffers of a few KiB: the client must never be what limits the server.
 const BUFFER_BYTES: usize = 4096;
@@ -210,12 +222,17 @@ impl Connection {
     }
 
     /// Reconnects as a client should: a failed attempt is tried again after a capped, jittered
-    /// backoff (100 ms doubling to 2 s, 50-100 % of it), up to `RECONNECT_TRIES` attempts; the
-    /// reconnect's latency counts from the first attempt, so the waits show in it.
+    /// backoff (100 ms doubling to 2 s, 50-100 % of it), up to `RECONNECT_TRIES` attempts; a
+    /// node that answers 503 for lack of room is tried again after its `Retry-After` (50-100 %
+    /// of it, so a storm's retries spread), counted apart and not against those attempts (at most
+    /// `REFUSALS_TOLERATED`). The reconnect's latency counts from the first attempt, so the waits
+    /// show in it.
     async fn reconnect(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
-        for attempt in 1..=RECONNECT_TRIES {
+        let mut refusals = 0;
+        let mut attempt = 0;
+        while attempt < RECONNECT_TRIES {
             bump(&self.rec.connect_attempts, 1);
             match connect(&self.plan.url_of(self.user), self.plan.source_of(self.user), self.plan.tls.as_ref()).await {
                 Ok(ws) => {
@@ -223,11 +240,19 @@ impl Connection {
                     self.ws = Some(ws);
                     return Ok(());
                 }
-                Err(e) if attempt == RECONNECT_TRIES => {
+                Err(e) if refusals < REFUSALS_TOLERATED && retry_after(&e).is_some() => {
+                    refusals += 1;
+                    bump(&self.rec.connect_backpressure, 1);
+                    let wait = retry_after(&e).unwrap_or(backoff);
+                    let jittered = wait.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0));
+                    tokio::time::sleep(jittered).await;
+                }
+                Err(e) if attempt + 1 == RECONNECT_TRIES => {
                     bump(&self.rec.connect_failed, 1);
                     return Err(e);
                 }
                 Err(_) => {
+                    attempt += 1;
                     bump(&self.rec.connect_retries, 1);
                     let jittered = backoff.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0));
                     tokio::time::sleep(jittered).await;

@@ -89,6 +89,7 @@ impl Summary {
             ("connected", c.connected),
             ("connect_failed", c.connect_failed),
             ("connect_retries", c.connect_retries),
+            ("connect_backpressure", c.connect_backpressure),
             ("disconnected", c.disconnected),
             ("sent", c.sent),
             ("acked", c.acked),
@@ -175,8 +176,8 @@ impl Summary {
             ));
         }
         out.push_str(&format!(
-            "connections: {} ok, {} failed ({} retries), {} dropped | sent {} acked {} ack errors {} | expected {} delivered {} ({:.2}%) recovered by sync {} lost {} duplicated {} out of order {} | errors {}\n",
-            c.connected, c.connect_failed, c.connect_retries, c.disconnected, c.sent, c.acked, c.ack_errors, c.expected, c.delivered,
+            "connections: {} ok, {} failed ({} retries, {} refused for room), {} dropped | sent {} acked {} ack errors {} | expected {} delivered {} ({:.2}%) recovered by sync {} lost {} duplicated {} out of order {} | errors {}\n",
+            c.connected, c.connect_failed, c.connect_retries, c.connect_backpressure, c.disconnected, c.sent, c.acked, c.ack_errors, c.expected, c.delivered,
             self.delivered_pct, c.recovered, c.lost, c.duplicated, c.out_of_order, c.errors
         ));
         for s in &self.servers {

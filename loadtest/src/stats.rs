@@ -98,6 +98,9 @@ pub struct Counts {
     /// Reconnect attempts that failed and were tried again (after a capped, jittered backoff).
     #[serde(default)]
     pub connect_retries: u64,
+    /// Connects the server refused for lack of room (503 with Retry-After), retried on its word.
+    #[serde(default)]
+    pub connect_backpressure: u64,
     pub disconnected: u64,
     pub sent: u64,
     pub acked: u64,
@@ -118,6 +121,7 @@ impl Counts {
         self.connected += o.connected;
         self.connect_failed += o.connect_failed;
         self.connect_retries += o.connect_retries;
+        self.connect_backpressure += o.connect_backpressure;
         self.disconnected += o.disconnected;
         self.sent += o.sent;
         self.acked += o.acked;
@@ -140,6 +144,7 @@ pub struct Recorder {
     pub connected: AtomicU64,
     pub connect_failed: AtomicU64,
     pub connect_retries: AtomicU64,
+    pub connect_backpressure: AtomicU64,
     pub disconnected: AtomicU64,
     pub sent: AtomicU64,
     pub acked: AtomicU64,
@@ -167,6 +172,7 @@ impl Recorder {
             connected: z(),
             connect_failed: z(),
             connect_retries: z(),
+            connect_backpressure: z(),
             disconnected: z(),
             sent: z(),
             acked: z(),
@@ -199,6 +205,7 @@ impl Recorder {
             connected: l(&self.connected),
             connect_failed: l(&self.connect_failed),
             connect_retries: l(&self.connect_retries),
+            connect_backpressure: l(&self.connect_backpressure),
             disconnected: l(&self.disconnected),
             sent: l(&self.sent),
             acked: l(&self.acked),

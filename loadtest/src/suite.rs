@@ -603,7 +603,7 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
             s.machine_busy_pct
         ));
         results.md.push_str(&format!(
-            "| reconnect + sync | {} | {:.0} | {:.2} (sync p50 {:.2}) | {:.2} (sync p99 {:.2}) | {:.2} | {} ({} attempts retried) | – | {:.0}% |\n",
+            "| reconnect + sync | {} | {:.0} | {:.2} (sync p50 {:.2}) | {:.2} (sync p99 {:.2}) | {:.2} | {} ({} attempts retried, {} refused for room) | – | {:.0}% |\n",
             s.reconnect.count,
             s.reconnect_rate_per_s,
             s.reconnect.p50_ms,
@@ -613,6 +613,7 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
             s.reconnect.max_ms,
             s.counts.connect_failed,
             s.counts.connect_retries,
+            s.counts.connect_backpressure,
             s.machine_busy_traffic_pct
         ));
         results.push(4, &format!("{n} connections over 4 nodes"), Some(s), Value::Null);

@@ -1,11 +1,13 @@
 //! The node-local hub: which sessions of this node belong to which users, groups and presence
-//! watches, and the Router actor that hands each bus delivery to them.
+//! watches, the Router actor that hands each bus delivery to them, and [`admission`]: how many
+//! connections the node holds and is starting, and whether it takes one more.
 //!
 //! The split follows actix's chat server and Centrifuge's hub/node: the [`registry`] is plain
 //! data with unit tests (maps, reference counts, which subjects the node needs); the [`router`]
 //! actor owns it, applies its subscription changes to the bus and addresses sessions only through
 //! the [`SessionHandle`] they register with, so nothing here knows the WebSocket session type.
 
+pub mod admission;
 pub mod registry;
 pub mod router;
 

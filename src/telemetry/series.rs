@@ -56,10 +56,17 @@ pub const SERIES: &[Series] = &[
     // Connections and frames.
     s("natter_ws_connections", Gauge, "", "WebSocket connections open on this node."),
     s(
+        "natter_ws_starting",
+        Gauge,
+        "",
+        "WebSocket sessions starting on this node (authenticated, not yet subscribed); bounded by ws.max_starting.",
+    ),
+    s(
         "natter_ws_connects_total",
         Counter,
         "result",
-        "WebSocket connects, by result: ok, rejected, auth_timeout, too_many_connections.",
+        "WebSocket connects, by result: ok, rejected, auth_timeout, too_many_connections, \
+         node_full and busy (refused 503 with Retry-After: ws.max_connections, ws.max_starting).",
     ),
     s("natter_ws_disconnects_total", Counter, "code", "WebSocket closes, by close code (client: the client closed)."),
     s("natter_ws_frames_received_total", Counter, "", "WebSocket messages received from clients."),

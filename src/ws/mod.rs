@@ -29,10 +29,11 @@ use crate::{
         credentials::{bearer_token, peer_ip},
         rejections::JsonRejections,
     },
+    hub::admission::Ticket,
     node::Node,
     store::conversations::Active,
 };
-use session::WsSession;
+use session::{Opened, WsSession};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -46,6 +47,8 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
 
 /// What a handshake settled before the socket opens.
 struct Accepted {
+    /// Its place on the node (`hub::admission`).
+    ticket: Ticket,
     identity: Option<(Identity, Vec<Active>)>,
     /// A token given at connect that was refused: the socket opens and closes with 4501, so
     /// browsers, which cannot read a refused handshake, learn why.
@@ -54,11 +57,23 @@ struct Accepted {
     accept_key: [u8; 28],
 }
 
-/// Checks an upgrade request: the handshake headers, the token (header or `?token=`), the app
-/// hint and the app's origin allowlist.
-async fn handshake(node: &Node, req: &Request) -> Result<Accepted, ApiError> {
+/// A refused handshake: the error, and when to try again for a node without room.
+struct Refusal {
+    error: ApiError,
+    retry_after_secs: Option<u64>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal { error, retry_after_secs: None }
+    }
+}
+
+/// Checks an upgrade request: the handshake headers, room on the node, the token (header or
+/// `?token=`), the app hint and the app's origin allowlist.
+async fn handshake(node: &Node, req: &Request) -> Result<Accepted, Refusal> {
     if req.path() != PATH {
-        return Err(ApiError::new(ErrorCode::NotFound, format!("no WebSocket endpoint here; connect to {PATH}")));
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no WebSocket endpoint here; connect to {PATH}")).into());
     }
     actix_http::ws::verify_handshake(req.head())
         .map_err(|e| ApiError::validation(format!("websocket handshake: {e}")))?;
@@ -68,8 +83,12 @@ async fn handshake(node: &Node, req: &Request) -> Result<Accepted, ApiError> {
         .map(|key| actix_http::ws::hash_key(key.as_bytes()))
         .ok_or_else(|| ApiError::validation("websocket handshake: Sec-WebSocket-Key is missing"))?;
     if node.is_draining() {
-        return Err(ApiError::new(ErrorCode::Unavailable, "node is draining; connect to another"));
+        return Err(ApiError::new(ErrorCode::Unavailable, "node is draining; connect to another").into());
     }
+    let mut ticket = node
+        .admission
+        .admit()
+        .map_err(|full| Refusal { error: full.error(), retry_after_secs: Some(full.retry_after_secs) })?;
     let token = bearer_token(req.headers()).or_else(|| query_param(req, "token"));
     let app_hint = req
         .headers()
@@ -85,7 +104,7 @@ async fn handshake(node: &Node, req: &Request) -> Result<Accepted, ApiError> {
         Some(token) => match node.authenticate_connection(&token).await {
             Ok(subject) => (Some(subject), None),
             // The server's own failure is the handshake's answer, not a verdict on the token.
-            Err(e) if e.code == ErrorCode::Internal => return Err(e),
+            Err(e) if e.code == ErrorCode::Internal => return Err(e.into()),
             Err(e) => (None, Some(e)),
         },
     };
@@ -94,10 +113,14 @@ async fn handshake(node: &Node, req: &Request) -> Result<Accepted, ApiError> {
         let record = node.app(&app).await?;
         let allowed = &record.settings.allowed_origins;
         if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
-            return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed for this app"));
+            return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed for this app").into());
         }
     }
-    Ok(Accepted { identity, rejected, app_hint, accept_key })
+    if identity.is_none() {
+        // Waiting for a login frame (or closing on a refused token) is no work for the node.
+        ticket.started();
+    }
+    Ok(Accepted { ticket, identity, rejected, app_hint, accept_key })
 }
 
 /// Serves one upgrade request handed over by the HTTP/1 dispatcher: answers 101 and starts a
@@ -123,13 +146,13 @@ async fn accept(node: Node, req: Request, framed: Framed<JsonRejections<TcpStrea
     let accepted = handshake(&node, &req).await;
     let status = match &accepted {
         Ok(_) => 101,
-        Err(e) => e.code.status(),
+        Err(r) => r.error.code.status(),
     };
     metrics::counter!("natter_http_requests_total", "route" => PATH, "status" => status.to_string()).increment(1);
     let accepted = match accepted {
         Ok(a) => a,
-        Err(e) => {
-            io.write_all(&error_response(&e)).await?;
+        Err(r) => {
+            io.write_all(&error_response(&r.error, r.retry_after_secs)).await?;
             return io.shutdown().await;
         }
     };
@@ -144,16 +167,18 @@ async fn accept(node: Node, req: Request, framed: Framed<JsonRejections<TcpStrea
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let ip = peer_ip(req.peer_addr(), req.headers(), &node);
     let (socket, incoming) = socket::split(io, read_buf, node.config.ws.max_frame_bytes);
-    let Accepted { identity, rejected, app_hint, .. } = accepted;
+    let Accepted { ticket, identity, rejected, app_hint, .. } = accepted;
+    let opened = Opened { ticket, identity, rejected, app_hint, client_ip: ip };
     WsSession::create(move |ctx| {
         ctx.add_stream(incoming);
-        WsSession::new(id, node, socket, identity, rejected, app_hint, ip)
+        WsSession::new(id, node, socket, opened)
     });
     Ok(())
 }
 
-/// A refused handshake as a complete HTTP/1.1 response with the usual JSON error body.
-fn error_response(e: &ApiError) -> Vec<u8> {
+/// A refused handshake as a complete HTTP/1.1 response with the usual JSON error body (and
+/// `Retry-After` when the node had no room).
+fn error_response(e: &ApiError, retry_after_secs: Option<u64>) -> Vec<u8> {
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     // Two strings: always encodable; the bare code stands in if that ever changes.
     let body = serde_json::to_vec(&e.body())
@@ -161,11 +186,15 @@ fn error_response(e: &ApiError) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
     );
+    if let Some(secs) = retry_after_secs {
+        let _ = write!(out, "retry-after: {secs}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     out
 }

@@ -28,6 +28,7 @@ use crate::{
     error::{ApiError, ApiResult, CloseCode, ErrorCode},
     hub::{
         Push, SessionHandle, ToSession,
+        admission::Ticket,
         registry::Joining,
         router::{Connect, Disconnect},
     },
@@ -67,6 +68,8 @@ pub struct WsSession {
     id: u64,
     node: Node,
     socket: Socket,
+    /// Its place on the node: open while the session lives, starting until it is registered.
+    ticket: Ticket,
     identity: Option<Identity>,
     /// Conversations loaded at authentication: the groups are handed to the Router at
     /// registration, and every head becomes the delivered baseline.
@@ -91,16 +94,18 @@ pub struct WsSession {
     send_queue: std::collections::VecDeque<(Id, chat::SendRequest)>,
 }
 
+/// What the handshake settled for a new session.
+pub struct Opened {
+    pub ticket: Ticket,
+    pub identity: Option<(Identity, Vec<Active>)>,
+    pub rejected: Option<ApiError>,
+    pub app_hint: Option<crate::domain::AppId>,
+    pub client_ip: String,
+}
+
 impl WsSession {
-    pub fn new(
-        id: u64,
-        node: Node,
-        socket: Socket,
-        identity: Option<(Identity, Vec<Active>)>,
-        rejected: Option<ApiError>,
-        app_hint: Option<crate::domain::AppId>,
-        client_ip: String,
-    ) -> Self {
+    pub fn new(id: u64, node: Node, socket: Socket, opened: Opened) -> Self {
+        let Opened { ticket, identity, rejected, app_hint, client_ip } = opened;
         let ws = &node.config.ws;
         let frames = TokenBucket::new(ws.messages_per_second, ws.message_burst);
         let typing = TokenBucket::new(node.config.chat.typing_per_second, node.config.chat.typing_per_second);
@@ -111,6 +116,7 @@ impl WsSession {
         Self {
             id,
             node,
+            ticket,
             queued: socket.queued(),
             socket,
             identity,
@@ -189,7 +195,10 @@ impl WsSession {
         }));
         // Nothing more is read or answered until the Router's subscriptions are in force: a
         // client that has seen a reply (or sent a ping and got its pong) misses no push after it.
-        ctx.wait(connected.into_actor(self).map(move |_, act, _| then(act)));
+        ctx.wait(connected.into_actor(self).map(move |_, act, _| {
+            act.ticket.started();
+            then(act)
+        }));
         self.registered = true;
     }
 

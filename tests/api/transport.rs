@@ -180,3 +180,47 @@ async fn fragments_pings_and_a_client_close_are_answered() {
     let end = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
     assert!(matches!(end, None | Some(Err(_))), "{end:?}");
 }
+
+/// A node that holds all the connections it may says so: 503 `unavailable` with `Retry-After`,
+/// before the upgrade; a socket waiting for its login frame counts as open, and room made by a
+/// close is room again.
+#[tokio::test]
+async fn a_full_node_refuses_connects_with_503_and_retry_after_until_someone_leaves() {
+    let server = TestServer::start_with("[ws]\nmax_connections = 2\n");
+    let alice = server.register("full-alice@example.com").await;
+    let mut first = common::Ws::connect(&server.ws_url(), Some(&alice.token)).await;
+    first.action("ping", json!({})).await;
+    // No token: waiting for a login frame still holds a socket.
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_response(&mut idle).await.0, 101);
+
+    let mut io = TcpStream::connect(server.addr).await.unwrap();
+    io.write_all(handshake("/ws", "13", &alice.token).as_bytes()).await.unwrap();
+    let (status, head, body) = read_response(&mut io).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 5\r\n"), "{head}");
+
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut io = TcpStream::connect(server.addr).await.unwrap();
+        io.write_all(handshake("/ws", "13", &alice.token).as_bytes()).await.unwrap();
+        match read_response(&mut io).await.0 {
+            101 => break,
+            503 => assert!(tokio::time::Instant::now() < deadline, "the closed socket's room never came back"),
+            other => panic!("unexpected {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(first.action("ping", json!({})).await["code"], 200, "those inside are unaffected");
+}
