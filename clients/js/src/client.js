@@ -283,13 +283,16 @@ export class NatterClient {
     return /** @type {Session} */ (this.session).access_token;
   }
 
-  /** Ends this device's session on the server and here. */
+  /** Ends this device's session on the server and here; messages still in the outbox fail. */
   async logout() {
     try {
       if (this.session) await this.rest.call('POST', '/v1/auth/logout', { token: this.session.access_token });
     } finally {
       this.close();
       this.setSession(null);
+      const signedOut = new NatterError(401, 'unauthorized', 'signed out');
+      for (const p of this.outbox.values()) p.reject(signedOut);
+      this.outbox.clear();
     }
   }
 

@@ -44,7 +44,12 @@ describe('@natter/client', () => {
     const again = new NatterClient({ url: node.url });
     await again.login({ email: ada.user.email, password: PASSWORD });
     assert.equal(again.user.id, ada.user.id);
+    // A message written while offline waits in the outbox; signing out fails it, not hangs it.
+    const waiting = ada.send({ recipient: 'u_nobody' }, 'never sent');
+    assert.equal(ada.pending().length, 1);
     await ada.logout();
+    await assert.rejects(waiting, (e) => e instanceof NatterError && e.code === 'unauthorized');
+    assert.equal(ada.pending().length, 0);
     assert.equal(ada.session, null);
     assert.equal(sessions.at(-1), null, 'the app was told the session ended');
     await assert.rejects(

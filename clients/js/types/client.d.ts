@@ -82,7 +82,7 @@ export class NatterClient {
     refresh(): Promise<void>;
     /** An access token that is not about to expire. */
     token(): Promise<string>;
-    /** Ends this device's session on the server and here. */
+    /** Ends this device's session on the server and here; messages still in the outbox fail. */
     logout(): Promise<void>;
     /**
      * An authenticated REST call, refreshing an expired access token once.
