@@ -364,6 +364,9 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
         RefreshUse::Reused { session_id, user_key } => {
             tracing::warn!(session = %session_id, "refresh token reused; session revoked");
             if let Ok(Some(app)) = node.store.session_app(&session_id).await {
+                if let Err(e) = node.store.remove_session_devices(&app, &session_id).await {
+                    tracing::warn!(error = %e, "removing a revoked session's push devices failed");
+                }
                 kick(node, &app, user_key.0, Some(session_id), CloseCode::TokenRevoked);
             }
             Err(ApiError::new(ErrorCode::RefreshTokenReused, "refresh token was already used; the session is revoked"))
@@ -379,6 +382,8 @@ pub async fn refresh(node: &Node, req: RefreshRequest) -> ApiResult<AuthResponse
 pub async fn logout(node: &Node, who: &Identity) -> ApiResult<()> {
     if let Some(session) = &who.session_id {
         node.store.revoke_session(&who.app, session).await?;
+        // A signed-out device is no longer theirs to wake.
+        node.store.remove_session_devices(&who.app, session).await?;
         kick(node, &who.app, who.user.0, Some(session.clone()), CloseCode::TokenRevoked);
     }
     Ok(())

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Push notifications: keys, and jobs that could not be delivered.
+    Push {
+        #[command(subcommand)]
+        command: PushCommand,
+    },
     /// An app's moderation trail (bans, unbans, …), newest first, one JSON object a line.
     Audit {
         #[arg(long)]
@@ -80,6 +85,36 @@ enum KeyCommand {
     Rotate,
     /// Key ids and when they were created (never the secrets).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum PushCommand {
+    /// Print a new VAPID key pair for Web Push (set the private one with
+    /// `natter app set ID vapid_private_key=…`; clients read the public one at /v1/push/vapid).
+    VapidKeys,
+    /// Push jobs by status (pending, sending, dead), newest first.
+    List {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long, default_value = "dead")]
+        status: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue dead jobs again (one with --id, else all of the app's).
+    Retry {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        id: Option<i64>,
+    },
+    /// Delete dead jobs older than the given age.
+    Purge {
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        older_than_secs: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +214,7 @@ pub fn run() -> anyhow::Result<()> {
             }
             Some(Command::App { command }) => app_command(&config, command).await,
             Some(Command::Webhooks { command }) => webhook_command(&config, command).await,
+            Some(Command::Push { command }) => push_command(&config, command).await,
             Some(Command::Audit { app, user, group, limit }) => {
                 let app = AppId::parse(app).map_err(|e| anyhow::anyhow!(e.0))?;
                 if !(1..=100_000).contains(&limit) {
@@ -258,7 +294,14 @@ struct AppOut<'a> {
 /// Settings as printed: secrets masked.
 fn redacted(settings: &AppSettings) -> AppSettings {
     let mut settings = settings.clone();
-    for secret in [&mut settings.user_sig_secret, &mut settings.webhook_secret, &mut settings.tencent_key] {
+    for secret in [
+        &mut settings.user_sig_secret,
+        &mut settings.webhook_secret,
+        &mut settings.tencent_key,
+        &mut settings.vapid_private_key,
+        &mut settings.fcm_service_account,
+        &mut settings.apns_key,
+    ] {
         if !secret.is_empty() {
             *secret = crate::config::Secret::new("***");
         }
@@ -332,6 +375,7 @@ async fn app_command(config: &Config, command: AppCommand) -> anyhow::Result<()>
             let id = parse_id(id)?;
             let app = store.app(&id).await?.with_context(|| format!("no app {id}"))?;
             let updated = apply_settings(&app.settings, &settings)?;
+            crate::push::devices::check_settings(&updated).context("push credentials")?;
             store.set_app_settings(&id, &updated).await?;
             println!("{}", serde_json::to_string(&redacted(&updated))?);
         }
@@ -396,6 +440,46 @@ async fn webhook_command(config: &Config, command: WebhookCommand) -> anyhow::Re
             }
             let before = crate::domain::now_millis() - older_than_secs * 1000;
             println!("{} events purged", store.purge_webhooks(&status, before).await?);
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn push_command(config: &Config, command: PushCommand) -> anyhow::Result<()> {
+    if let PushCommand::VapidKeys = command {
+        let (private, public) = crate::push::webpush::Vapid::generate();
+        println!("public_key: {public}\nprivate_key: {private}   (a secret: set it as the app's vapid_private_key)");
+        return Ok(());
+    }
+    let store = crate::server::prepare_store(config).await?;
+    let parse_id = |id: String| AppId::parse(id).map_err(|e| anyhow::anyhow!(e.0));
+    match command {
+        PushCommand::VapidKeys => {}
+        PushCommand::List { app, status, limit, json } => {
+            if !["pending", "sending", "dead"].contains(&status.as_str()) {
+                anyhow::bail!("--status must be pending, sending or dead");
+            }
+            let app = app.map(parse_id).transpose()?;
+            for job in store.pushes(app.as_ref(), &status, limit).await? {
+                if json {
+                    println!("{}", serde_json::to_string(&job)?);
+                } else {
+                    let error = job.last_error.as_deref().unwrap_or("");
+                    println!(
+                        "{}\t{}\t{}\t{}#{}\t{}\tattempts={}\t{error}",
+                        job.id, job.app_id, job.device_id, job.conversation_id, job.seq, job.status, job.attempts
+                    );
+                }
+            }
+        }
+        PushCommand::Retry { app, id } => {
+            let n = store.retry_dead_pushes(&parse_id(app)?, id).await?;
+            println!("{n} push jobs queued again");
+        }
+        PushCommand::Purge { older_than_secs } => {
+            let before = crate::domain::now_millis() - older_than_secs * 1000;
+            println!("{} dead push jobs purged", store.purge_dead_pushes(before).await?);
         }
     }
     store.close().await;

@@ -28,7 +28,28 @@ pub struct Config {
     pub chat: ChatConfig,
     pub log: LogConfig,
     pub webhooks: WebhooksConfig,
+    pub push: PushConfig,
     pub default_app: AppSettings,
+}
+
+/// Push notifications: the outbox's timing; each app's credentials are app settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Whether this node writes push jobs with messages and delivers them.
+    pub enabled: bool,
+    /// How long a job gathers a conversation's messages before it is sent (one push per window).
+    pub coalesce_ms: u64,
+    /// Delay before each retry, in milliseconds; its length is the number of retries.
+    pub retry_schedule_ms: Vec<u64>,
+    pub timeout_ms: u64,
+    /// How long a node's claim on a job lasts; a dead node's jobs are sent by another after it.
+    pub claim_ms: u64,
+    pub poll_ms: u64,
+    /// Jobs in flight per node at most.
+    pub batch: usize,
+    /// How long a provider keeps an undelivered push (Web Push TTL, APNs expiration, FCM ttl).
+    pub ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +260,35 @@ pub struct AppSettings {
     /// Seconds after sending within which a sender may recall a message (group owners and
     /// admins may at any time); 0 means no limit.
     pub recall_window_secs: u64,
+    /// What a push shows of a message: its text, only who sent it, or nothing but "new message".
+    pub push_preview: PushPreview,
+    /// Web Push: the app's VAPID private key (base64url of the 32-byte P-256 scalar, as
+    /// `natter push vapid-keys` or `web-push generate-vapid-keys` print it); empty = no Web Push
+    /// sender (subscriptions are still kept, and `push.needed` still fires).
+    pub vapid_private_key: Secret,
+    /// The VAPID `sub` claim: a `mailto:` or `https:` contact for push services.
+    pub vapid_subject: String,
+    /// FCM HTTP v1: the service-account JSON (its `token_uri` is where OAuth tokens come from);
+    /// empty = no FCM sender.
+    pub fcm_service_account: Secret,
+    /// FCM's base URL (`{fcm_endpoint}/v1/projects/{project_id}/messages:send`).
+    pub fcm_endpoint: String,
+    /// APNs: the token-signing key (the `.p8` PEM); empty = no APNs sender.
+    pub apns_key: Secret,
+    pub apns_key_id: String,
+    pub apns_team_id: String,
+    /// The app's bundle id (`apns-topic`).
+    pub apns_topic: String,
+    /// APNs' base URL (`https://api.sandbox.push.apple.com` for development builds).
+    pub apns_endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushPreview {
+    Full,
+    Sender,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +337,16 @@ impl Default for AppSettings {
             welcome_message: String::new(),
             edit_window_secs: 0,
             recall_window_secs: 120,
+            push_preview: PushPreview::Full,
+            vapid_private_key: Secret::default(),
+            vapid_subject: String::new(),
+            fcm_service_account: Secret::default(),
+            fcm_endpoint: "https://fcm.googleapis.com".into(),
+            apns_key: Secret::default(),
+            apns_key_id: String::new(),
+            apns_team_id: String::new(),
+            apns_topic: String::new(),
+            apns_endpoint: "https://api.push.apple.com".into(),
         }
     }
 }

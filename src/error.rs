@@ -59,6 +59,8 @@ error_codes! {
     // not the caller's standing.
     MentionNotAMember => ("not_a_member", 400),
     InvalidReply => ("invalid_reply", 400),
+    InvalidDevice => ("invalid_device", 400),
+    TargetRefused => ("target_refused", 400),
     GuestSignupDisabled => ("guest_signup_disabled", 403),
     NotGuest => ("not_guest", 403),
     Banned => ("banned", 403),
@@ -74,6 +76,7 @@ error_codes! {
     GroupNotFound => ("group_not_found", 404),
     ConversationNotFound => ("conversation_not_found", 404),
     MessageNotFound => ("message_not_found", 404),
+    DeviceNotFound => ("device_not_found", 404),
     MethodNotAllowed => ("method_not_allowed", 405),
     RequestTimeout => ("request_timeout", 408),
     GroupDissolved => ("group_dissolved", 410),

@@ -87,6 +87,7 @@ pub mod lifecycle;
 pub mod moderation;
 pub mod node;
 pub mod presence;
+pub mod push;
 pub mod ratelimit;
 pub mod roles;
 pub mod server;

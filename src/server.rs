@@ -45,7 +45,8 @@ pub async fn prepare_store(config: &Config) -> anyhow::Result<Store> {
 /// Starts a node inside the current actix system.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     crate::telemetry::init_metrics();
-    let store = prepare_store(&config).await?;
+    let push_window = config.push.enabled.then_some(config.push.coalesce_ms as i64);
+    let store = prepare_store(&config).await?.with_push_window(push_window);
     let keys = match config.configured_signing_key()? {
         Some(key) => {
             use sha2::Digest;
@@ -91,7 +92,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         fanout,
         webhook_clients: webhook_clients.clone(),
     });
-    Dispatcher::new(&node.id, node.store.clone(), webhook_clients, config.webhooks.clone()).start();
+    Dispatcher::new(&node.id, node.store.clone(), webhook_clients.clone(), config.webhooks.clone()).start();
+    if config.push.enabled {
+        crate::push::dispatcher::Dispatcher::new(&node.id, node.store.clone(), webhook_clients, config.push.clone())
+            .start();
+    }
     actix_rt::spawn(crate::inbox::push_unread(node.clone()));
 
     let data = web::Data::new(node.clone());

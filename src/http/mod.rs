@@ -6,6 +6,7 @@ pub mod chat;
 pub mod client_ip;
 pub mod console;
 pub mod credentials;
+pub mod devices;
 pub mod groups;
 pub mod health;
 pub mod openapi;
@@ -67,6 +68,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/me/blocks").route(web::post().to(users::block)).route(web::get().to(users::blocks)),
             )
             .service(web::resource("/me/blocks/{user}").route(web::delete().to(users::unblock)))
+            .service(
+                web::resource("/me/devices")
+                    .route(web::post().to(devices::register))
+                    .route(web::get().to(devices::list)),
+            )
+            .service(web::resource("/me/devices/{id}").route(web::delete().to(devices::remove)))
+            .service(web::resource("/push/vapid").route(web::get().to(devices::vapid)))
             .service(web::resource("/users").route(web::get().to(users::query)))
             .service(web::resource("/groups").route(web::post().to(groups::create)).route(web::get().to(groups::list)))
             .service(
@@ -102,6 +110,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/server/users/{id}/change-id/{new_id}").route(web::patch().to(server::change_id)))
             .service(web::resource("/server/users/{id}/revoke-tokens").route(web::post().to(server::revoke_tokens)))
             .service(web::resource("/server/users/{id}/presence").route(web::get().to(server::user_presence)))
+            .service(web::resource("/server/users/{id}/devices").route(web::get().to(devices::server_list)))
+            .service(
+                web::resource("/server/users/{id}/devices/{device}").route(web::delete().to(devices::server_remove)),
+            )
             .service(web::resource("/server/presence/query").route(web::post().to(server::presence_query)))
             .service(web::resource("/server/groups").route(web::post().to(server_groups::create)))
             .service(

@@ -160,6 +160,8 @@ pub async fn revoke_tokens(req: HttpRequest, path: web::Path<String>, body: web:
     let (node, app) = signed(&req, &body).await?;
     let found = user(&node, &app, &user_id(&path)?).await?;
     node.store.revoke_user_tokens(&app.id, found.key).await?;
+    // Signed out everywhere: none of their devices is theirs to wake any more.
+    node.store.remove_user_devices(&app.id, found.key).await?;
     accounts::kick(&node, &app.id, found.key.0, None, CloseCode::TokenRevoked);
     Ok(ok(StatusCode::OK, serde_json::json!({ "revoked": true })))
 }

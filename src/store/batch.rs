@@ -46,6 +46,8 @@ struct Writer {
     dialect: Dialect,
     sqlite_sync: crate::config::SqliteSync,
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The push coalescing window; None when push is off on this node.
+    push_window_ms: Option<i64>,
 }
 
 fn abandoned() -> AppendError {
@@ -64,6 +66,7 @@ impl Store {
                         dialect: self.dialect,
                         sqlite_sync: self.sqlite_sync,
                         write_gate: self.write_gate.clone(),
+                        push_window_ms: self.push_window_ms,
                     },
                 )
                 .map_err(|e| AppendError::Db(sqlx::Error::Io(e)))?;
@@ -276,6 +279,9 @@ async fn write_batch(pool: &AnyPool, writer: &Writer, jobs: &[Job]) -> Result<Ve
         bump_conversations(&mut tx, writer.dialect, jobs, &fresh, &seqs).await?;
         group_senders_have_read(&mut tx, writer.dialect, jobs, &fresh).await?;
         insert_mentions(&mut tx, writer.dialect, jobs, &fresh).await?;
+        if let Some(window) = writer.push_window_ms {
+            enqueue_pushes(&mut tx, writer.dialect, jobs, &fresh, &seqs, now, window).await?;
+        }
         for (i, id, seq) in &fresh {
             let j = &jobs[*i];
             if j.hook {
@@ -322,6 +328,9 @@ struct Head {
     /// A group's switches, read under the same lock as the seq.
     muted: bool,
     dissolved: bool,
+    /// Some device of the app is registered for push: only then are push jobs looked for (an
+    /// app without devices pays one index probe per batch, inside a statement it runs anyway).
+    may_push: bool,
 }
 
 impl Head {
@@ -346,8 +355,9 @@ async fn lock_conversations(
     keys.dedup();
     let mut sql = Sql::new(
         dialect,
-        "SELECT app_id, id, last_seq, last_sender, run_start, muted, dissolved_at FROM conversations \
-         WHERE (app_id, id) IN (",
+        "SELECT app_id, id, last_seq, last_sender, run_start, muted, dissolved_at, \
+         CAST(CASE WHEN EXISTS (SELECT 1 FROM devices d WHERE d.app_id = conversations.app_id) THEN 1 ELSE 0 END \
+         AS BIGINT) AS may_push FROM conversations WHERE (app_id, id) IN (",
     );
     sql.push_tuples(keys, |row, (app, conv)| {
         row.push_bind(app).push_bind(conv);
@@ -365,6 +375,7 @@ async fn lock_conversations(
                 run_start: r.try_get("run_start")?,
                 muted: r.try_get::<i64, _>("muted")? != 0,
                 dissolved: r.try_get::<Option<i64>, _>("dissolved_at")?.is_some(),
+                may_push: r.try_get::<i64, _>("may_push")? != 0,
             };
             Ok(((r.try_get::<String, _>("app_id")?, r.try_get::<String, _>("id")?), head))
         })
@@ -616,6 +627,42 @@ async fn group_senders_have_read(
     Ok(())
 }
 
+/// Push jobs for the batch's conversations whose app has devices: one row per conversation (its
+/// newest message and how many the batch holds), so a conversation's burst inside one batch
+/// coalesces like one across batches.
+async fn enqueue_pushes(
+    tx: &mut WriteTx,
+    dialect: Dialect,
+    jobs: &[Job],
+    fresh: &[(usize, String, i64)],
+    heads: &HashMap<(String, String), Head>,
+    now: i64,
+    window_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let mut newest: HashMap<(&str, &str), super::push::Stored<'_>> = HashMap::new();
+    for (i, _, seq) in fresh {
+        let j = &jobs[*i];
+        if !heads.get(&j.conversation_key()).is_some_and(|h| h.may_push) {
+            continue;
+        }
+        let entry = newest.entry((j.app.as_str(), j.conversation.as_str())).or_insert(super::push::Stored {
+            app: j.app.as_str(),
+            conversation: j.conversation.as_str(),
+            seq: *seq,
+            sender: j.sender.0,
+            messages: 0,
+        });
+        entry.messages += 1;
+        if *seq >= entry.seq {
+            entry.seq = *seq;
+            entry.sender = j.sender.0;
+        }
+    }
+    let stored: Vec<super::push::Stored<'_>> = newest.into_values().collect();
+    super::push::enqueue(tx, dialect, &stored, now, window_ms).await?;
+    Ok(())
+}
+
 async fn insert_mentions(
     tx: &mut WriteTx,
     dialect: Dialect,
@@ -647,7 +694,8 @@ mod tests {
 
     #[test]
     fn a_head_tracks_who_sent_the_last_run_and_where_it_began() {
-        let mut head = Head { last_seq: 0, last_sender: None, run_start: 0, muted: false, dissolved: false };
+        let mut head =
+            Head { last_seq: 0, last_sender: None, run_start: 0, muted: false, dissolved: false, may_push: false };
         assert_eq!(head.append(1), 1);
         assert_eq!((head.last_sender, head.run_start), (Some(1), 1));
         head.append(1);

@@ -20,6 +20,7 @@ pub mod audit;
 mod batch;
 pub mod blocks;
 pub mod conversations;
+pub mod devices;
 pub mod groups;
 mod held;
 pub mod inbox;
@@ -28,6 +29,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod outbox;
 pub mod presence;
+pub mod push;
 mod sql;
 pub mod subjects;
 pub mod users;
@@ -75,6 +77,8 @@ pub struct Store {
     held: Arc<held::Held>,
     /// Connections' token subjects, read in batches.
     subjects: Arc<subjects::Batcher>,
+    /// How long a push job gathers a conversation's messages; None: no push jobs are written.
+    push_window_ms: Option<i64>,
 }
 
 /// How long a node trusts its copy of an app's settings (and of a user's key by public id).
@@ -133,6 +137,7 @@ impl Store {
             presence_changes: Arc::default(),
             held: Arc::new(held::Held::new(config.max_connections)),
             subjects: Arc::default(),
+            push_window_ms: None,
         })
     }
 
@@ -149,6 +154,13 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Writes push jobs with each stored message, gathering for `window_ms` (before the first
+    /// send; the message writer reads it when it starts).
+    pub fn with_push_window(mut self, window_ms: Option<i64>) -> Self {
+        self.push_window_ms = window_ms;
+        self
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -34,6 +34,7 @@ pub const EVENTS: &[&str] = &[
     "user.online",
     "user.offline",
     "user.registered",
+    "push.needed",
 ];
 
 impl Hooks {

@@ -175,6 +175,38 @@ pub const SERIES: &[Series] = &[
         "status",
         "Outbox rows, by status (cluster-wide; every node reports the same figure).",
     ),
+    // Push notifications.
+    s("natter_push_jobs_total", Counter, "", "Push jobs written with stored messages (gathered messages count once)."),
+    s(
+        "natter_push_deliveries_total",
+        Counter,
+        "platform,result",
+        "Push jobs handled, by platform and result: delivered, webhook, retry, dead, gone, online, not_readable, no_sender, device_removed.",
+    ),
+    s(
+        "natter_push_duration_seconds",
+        Histogram,
+        "platform",
+        "Push requests to providers, request to answer, by platform.",
+    ),
+    s(
+        "natter_push_outbox",
+        Gauge,
+        "status",
+        "Push jobs, by status: pending, sending, dead (cluster-wide; every node reports the same figure).",
+    ),
+    s(
+        "natter_push_devices_registered_total",
+        Counter,
+        "platform",
+        "Device registrations (new or renewed), by platform.",
+    ),
+    s(
+        "natter_push_devices_removed_total",
+        Counter,
+        "reason",
+        "Devices removed because their provider called them gone (reason: gone).",
+    ),
     s("natter_hook_duration_seconds", Histogram, "", "Before-send hook calls, request to answer."),
     s(
         "natter_hook_verdicts_total",

@@ -112,11 +112,16 @@ impl Resolve for CheckedResolver {
     }
 }
 
-/// HTTP clients for outgoing calls: one that refuses private targets and one that allows them.
+/// HTTP clients for outgoing calls: one that refuses private targets and one that allows them,
+/// and the same pair speaking HTTP/2 without negotiating it, for services that speak nothing else
+/// (APNs) at a plain `http://` address (a test receiver, a proxy of the operator's); at `https://`
+/// the first pair negotiates HTTP/2 by ALPN.
 #[derive(Clone)]
 pub struct Clients {
     strict: reqwest::Client,
     open: reqwest::Client,
+    strict_h2c: reqwest::Client,
+    open_h2c: reqwest::Client,
 }
 
 impl Clients {
@@ -129,7 +134,25 @@ impl Clients {
                 .user_agent(concat!("natter/", env!("CARGO_PKG_VERSION")))
                 .no_proxy()
         };
-        Ok(Self { strict: base().dns_resolver(Arc::new(CheckedResolver)).build()?, open: base().build()? })
+        Ok(Self {
+            strict: base().dns_resolver(Arc::new(CheckedResolver)).build()?,
+            open: base().build()?,
+            strict_h2c: base().dns_resolver(Arc::new(CheckedResolver)).http2_prior_knowledge().build()?,
+            open_h2c: base().http2_prior_knowledge().build()?,
+        })
+    }
+
+    /// The client for an HTTP/2-only service: ALPN over TLS, prior knowledge over plain HTTP.
+    pub fn for_url_http2(
+        &self,
+        url: &str,
+        allow_private: bool,
+    ) -> Result<(&reqwest::Client, reqwest::Url), TargetError> {
+        let (client, parsed) = self.for_url(url, allow_private)?;
+        if parsed.scheme() == "https" {
+            return Ok((client, parsed));
+        }
+        Ok((if allow_private { &self.open_h2c } else { &self.strict_h2c }, parsed))
     }
 
     /// The client for an app, after checking the URL itself.

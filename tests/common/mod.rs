@@ -253,20 +253,32 @@ macro_rules! on_both_stores {
 
 /// POST to any node.
 pub async fn post_to(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut req = client.post(format!("http://{addr}{path}")).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = tokio::time::timeout(WAIT, req.send()).await.expect("http timeout").expect("http");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    call_at(addr, "POST", path, token, Some(body)).await
 }
 
 /// GET from any node.
 pub async fn get_from(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut req = client.get(format!("http://{addr}{path}"));
+    call_at(addr, "GET", path, token, None).await
+}
+
+/// DELETE on any node.
+pub async fn delete_at(addr: SocketAddr, path: &str, token: &str) -> (u16, Value) {
+    call_at(addr, "DELETE", path, Some(token), None).await
+}
+
+/// Any method on any node, with a JSON body when given; the answer's status and JSON body.
+pub async fn call_at(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = reqwest::Client::new().request(method, format!("http://{addr}{path}"));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

@@ -1,0 +1,308 @@
+//! The push dispatcher: one actor per node that claims due push jobs and sends each, straight to
+//! the device or through the app's `push.needed` webhook.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use serde::Serialize;
+
+use super::{Message, Notice, Outcome, apns, collapse_key, fcm, notice::Nothing, webpush};
+use crate::{
+    config::{AppSettings, PushConfig},
+    domain::AppId,
+    store::{
+        Store,
+        devices::{Device, Platform},
+        outbox::Hooks,
+        push::PushJob,
+    },
+    webhooks::target::Clients,
+};
+
+/// What every delivery of the node shares: HTTP clients and providers' access tokens.
+struct Senders {
+    clients: Clients,
+    fcm: fcm::Tokens,
+    apns: apns::Tokens,
+    config: PushConfig,
+}
+
+pub struct Dispatcher {
+    node_id: Arc<str>,
+    store: Store,
+    senders: Arc<Senders>,
+    in_flight: Arc<AtomicUsize>,
+    claiming: bool,
+}
+
+impl Dispatcher {
+    pub fn new(node_id: &str, store: Store, clients: Clients, config: PushConfig) -> Self {
+        let senders = Senders { clients, fcm: fcm::Tokens::default(), apns: apns::Tokens::default(), config };
+        Self {
+            node_id: Arc::from(node_id),
+            store,
+            senders: Arc::new(senders),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            claiming: false,
+        }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(Duration::from_millis(self.senders.config.poll_ms), |act, ctx| {
+            let room = act.senders.config.batch.saturating_sub(act.in_flight.load(Ordering::Relaxed));
+            if act.claiming || room == 0 {
+                return;
+            }
+            act.claiming = true;
+            let (node, store, senders, in_flight) =
+                (act.node_id.clone(), act.store.clone(), act.senders.clone(), act.in_flight.clone());
+            // Detached, so a stopping actor never drops a claim mid-transaction.
+            let claim = actix_rt::spawn(async move { claim_and_start(&node, store, senders, in_flight, room).await });
+            ctx.spawn(claim.into_actor(act).map(|_, act, _| act.claiming = false));
+        });
+        let store = self.store.clone();
+        ctx.run_interval(Duration::from_secs(5), move |_, _| {
+            let store = store.clone();
+            actix_rt::spawn(async move {
+                if let Ok(counts) = store.push_counts().await {
+                    for status in ["pending", "sending", "dead"] {
+                        let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                        metrics::gauge!("natter_push_outbox", "status" => status).set(n as f64);
+                    }
+                }
+            });
+        });
+    }
+}
+
+async fn claim_and_start(node: &str, store: Store, senders: Arc<Senders>, in_flight: Arc<AtomicUsize>, room: usize) {
+    let now = crate::domain::now_millis();
+    let jobs = match store.claim_pushes(node, now, senders.config.claim_ms as i64, room as i64).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming push jobs failed");
+            return;
+        }
+    };
+    for job in jobs {
+        let (store, senders, in_flight) = (store.clone(), senders.clone(), in_flight.clone());
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        actix_rt::spawn(async move {
+            if let Err(e) = deliver(&store, &senders, &job).await {
+                // The claim expires and another attempt follows; nothing is lost.
+                tracing::warn!(job = job.id, error = %e, "recording a push outcome failed");
+            }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+fn count(platform: &str, result: &'static str) {
+    metrics::counter!("natter_push_deliveries_total", "platform" => platform.to_string(), "result" => result)
+        .increment(1);
+}
+
+/// The `push.needed` webhook event: the notice, whom and which device it is for.
+#[derive(Serialize)]
+struct PushNeeded<'a> {
+    recipient: &'a str,
+    device: DeviceOut<'a>,
+    #[serde(flatten)]
+    notice: &'a Notice,
+}
+
+#[derive(Serialize)]
+struct DeviceOut<'a> {
+    id: &'a str,
+    platform: Platform,
+    token: &'a str,
+    /// A Web Push subscription's keys, for apps that encrypt with their own library.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<Keys<'a>>,
+}
+
+#[derive(Serialize)]
+struct Keys<'a> {
+    p256dh: &'a str,
+    auth: &'a str,
+}
+
+async fn deliver(store: &Store, senders: &Senders, job: &PushJob) -> Result<(), sqlx::Error> {
+    let Some(device) = store.device(&job.device_id).await? else {
+        count("unknown", "device_removed");
+        return store.push_finished(job.id).await;
+    };
+    let platform = device.platform.as_str();
+    let app = match AppId::parse(job.app_id.clone()) {
+        Ok(id) => store.app(&id).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let Some(app) = app else {
+        count(platform, "dead");
+        return store.push_dead(job.id, job.attempts, "the app no longer exists").await;
+    };
+    // Online again since the message was stored: it reached them live.
+    if store.is_online(&job.app_id, job.user_key).await? {
+        count(platform, "online");
+        return store.push_finished(job.id).await;
+    }
+    let notice = match Notice::build(store, &app.id, &app.settings, job).await? {
+        Ok(n) => n,
+        Err(Nothing::NotReadable) => {
+            count(platform, "not_readable");
+            return store.push_finished(job.id).await;
+        }
+    };
+    let message = Message {
+        payload: &notice,
+        collapse_key: collapse_key(&job.app_id, &job.conversation_id),
+        ttl_secs: senders.config.ttl_secs,
+        timeout: Duration::from_millis(senders.config.timeout_ms),
+    };
+    let started = Instant::now();
+    let outcome = match send(senders, &app.settings, &device, &message).await {
+        Some(outcome) => outcome,
+        None if Hooks::of(&app.settings).wants("push.needed") => {
+            let Some(recipient) = store.user_by_key(&app.id, job.user_key).await?.map(|u| u.id) else {
+                count(platform, "not_readable");
+                return store.push_finished(job.id).await;
+            };
+            let keys = device.keys.as_ref().map(|k| Keys { p256dh: &k.p256dh, auth: &k.auth });
+            let event = PushNeeded {
+                recipient: &recipient,
+                device: DeviceOut { id: &device.id, platform: device.platform, token: &device.token, keys },
+                notice: &notice,
+            };
+            count(platform, "webhook");
+            return store.push_to_webhook(job.id, &job.app_id, &event).await;
+        }
+        None => {
+            count(platform, "no_sender");
+            return store.push_finished(job.id).await;
+        }
+    };
+    metrics::histogram!("natter_push_duration_seconds", "platform" => platform).record(started.elapsed().as_secs_f64());
+    record(store, &senders.config, job, &device, outcome).await
+}
+
+/// Sends with the app's own credentials for the device's platform; None when the app has none
+/// (the job goes to its webhook, if any).
+async fn send(senders: &Senders, settings: &AppSettings, device: &Device, message: &Message<'_>) -> Option<Outcome> {
+    let clients = &senders.clients;
+    let private = settings.allow_private_targets;
+    Some(match device.platform {
+        Platform::Webpush => {
+            if settings.vapid_private_key.is_empty() {
+                return None;
+            }
+            let vapid = match webpush::Vapid::from_private(settings.vapid_private_key.expose()) {
+                Ok(v) => v,
+                Err(e) => return Some(Outcome::Fail(e.to_string())),
+            };
+            let Some(keys) = &device.keys else { return Some(Outcome::Gone("subscription without keys".into())) };
+            let subscriber = match webpush::Subscriber::parse(keys) {
+                Ok(s) => s,
+                Err(e) => return Some(Outcome::Gone(e.to_string())),
+            };
+            match clients.for_url(&device.token, private) {
+                Ok((client, url)) => {
+                    webpush::send(client, url, &vapid, &settings.vapid_subject, &subscriber, message).await
+                }
+                Err(e) => Outcome::Fail(e.to_string()),
+            }
+        }
+        Platform::Fcm => {
+            if settings.fcm_service_account.is_empty() {
+                return None;
+            }
+            let account = match fcm::ServiceAccount::parse(settings.fcm_service_account.expose()) {
+                Ok(a) => a,
+                Err(e) => return Some(Outcome::Fail(e.to_string())),
+            };
+            // The token endpoint and the send endpoint are both checked against the app's rules.
+            if let Err(e) = clients.for_url(&account.token_uri, private) {
+                return Some(Outcome::Fail(format!("token_uri: {e}")));
+            }
+            match clients.for_url(&settings.fcm_endpoint, private) {
+                Ok((client, _)) => {
+                    fcm::send(client, &settings.fcm_endpoint, &account, &senders.fcm, &device.token, message).await
+                }
+                Err(e) => Outcome::Fail(format!("fcm_endpoint: {e}")),
+            }
+        }
+        Platform::Apns => {
+            if settings.apns_key.is_empty() {
+                return None;
+            }
+            let credentials = match apns::Credentials::parse(
+                settings.apns_key.expose(),
+                &settings.apns_key_id,
+                &settings.apns_team_id,
+                &settings.apns_topic,
+            ) {
+                Ok(c) => c,
+                Err(e) => return Some(Outcome::Fail(e.to_string())),
+            };
+            match clients.for_url_http2(&settings.apns_endpoint, private) {
+                Ok((client, _)) => {
+                    apns::send(client, &settings.apns_endpoint, &credentials, &senders.apns, &device.token, message)
+                        .await
+                }
+                Err(e) => Outcome::Fail(format!("apns_endpoint: {e}")),
+            }
+        }
+    })
+}
+
+async fn record(
+    store: &Store,
+    config: &PushConfig,
+    job: &PushJob,
+    device: &Device,
+    outcome: Outcome,
+) -> Result<(), sqlx::Error> {
+    let platform = device.platform.as_str();
+    let attempts = job.attempts + 1;
+    match outcome {
+        Outcome::Delivered => {
+            count(platform, "delivered");
+            store.push_finished(job.id).await
+        }
+        Outcome::Gone(why) => {
+            count(platform, "gone");
+            tracing::info!(device = %device.id, platform, reason = %why, "push provider says the device is gone; removed");
+            if store.remove_gone_device(&device.id, device.created_at).await? {
+                metrics::counter!("natter_push_devices_removed_total", "reason" => "gone").increment(1);
+            }
+            store.push_finished(job.id).await
+        }
+        Outcome::Retry(why, after) => match crate::webhooks::backoff(&config.retry_schedule_ms, attempts as usize) {
+            Some(delay) => {
+                count(platform, "retry");
+                let delay = after.map_or(delay, |a| a.max(delay));
+                let at = crate::domain::now_millis() + delay.as_millis() as i64;
+                store.push_retry_later(job.id, attempts, at, &why).await
+            }
+            None => {
+                count(platform, "dead");
+                tracing::warn!(job = job.id, platform, error = %why, "push retries exhausted; dead-lettered");
+                store.push_dead(job.id, attempts, &why).await
+            }
+        },
+        Outcome::Fail(why) => {
+            count(platform, "dead");
+            tracing::warn!(job = job.id, platform, error = %why, "push refused for good; dead-lettered");
+            store.push_dead(job.id, attempts, &why).await
+        }
+    }
+}
