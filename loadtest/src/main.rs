@@ -13,6 +13,7 @@
 //! - `suite`: the standard suite (starts servers, runs scenarios, writes results).
 //! - `auth_flood`: login latency while a registration flood keeps the password hasher busy.
 //! - `inbox`: the conversation-list latency of a user in a thousand conversations.
+//! - `push`: what push notifications cost a stored message, and the pushes a node sends per second.
 //! - `stamp`: what a result was measured with (versions, commit, machine, configuration).
 //! - `tls`: trust for `wss://` targets and `https://` calls (the system's roots and `--tls-ca`).
 
@@ -22,6 +23,7 @@ mod floor;
 mod inbox;
 mod plan;
 mod procfs;
+mod push;
 mod report;
 mod run;
 mod stamp;
@@ -60,6 +62,9 @@ enum Cmd {
     AuthFlood(auth_flood::AuthFloodArgs),
     /// Conversation-list latency for a user in many conversations (prints one JSON line).
     Inbox(inbox::InboxArgs),
+    /// Push notifications: the cost per stored message with push off and on (no device), and
+    /// the pushes one node sends per second; prints (and with --out writes) a Markdown report.
+    Push(push::PushArgs),
     /// (internal) One worker process of a run.
     #[command(hide = true)]
     Worker {
@@ -100,6 +105,10 @@ fn main() -> ExitCode {
             Cmd::Inbox(args) => {
                 let outcome = inbox::run(&args).await?;
                 println!("{}", serde_json::to_string(&outcome)?);
+                Ok(true)
+            }
+            Cmd::Push(args) => {
+                println!("{}", push::run(&args).await?);
                 Ok(true)
             }
             Cmd::Worker { plan, index, count } => worker::run(&plan, index, count).await.map(|_| true),

@@ -43,14 +43,14 @@ pub struct SuiteArgs {
 
 /// Median and extremes of some figures.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Spread {
-    median: f64,
+pub(crate) struct Spread {
+    pub(crate) median: f64,
     min: f64,
     max: f64,
 }
 
 impl Spread {
-    fn of(values: &[f64]) -> Spread {
+    pub(crate) fn of(values: &[f64]) -> Spread {
         let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         if v.is_empty() {
             return Spread { median: f64::NAN, min: f64::NAN, max: f64::NAN };
@@ -62,7 +62,7 @@ impl Spread {
     }
 
     /// `median (min–max)`, or just the figure for a single run.
-    fn show(&self, decimals: usize) -> String {
+    pub(crate) fn show(&self, decimals: usize) -> String {
         if self.min == self.max {
             format!("{:.*}", decimals, self.median)
         } else {
@@ -72,9 +72,9 @@ impl Spread {
 }
 
 /// A server process the suite started; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    ws: String,
+    pub(crate) ws: String,
 }
 
 impl Server {
@@ -91,10 +91,12 @@ impl Drop for Server {
 }
 
 /// A set of servers for one row: their URLs, pids and the app credentials.
-struct Deployment {
+pub(crate) struct Deployment {
     name: String,
-    servers: Vec<Server>,
-    creds: Option<(String, String)>,
+    pub(crate) servers: Vec<Server>,
+    pub(crate) creds: Option<(String, String)>,
+    /// The database its nodes share (empty for the floor).
+    pub(crate) db_url: String,
     database: Option<String>,
     postgres: String,
     _dir: Option<TempDir>,
@@ -122,7 +124,7 @@ impl Drop for Deployment {
 }
 
 /// A directory removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -130,7 +132,7 @@ impl Drop for TempDir {
     }
 }
 
-fn psql(server: &str, db: &str, sql: &str) -> anyhow::Result<String> {
+pub(crate) fn psql(server: &str, db: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
         .arg(format!("{server}/{db}"))
         .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
@@ -142,13 +144,34 @@ fn psql(server: &str, db: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-struct Env {
-    natter: PathBuf,
-    postgres: String,
-    nats: String,
+pub(crate) struct Env {
+    pub(crate) natter: PathBuf,
+    pub(crate) postgres: String,
+    pub(crate) nats: String,
+    /// Settings every node of this environment starts with (`NATTER_…` variables).
+    pub(crate) extra: Vec<(String, String)>,
 }
 
-fn natter_env(cmd: &mut Command, db: &str, nats: &str, prefix: &str) {
+impl Env {
+    pub(crate) fn new(natter_bin: Option<&PathBuf>, postgres: &str, nats: &str) -> anyhow::Result<Env> {
+        let natter = match natter_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?.with_file_name("natter"),
+        };
+        if !natter.exists() {
+            bail!("{} not found; build it (cargo build --release) or pass --natter-bin", natter.display());
+        }
+        Ok(Env {
+            natter,
+            postgres: postgres.trim_end_matches('/').to_string(),
+            nats: nats.to_string(),
+            extra: Vec::new(),
+        })
+    }
+}
+
+fn natter_env(cmd: &mut Command, env: &Env, db: &str, nats: &str, prefix: &str) {
+    cmd.envs(env.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     cmd.env("NATTER_DATABASE__URL", db)
         .env("NATTER_NATS__URL", nats)
         .env("NATTER_NATS__PREFIX", prefix)
@@ -166,9 +189,9 @@ fn natter_env(cmd: &mut Command, db: &str, nats: &str, prefix: &str) {
         .env_remove("NATTER_ENV");
 }
 
-fn create_app(env: &Env, db: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn create_app(env: &Env, db: &str) -> anyhow::Result<(String, String)> {
     let mut cmd = Command::new(&env.natter);
-    natter_env(&mut cmd, db, "", "x");
+    natter_env(&mut cmd, env, db, "", "x");
     let out = cmd.args(["app", "create", "--id", "loadtest", "--name", "Load test", "--json"]).output()?;
     if !out.status.success() {
         bail!("natter app create: {}", String::from_utf8_lossy(&out.stderr));
@@ -180,9 +203,9 @@ fn create_app(env: &Env, db: &str) -> anyhow::Result<(String, String)> {
     ))
 }
 
-fn start_natter(env: &Env, db: &str, nats: &str, prefix: &str) -> anyhow::Result<Server> {
+pub(crate) fn start_natter(env: &Env, db: &str, nats: &str, prefix: &str) -> anyhow::Result<Server> {
     let mut cmd = Command::new(&env.natter);
-    natter_env(&mut cmd, db, nats, prefix);
+    natter_env(&mut cmd, env, db, nats, prefix);
     cmd.arg("serve");
     let (child, addr) = natter::launch::serve(&mut cmd, "natter", Duration::from_secs(60))?;
     Ok(Server { child, ws: format!("ws://{addr}/ws") })
@@ -202,7 +225,7 @@ fn start_floor() -> anyhow::Result<Server> {
     Ok(Server { ws: format!("ws://{addr}/ws"), child })
 }
 
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     hex::encode(rand::random::<[u8; 4]>())
 }
 
@@ -211,13 +234,14 @@ fn floor() -> anyhow::Result<Deployment> {
         name: "floor".into(),
         servers: vec![start_floor()?],
         creds: None,
+        db_url: String::new(),
         database: None,
         postgres: String::new(),
         _dir: None,
     })
 }
 
-fn embedded(env: &Env) -> anyhow::Result<Deployment> {
+pub(crate) fn embedded(env: &Env) -> anyhow::Result<Deployment> {
     let dir = std::env::temp_dir().join(format!("natter-lt-{}", unique()));
     std::fs::create_dir_all(&dir)?;
     let db = format!("sqlite://{}/natter.db", dir.display());
@@ -227,19 +251,21 @@ fn embedded(env: &Env) -> anyhow::Result<Deployment> {
         name: "natter embedded (SQLite)".into(),
         servers: vec![server],
         creds: Some(creds),
+        db_url: db,
         database: None,
         postgres: String::new(),
         _dir: Some(TempDir(dir)),
     })
 }
 
-fn cluster(env: &Env, nodes: usize) -> anyhow::Result<Deployment> {
+pub(crate) fn cluster(env: &Env, nodes: usize) -> anyhow::Result<Deployment> {
     let name = format!("natter_lt_{}", unique());
     psql(&env.postgres, "postgres", &format!("CREATE DATABASE {name}"))?;
     let mut d = Deployment {
         name: format!("natter cluster, {nodes} node{}", if nodes == 1 { "" } else { "s" }),
         servers: Vec::new(),
         creds: None,
+        db_url: format!("{}/{name}", env.postgres),
         database: Some(name.clone()),
         postgres: env.postgres.clone(),
         _dir: None,
@@ -253,7 +279,7 @@ fn cluster(env: &Env, nodes: usize) -> anyhow::Result<Deployment> {
     Ok(d)
 }
 
-fn base_args(d: &Deployment, scenario: Scenario) -> RunArgs {
+pub(crate) fn base_args(d: &Deployment, scenario: Scenario) -> RunArgs {
     RunArgs {
         scenario,
         targets: d.targets(),
@@ -440,7 +466,7 @@ fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() { format!("{:.2}×", a / b) } else { "–".into() }
 }
 
-async fn scenario(args: RunArgs, label: &str) -> anyhow::Result<Summary> {
+pub(crate) async fn scenario(args: RunArgs, label: &str) -> anyhow::Result<Summary> {
     eprintln!("── {label}");
     let s = run::run(&args).await.with_context(|| label.to_string())?;
     eprint!("{}", s.table());
@@ -450,14 +476,7 @@ async fn scenario(args: RunArgs, label: &str) -> anyhow::Result<Summary> {
 pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
     let started = Instant::now();
     let machine = CpuTimes::now();
-    let natter = match &args.natter_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("natter"),
-    };
-    if !natter.exists() {
-        bail!("{} not found: run `cargo build --release` first (or pass --natter-bin)", natter.display());
-    }
-    let env = Env { natter, postgres: args.postgres.trim_end_matches('/').to_string(), nats: args.nats.clone() };
+    let env = Env::new(args.natter_bin.as_ref(), &args.postgres, &args.nats)?;
     let want = |n: u8| args.only.is_empty() || args.only.contains(&n);
     let q = args.quick;
     let mut results = Results { rows: Vec::new(), md: String::new(), t: Targets::default() };

@@ -25,12 +25,35 @@ use crate::{
     webhooks::target::Clients,
 };
 
-/// What every delivery of the node shares: HTTP clients and providers' access tokens.
+/// What every delivery of the node shares: HTTP clients, providers' access tokens, and the
+/// finisher.
 struct Senders {
     clients: Clients,
     fcm: fcm::Tokens,
     apns: apns::Tokens,
     config: PushConfig,
+    /// Apps' VAPID keys, parsed once (deriving the public key is a scalar multiplication), by
+    /// app and private key.
+    vapid: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<webpush::Vapid>)>>,
+    /// Finished jobs, deleted in batches: one statement (and on SQLite one pass of the write
+    /// gate) per batch instead of a transaction per push (measured: 218 pushes/s on SQLite, 750
+    /// on PostgreSQL, with a transaction each).
+    finished: tokio::sync::mpsc::UnboundedSender<i64>,
+}
+
+/// Deletes finished jobs in batches until the dispatcher is gone. A failed delete leaves the
+/// jobs claimed; their claims expire and they are sent again (at least once).
+async fn finish(store: Store, rx: tokio::sync::mpsc::UnboundedReceiver<i64>) {
+    let policy = crate::batching::Policy { lanes: 1, max: 1000 };
+    crate::batching::serve(rx, policy, crate::batching::never, |ids| {
+        let store = store.clone();
+        async move {
+            if let Err(e) = store.pushes_finished(&ids).await {
+                tracing::warn!(error = %e, jobs = ids.len(), "recording finished pushes failed; they will be sent again");
+            }
+        }
+    })
+    .await;
 }
 
 pub struct Dispatcher {
@@ -42,8 +65,18 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Starts the finisher on the current runtime (the node's arbiter).
     pub fn new(node_id: &str, store: Store, clients: Clients, config: PushConfig) -> Self {
-        let senders = Senders { clients, fcm: fcm::Tokens::default(), apns: apns::Tokens::default(), config };
+        let (finished, rx) = tokio::sync::mpsc::unbounded_channel();
+        actix_rt::spawn(finish(store.clone(), rx));
+        let senders = Senders {
+            clients,
+            fcm: fcm::Tokens::default(),
+            apns: apns::Tokens::default(),
+            config,
+            vapid: Default::default(),
+            finished,
+        };
         Self {
             node_id: Arc::from(node_id),
             store,
@@ -107,6 +140,27 @@ async fn claim_and_start(node: &str, store: Store, senders: Arc<Senders>, in_fli
     }
 }
 
+impl Senders {
+    fn finished(&self, id: i64) -> Result<(), sqlx::Error> {
+        self.finished.send(id).map_err(|_| sqlx::Error::PoolClosed)
+    }
+
+    /// The app's VAPID key, parsed at its first push (and again when the app changes it).
+    fn vapid(&self, app: &str, private: &str) -> Result<Arc<webpush::Vapid>, super::PushError> {
+        if let Ok(cache) = self.vapid.lock()
+            && let Some((key, vapid)) = cache.get(app)
+            && key == private
+        {
+            return Ok(vapid.clone());
+        }
+        let vapid = Arc::new(webpush::Vapid::from_private(private)?);
+        if let Ok(mut cache) = self.vapid.lock() {
+            cache.insert(app.to_string(), (private.to_string(), vapid.clone()));
+        }
+        Ok(vapid)
+    }
+}
+
 fn count(platform: &str, result: &'static str) {
     metrics::counter!("natter_push_deliveries_total", "platform" => platform.to_string(), "result" => result)
         .increment(1);
@@ -140,7 +194,7 @@ struct Keys<'a> {
 async fn deliver(store: &Store, senders: &Senders, job: &PushJob) -> Result<(), sqlx::Error> {
     let Some(device) = store.device(&job.device_id).await? else {
         count("unknown", "device_removed");
-        return store.push_finished(job.id).await;
+        return senders.finished(job.id);
     };
     let platform = device.platform.as_str();
     let app = match AppId::parse(job.app_id.clone()) {
@@ -154,13 +208,13 @@ async fn deliver(store: &Store, senders: &Senders, job: &PushJob) -> Result<(), 
     // Online again since the message was stored: it reached them live.
     if store.is_online(&job.app_id, job.user_key).await? {
         count(platform, "online");
-        return store.push_finished(job.id).await;
+        return senders.finished(job.id);
     }
     let notice = match Notice::build(store, &app.id, &app.settings, job).await? {
         Ok(n) => n,
         Err(Nothing::NotReadable) => {
             count(platform, "not_readable");
-            return store.push_finished(job.id).await;
+            return senders.finished(job.id);
         }
     };
     let message = Message {
@@ -175,7 +229,7 @@ async fn deliver(store: &Store, senders: &Senders, job: &PushJob) -> Result<(), 
         None if Hooks::of(&app.settings).wants("push.needed") => {
             let Some(recipient) = store.user_by_key(&app.id, job.user_key).await?.map(|u| u.id) else {
                 count(platform, "not_readable");
-                return store.push_finished(job.id).await;
+                return senders.finished(job.id);
             };
             let keys = device.keys.as_ref().map(|k| Keys { p256dh: &k.p256dh, auth: &k.auth });
             let event = PushNeeded {
@@ -188,11 +242,11 @@ async fn deliver(store: &Store, senders: &Senders, job: &PushJob) -> Result<(), 
         }
         None => {
             count(platform, "no_sender");
-            return store.push_finished(job.id).await;
+            return senders.finished(job.id);
         }
     };
     metrics::histogram!("natter_push_duration_seconds", "platform" => platform).record(started.elapsed().as_secs_f64());
-    record(store, &senders.config, job, &device, outcome).await
+    record(store, senders, job, &device, outcome).await
 }
 
 /// Sends with the app's own credentials for the device's platform; None when the app has none
@@ -205,7 +259,7 @@ async fn send(senders: &Senders, settings: &AppSettings, device: &Device, messag
             if settings.vapid_private_key.is_empty() {
                 return None;
             }
-            let vapid = match webpush::Vapid::from_private(settings.vapid_private_key.expose()) {
+            let vapid = match senders.vapid(&device.app_id, settings.vapid_private_key.expose()) {
                 Ok(v) => v,
                 Err(e) => return Some(Outcome::Fail(e.to_string())),
             };
@@ -266,7 +320,7 @@ async fn send(senders: &Senders, settings: &AppSettings, device: &Device, messag
 
 async fn record(
     store: &Store,
-    config: &PushConfig,
+    senders: &Senders,
     job: &PushJob,
     device: &Device,
     outcome: Outcome,
@@ -276,7 +330,7 @@ async fn record(
     match outcome {
         Outcome::Delivered => {
             count(platform, "delivered");
-            store.push_finished(job.id).await
+            senders.finished(job.id)
         }
         Outcome::Gone(why) => {
             count(platform, "gone");
@@ -284,21 +338,23 @@ async fn record(
             if store.remove_gone_device(&device.id, device.created_at).await? {
                 metrics::counter!("natter_push_devices_removed_total", "reason" => "gone").increment(1);
             }
-            store.push_finished(job.id).await
+            senders.finished(job.id)
         }
-        Outcome::Retry(why, after) => match crate::webhooks::backoff(&config.retry_schedule_ms, attempts as usize) {
-            Some(delay) => {
-                count(platform, "retry");
-                let delay = after.map_or(delay, |a| a.max(delay));
-                let at = crate::domain::now_millis() + delay.as_millis() as i64;
-                store.push_retry_later(job.id, attempts, at, &why).await
+        Outcome::Retry(why, after) => {
+            match crate::webhooks::backoff(&senders.config.retry_schedule_ms, attempts as usize) {
+                Some(delay) => {
+                    count(platform, "retry");
+                    let delay = after.map_or(delay, |a| a.max(delay));
+                    let at = crate::domain::now_millis() + delay.as_millis() as i64;
+                    store.push_retry_later(job.id, attempts, at, &why).await
+                }
+                None => {
+                    count(platform, "dead");
+                    tracing::warn!(job = job.id, platform, error = %why, "push retries exhausted; dead-lettered");
+                    store.push_dead(job.id, attempts, &why).await
+                }
             }
-            None => {
-                count(platform, "dead");
-                tracing::warn!(job = job.id, platform, error = %why, "push retries exhausted; dead-lettered");
-                store.push_dead(job.id, attempts, &why).await
-            }
-        },
+        }
         Outcome::Fail(why) => {
             count(platform, "dead");
             tracing::warn!(job = job.id, platform, error = %why, "push refused for good; dead-lettered");

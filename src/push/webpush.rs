@@ -2,15 +2,10 @@
 //! VAPID. No push service sees the text: only the browser holding the subscription's private
 //! key can read it.
 
-use aes_gcm::{
-    Aes128Gcm, KeyInit, Nonce,
-    aead::{Aead, Payload},
-};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hkdf::Hkdf;
-use p256::{
-    PublicKey, SecretKey, ecdh::EphemeralSecret, elliptic_curve::sec1::ToEncodedPoint, pkcs8::EncodePrivateKey,
-};
+use p256::{PublicKey, SecretKey, elliptic_curve::sec1::ToEncodedPoint, pkcs8::EncodePrivateKey};
+use ring::{aead, agreement, rand::SystemRandom};
 use sha2::Sha256;
 
 use super::{Message, Outcome, PushError, status_outcome};
@@ -26,7 +21,6 @@ pub const MAX_PAYLOAD: usize = 4096 - 86 - 16 - 1;
 pub struct Subscriber {
     /// The user agent's public key, uncompressed (65 bytes).
     p256dh: Vec<u8>,
-    public: PublicKey,
     auth: [u8; 16],
 }
 
@@ -39,7 +33,7 @@ impl Subscriber {
         let auth = decode_b64(&keys.auth).map_err(|_| PushError::Invalid("keys.auth is not base64url".into()))?;
         let auth: [u8; 16] =
             auth.try_into().map_err(|_| PushError::Invalid("keys.auth must be 16 bytes (base64url)".into()))?;
-        Ok(Subscriber { p256dh, public, auth })
+        Ok(Subscriber { p256dh, auth })
     }
 }
 
@@ -54,19 +48,24 @@ pub fn encrypt(plain: &[u8], to: &Subscriber) -> Result<Vec<u8>, PushError> {
     if plain.len() > MAX_PAYLOAD {
         return Err(PushError::Invalid(format!("payload of {} bytes is over {MAX_PAYLOAD}", plain.len())));
     }
-    let ephemeral = EphemeralSecret::random(&mut rand::rngs::OsRng);
-    let as_public = ephemeral.public_key().to_encoded_point(false);
-    let shared = ephemeral.diffie_hellman(&to.public);
+    let rng = SystemRandom::new();
+    let ephemeral = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng)
+        .map_err(|_| PushError::Crypto("ephemeral key"))?;
+    let as_public = ephemeral.compute_public_key().map_err(|_| PushError::Crypto("ephemeral public key"))?;
+    let as_public = as_public.as_ref();
+    let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &to.p256dh);
 
     // IKM = HKDF(auth_secret, ecdh_secret, "WebPush: info" || 0x00 || ua_public || as_public, 32)
     let mut key_info = Vec::with_capacity(14 + 65 + 65);
     key_info.extend_from_slice(b"WebPush: info\0");
     key_info.extend_from_slice(&to.p256dh);
-    key_info.extend_from_slice(as_public.as_bytes());
+    key_info.extend_from_slice(as_public);
     let mut ikm = [0u8; 32];
-    Hkdf::<Sha256>::new(Some(&to.auth), shared.raw_secret_bytes())
-        .expand(&key_info, &mut ikm)
-        .map_err(|_| PushError::Crypto("hkdf ikm"))?;
+    agreement::agree_ephemeral(ephemeral, &peer, |shared| {
+        Hkdf::<Sha256>::new(Some(&to.auth), shared).expand(&key_info, &mut ikm)
+    })
+    .map_err(|_| PushError::Crypto("ecdh"))?
+    .map_err(|_| PushError::Crypto("hkdf ikm"))?;
 
     let salt: [u8; 16] = rand::random();
     let prk = Hkdf::<Sha256>::new(Some(&salt), &ikm);
@@ -76,19 +75,19 @@ pub fn encrypt(plain: &[u8], to: &Subscriber) -> Result<Vec<u8>, PushError> {
     prk.expand(b"Content-Encoding: nonce\0", &mut nonce).map_err(|_| PushError::Crypto("hkdf nonce"))?;
 
     // The last (only) record ends with the 0x02 delimiter; no padding.
-    let mut record = Vec::with_capacity(plain.len() + 1);
-    record.extend_from_slice(plain);
-    record.push(2);
-    let cipher = Aes128Gcm::new_from_slice(&cek).map_err(|_| PushError::Crypto("aes key"))?;
-    let sealed = cipher
-        .encrypt(&Nonce::from(nonce), Payload { msg: &record, aad: b"" })
+    let mut sealed = Vec::with_capacity(plain.len() + 1 + 16);
+    sealed.extend_from_slice(plain);
+    sealed.push(2);
+    let key = aead::UnboundKey::new(&aead::AES_128_GCM, &cek).map_err(|_| PushError::Crypto("aes key"))?;
+    aead::LessSafeKey::new(key)
+        .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::empty(), &mut sealed)
         .map_err(|_| PushError::Crypto("aes-gcm"))?;
 
     let mut body = Vec::with_capacity(16 + 4 + 1 + 65 + sealed.len());
     body.extend_from_slice(&salt);
     body.extend_from_slice(&RECORD_SIZE.to_be_bytes());
-    body.push(as_public.as_bytes().len() as u8);
-    body.extend_from_slice(as_public.as_bytes());
+    body.push(as_public.len() as u8);
+    body.extend_from_slice(as_public);
     body.extend_from_slice(&sealed);
     Ok(body)
 }
@@ -216,7 +215,10 @@ mod tests {
         let (mut cek, mut nonce) = ([0u8; 16], [0u8; 12]);
         prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek).unwrap();
         prk.expand(b"Content-Encoding: nonce\0", &mut nonce).unwrap();
-        let plain = Aes128Gcm::new_from_slice(&cek).unwrap().decrypt(&Nonce::from(nonce), sealed).unwrap();
+        let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_128_GCM, &cek).unwrap());
+        let mut sealed = sealed.to_vec();
+        let plain =
+            key.open_in_place(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::empty(), &mut sealed).unwrap();
         assert_eq!(plain, b"When I grow up, I want to be a watermelon\x02");
     }
 

@@ -141,11 +141,18 @@ impl Store {
         rows.iter().map(job).collect()
     }
 
-    /// The job is finished (delivered, handed to the app's webhook, or not needed): it goes.
-    pub async fn push_finished(&self, id: i64) -> Result<(), sqlx::Error> {
+    /// These jobs are finished (delivered, or not needed): they go, in one statement.
+    pub async fn pushes_finished(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut sql = Sql::new(self.dialect(), "DELETE FROM push_jobs WHERE id IN (");
+        sql.push_list(ids.iter().copied()).push(")");
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM push_jobs WHERE id = $1").bind(id).execute(&mut **tx).await?;
+        sql.build()?.execute(&mut **tx).await?;
         tx.commit().await?;
+        observe("push_finish", started);
         Ok(())
     }
 

@@ -163,7 +163,11 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
 /// refusals; this reaches the success shapes), and fails if any operation was left out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_called_as_an_app_calls_it_answers_what_the_document_says() {
-    let server = TestServer::start_with("[default_app]\nregistrations_per_hour = 1000\nguest_signups_per_hour = 1000");
+    // With a VAPID key, so `GET /v1/push/vapid` has one to answer.
+    let (vapid, _) = natter::push::webpush::Vapid::generate();
+    let server = TestServer::start_with(&format!(
+        "[default_app]\nregistrations_per_hour = 1000\nguest_signups_per_hour = 1000\nvapid_private_key = \"{vapid}\""
+    ));
     let creds = server.server_client("default", Scheme::V2HmacSha256).await;
     let root = env!("CARGO_MANIFEST_DIR");
     let mut scenario = Command::new("python3");

@@ -99,6 +99,21 @@ def main():
     data("GET", "/v1/me/blocks", token=a)
     data("DELETE", "/v1/me/blocks/{user}", token=a, params={"user": ids["sc"]})
 
+    # Devices for push.
+    vapid = data("GET", "/v1/push/vapid", token=a)["public_key"]
+    phone = data("POST", "/v1/me/devices", token=a, expect=201,
+                 body={"platform": "fcm", "token": f"fcm-{run}:APA91b", "app_version": "1.0"})
+    data("POST", "/v1/me/devices", token=a, expect=201,
+         body={"platform": "webpush", "subscription": {
+             "endpoint": f"https://push.example.com/wp/{run}", "expirationTime": None,
+             "keys": {"p256dh": vapid, "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}})
+    data("POST", "/v1/me/devices", token=a, expect=201, body={"platform": "apns", "token": "ab" * 32})
+    data("GET", "/v1/me/devices", token=a)
+    data("DELETE", "/v1/me/devices/{id}", token=a, params={"id": phone["id"]})
+    listed = data("GET", "/v1/server/users/{id}/devices", params={"id": ids["sa"]}, signed=True)
+    data("DELETE", "/v1/server/users/{id}/devices/{device}", signed=True,
+         params={"id": ids["sa"], "device": listed[0]["id"]})
+
     # A group run by its members.
     group = data("POST", "/v1/groups", token=a, expect=201, body={"name": "Team", "members": [ids["sb"], ids["sc"]]})
     g = group["id"]
