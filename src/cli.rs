@@ -332,6 +332,9 @@ fn print_app(app: &AppRecord, with_secret: bool, json: bool) -> anyhow::Result<(
 }
 
 /// Applies `key=value` pairs to settings; unknown keys and ill-typed values are refused.
+/// Settings whose value may be read from a file (`key=@path`).
+const FILE_SETTINGS: &[&str] = &["fcm_service_account", "apns_key", "vapid_private_key"];
+
 pub fn apply_settings(settings: &AppSettings, pairs: &[String]) -> anyhow::Result<AppSettings> {
     let mut value = serde_json::to_value(settings)?;
     let map = value.as_object_mut().context("settings are not an object")?;
@@ -341,7 +344,21 @@ pub fn apply_settings(settings: &AppSettings, pairs: &[String]) -> anyhow::Resul
             let known: Vec<&String> = map.keys().collect();
             anyhow::bail!("unknown setting {key:?}; known: {known:?}");
         }
-        let parsed = serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+        // Credentials kept in files (a service-account JSON, a .p8 key) are read with `key=@path`.
+        let text = match raw.strip_prefix('@') {
+            Some(path) if FILE_SETTINGS.contains(&key) => {
+                std::fs::read_to_string(path).with_context(|| format!("{key}: reading {path}"))?
+            }
+            _ => raw.to_string(),
+        };
+        // A text setting takes the text as given (a JSON document stays text); others parse as
+        // JSON (numbers, booleans, lists), falling back to text.
+        let parsed = match (map.get(key), serde_json::from_str(&text)) {
+            (Some(serde_json::Value::String(_)), Ok(serde_json::Value::String(s))) => serde_json::Value::String(s),
+            (Some(serde_json::Value::String(_)), _) => serde_json::Value::String(text),
+            (_, Ok(v)) => v,
+            (_, Err(_)) => serde_json::Value::String(text),
+        };
         map.insert(key.to_string(), parsed);
     }
     serde_json::from_value(value).context("invalid setting value")
@@ -511,6 +528,20 @@ mod tests {
         assert_eq!(s.name, "My App");
         let s = apply_settings(&s, &[r#"allowed_origins=["https://a.test"]"#.into()]).unwrap();
         assert_eq!(s.allowed_origins, vec!["https://a.test".to_string()]);
+    }
+
+    #[test]
+    fn credentials_stay_text_and_may_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = dir.path().join("sa.json");
+        std::fs::write(&account, r#"{"type": "service_account", "project_id": "p"}"#).unwrap();
+        let pairs = [format!("fcm_service_account=@{}", account.display()), "name=12".into()];
+        let s = apply_settings(&AppSettings::default(), &pairs).unwrap();
+        assert_eq!(s.fcm_service_account.expose(), r#"{"type": "service_account", "project_id": "p"}"#);
+        assert_eq!(s.name, "12", "a text setting keeps digits as text");
+        let s = apply_settings(&s, &[r#"apns_key_id={"not": "parsed"}"#.into()]).unwrap();
+        assert_eq!(s.apns_key_id, r#"{"not": "parsed"}"#);
+        assert!(apply_settings(&s, &["apns_key=@/nonexistent/key.p8".into()]).is_err());
     }
 
     #[test]

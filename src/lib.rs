@@ -16,6 +16,7 @@
 //!   of bound values, in each dialect's placeholders), `lifecycle` (edits, recalls, deletions,
 //!   reactions, stamped with the conversation's change number), `inbox` (the conversation list
 //!   and unread counts), `audit` (the moderation trail, written in each act's transaction),
+//!   `devices` (devices registered for push), `push` (the push outbox, written with messages),
 //!   `blocks` (users' own blocks), `groups` (groups, members, and each administrative act in one
 //!   transaction under the group's row lock).
 //! - [`batching`]: group commit, the one loop behind every batched write or read (message
@@ -45,6 +46,10 @@
 //! - [`presence`]: cluster-wide presence: node leases, transitions decided once, dead nodes reaped.
 //! - [`hub`]: the node-local hub: `registry` (sessions, users, groups and presence watches, as
 //!   plain data) and `router` (the actor that owns it and fans bus deliveries out to sessions).
+//! - [`push`]: push notifications to offline users: `devices` (what may be registered), the
+//!   `dispatcher` actor that sends due push jobs, `notice` (what a push says), and the providers:
+//!   `webpush` (RFC 8291 / 8292), `fcm` (HTTP v1) and `apns` (HTTP/2), or the `push.needed`
+//!   webhook.
 //! - [`webhooks`]: the outbox dispatcher actor (signed, retried deliveries), safe targets, the
 //!   before-send hook (`hook`; what it asks and may decide: `exchange`), and both in Tencent IM's
 //!   callback shape (`tencent`).

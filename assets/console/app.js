@@ -2,6 +2,7 @@
 // REST API and WebSocket protocol (docs/protocol.md). No framework, no build step.
 
 import { NatterError as ApiError, Rest, Transport } from './client/index.js';
+import { enablePush, notifyIfHidden } from './push.js';
 import { $, el, formData, show, time } from './view.js';
 
 const PAGE = 30;
@@ -144,6 +145,17 @@ $('logout').addEventListener('click', async () => {
     // Logging out locally is what matters; the token expires anyway.
   }
   signOut();
+});
+
+$('push-enable').addEventListener('click', async () => {
+  try {
+    const said = await enablePush(api);
+    $('push-enable').title = said;
+    if (said.startsWith('Notifications on')) $('push-enable').textContent = 'Notifications on';
+    else showError(said);
+  } catch (e) {
+    showError(e);
+  }
 });
 
 $('upgrade-open').addEventListener('click', () => $('upgrade-dialog').showModal());
@@ -403,6 +415,10 @@ function onFrame(frame) {
       if (m.sender !== me() && m.seq > c.read_seq) {
         c.unread += 1;
         if ((m.mentions ?? []).includes(me())) c.mentioned = true;
+        const who = m.sender ? nameOf(m.sender) : 'App';
+        const title = c.kind === 'group' ? c.name || 'Group' : who;
+        const body = c.kind === 'group' ? `${who}: ${m.content}` : m.content;
+        notifyIfHidden(title, body, m.conversation).catch(() => {});
       }
     }
     markReadIfVisible(c);

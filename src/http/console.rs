@@ -11,6 +11,9 @@ const FILES: &[(&str, &str, &str)] = &[
     ("console.css", "text/css; charset=utf-8", include_str!("../../assets/console/console.css")),
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/app.js")),
     ("view.js", "text/javascript; charset=utf-8", include_str!("../../assets/console/view.js")),
+    ("push.js", JS, include_str!("../../assets/console/push.js")),
+    // The service worker that shows pushes while no console tab is open (scope /console/).
+    ("sw.js", JS, include_str!("../../assets/console/sw.js")),
     // The console is built on the client library apps import (clients/js), served as it is.
     ("client/index.js", JS, include_str!("../../clients/js/src/index.js")),
     ("client/client.js", JS, include_str!("../../clients/js/src/client.js")),

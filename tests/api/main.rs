@@ -22,6 +22,7 @@ mod lifecycle;
 mod moderation;
 mod openapi;
 mod presence_store;
+mod push_devices;
 mod rongcloud;
 mod server_api;
 mod single_node;

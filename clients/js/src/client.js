@@ -74,6 +74,21 @@ import { Transport } from './transport.js';
  */
 
 /**
+ * @typedef {object} Device a device registered for push notifications
+ * @property {string} id
+ * @property {'webpush' | 'fcm' | 'apns'} platform
+ * @property {string} token the FCM / APNs token, or the Web Push endpoint
+ * @property {string | null} app_version
+ * @property {number} created_at
+ */
+
+/**
+ * @typedef {{platform: 'fcm' | 'apns', token: string, app_version?: string}
+ *   | {platform: 'webpush', subscription: {endpoint: string, expirationTime?: number | null,
+ *      keys: {p256dh: string, auth: string}}, app_version?: string}} DeviceRegistration
+ */
+
+/**
  * @typedef {object} MessageEvent what every `message.*` event names
  * @property {string} conversation
  * @property {number} seq
@@ -738,6 +753,37 @@ export class NatterClient {
   /** @param {string} user */
   unblock(user) {
     return this.action('unblock', { user });
+  }
+
+  // ── push notifications (docs/push.md) ────────────────────────────────────────────────────────
+
+  /**
+   * Registers this device for push while the user is away: an FCM or APNs token, or a browser's
+   * `PushSubscription` (`subscription.toJSON()`). Registering it again renews it; signing out
+   * removes it.
+   * @param {DeviceRegistration} device
+   * @returns {Promise<Device>}
+   */
+  registerDevice(device) {
+    return this.api('POST', '/v1/me/devices', device);
+  }
+
+  /** @returns {Promise<Device[]>} */
+  devices() {
+    return this.api('GET', '/v1/me/devices');
+  }
+
+  /** @param {string} id */
+  removeDevice(id) {
+    return this.api('DELETE', `/v1/me/devices/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * The app's VAPID public key, for `pushManager.subscribe({applicationServerKey})`.
+   * @returns {Promise<string>}
+   */
+  async vapidKey() {
+    return (await this.api('GET', '/v1/push/vapid')).public_key;
   }
 }
 

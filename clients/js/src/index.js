@@ -16,6 +16,8 @@ export { Transport } from './transport.js';
 /** @typedef {import('./client.js').Group} Group */
 /** @typedef {import('./client.js').GroupMember} GroupMember */
 /** @typedef {import('./client.js').Presence} Presence */
+/** @typedef {import('./client.js').Device} Device */
+/** @typedef {import('./client.js').DeviceRegistration} DeviceRegistration */
 /** @typedef {import('./store.js').Message} Message */
 /** @typedef {import('./store.js').Conversation} Conversation */
 /** @typedef {import('./transport.js').ConnectionState} ConnectionState */

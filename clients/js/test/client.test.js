@@ -162,6 +162,28 @@ describe('@natter/client', () => {
     reader.close();
   });
 
+  test('registers devices for push; bad ones are refused; signing out removes its own', async () => {
+    const eve = await person(node, 'eve');
+    const phone = await eve.registerDevice({ platform: 'fcm', token: 'eve-phone:APA91b', app_version: '1.2.0' });
+    assert.equal(phone.platform, 'fcm');
+    assert.equal(phone.app_version, '1.2.0');
+    const again = await eve.registerDevice({ platform: 'fcm', token: 'eve-phone:APA91b' });
+    assert.equal(again.id, phone.id, 'the same token renews, never duplicates');
+    await assert.rejects(
+      eve.registerDevice({ platform: 'webpush', subscription: { endpoint: 'https://127.0.0.1/x', keys: { p256dh: 'x', auth: 'y' } } }),
+      (e) => e instanceof NatterError && e.status === 400,
+    );
+    await assert.rejects(eve.vapidKey(), (e) => e.code === 'not_found', 'no VAPID key on this node');
+    assert.deepEqual((await eve.devices()).map((d) => d.id), [phone.id]);
+    await eve.removeDevice(phone.id);
+    assert.deepEqual(await eve.devices(), []);
+    await eve.registerDevice({ platform: 'apns', token: 'ab'.repeat(32) });
+    const other = new NatterClient({ url: node.url });
+    await other.login({ email: eve.user.email, password: PASSWORD });
+    await eve.logout();
+    assert.deepEqual(await other.devices(), [], "the signed-out session's device went with it");
+  });
+
   test('a refused message is not retried', async () => {
     const lonely = await person(node, 'lonely');
     await lonely.connect();

@@ -240,6 +240,23 @@ export class NatterClient {
     block(user: string): Promise<any>;
     /** @param {string} user */
     unblock(user: string): Promise<any>;
+    /**
+     * Registers this device for push while the user is away: an FCM or APNs token, or a browser's
+     * `PushSubscription` (`subscription.toJSON()`). Registering it again renews it; signing out
+     * removes it.
+     * @param {DeviceRegistration} device
+     * @returns {Promise<Device>}
+     */
+    registerDevice(device: DeviceRegistration): Promise<Device>;
+    /** @returns {Promise<Device[]>} */
+    devices(): Promise<Device[]>;
+    /** @param {string} id */
+    removeDevice(id: string): Promise<any>;
+    /**
+     * The app's VAPID public key, for `pushManager.subscribe({applicationServerKey})`.
+     * @returns {Promise<string>}
+     */
+    vapidKey(): Promise<string>;
 }
 export type Message = import("./store.js").Message;
 export type Conversation = import("./store.js").Conversation;
@@ -328,6 +345,35 @@ export type Group = {
     dissolved_at: number | null;
     last_seq: number;
     members: GroupMember[];
+};
+/**
+ * a device registered for push notifications
+ */
+export type Device = {
+    id: string;
+    platform: "webpush" | "fcm" | "apns";
+    /**
+     * the FCM / APNs token, or the Web Push endpoint
+     */
+    token: string;
+    app_version: string | null;
+    created_at: number;
+};
+export type DeviceRegistration = {
+    platform: "fcm" | "apns";
+    token: string;
+    app_version?: string;
+} | {
+    platform: "webpush";
+    subscription: {
+        endpoint: string;
+        expirationTime?: number | null;
+        keys: {
+            p256dh: string;
+            auth: string;
+        };
+    };
+    app_version?: string;
 };
 /**
  * what every `message.*` event names
