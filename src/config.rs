@@ -50,6 +50,8 @@ pub struct PushConfig {
     pub batch: usize,
     /// How long a provider keeps an undelivered push (Web Push TTL, APNs expiration, FCM ttl).
     pub ttl_secs: u64,
+    /// Devices a user keeps; registering another removes their oldest.
+    pub max_devices_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

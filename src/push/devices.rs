@@ -160,6 +160,7 @@ pub async fn register(node: &Node, who: &Identity, req: RegisterRequest) -> ApiR
                 app_version: checked.app_version.as_deref(),
                 session_id: who.session_id.as_deref(),
             },
+            node.config.push.max_devices_per_user,
         )
         .await?;
     metrics::counter!("natter_push_devices_registered_total", "platform" => checked.platform.as_str()).increment(1);
@@ -171,7 +172,10 @@ pub async fn list(node: &Node, app: &AppId, user: UserKey) -> ApiResult<Vec<Devi
 }
 
 pub async fn remove(node: &Node, app: &AppId, user: UserKey, id: &str) -> ApiResult<()> {
-    if id.len() > 64 || !node.store.remove_device(app, user, id).await? {
+    // Only ids this server issues reach the store (`dev_` and 32 hex digits): a NUL or any other
+    // byte PostgreSQL cannot hold is simply no device.
+    let issued = id.strip_prefix("dev_").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !issued || !node.store.remove_device(app, user, id).await? {
         return Err(ApiError::new(ErrorCode::DeviceNotFound, format!("no device {id}")));
     }
     Ok(())

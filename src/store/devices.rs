@@ -92,11 +92,14 @@ impl Store {
     /// Registers a device for the user. A token already registered (by this user or, after a
     /// sign-out and another sign-in on the same phone, by someone else) moves to this user and
     /// session and keeps its id: a phone has one token, and its pushes follow whoever is signed in.
+    /// The user keeps their `keep` most recently registered devices; older ones are removed in
+    /// the same transaction (a client registering endlessly cannot multiply every push).
     pub async fn register_device(
         &self,
         app: &AppId,
         user: UserKey,
         new: &NewDevice<'_>,
+        keep: usize,
     ) -> Result<Device, sqlx::Error> {
         let now = crate::domain::now_millis();
         let id = format!("dev_{}", uuid::Uuid::now_v7().simple());
@@ -118,6 +121,15 @@ impl Store {
         .bind(new.session_id)
         .bind(now)
         .fetch_one(&mut **tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM devices WHERE app_id = $1 AND user_key = $2 AND id NOT IN (SELECT id FROM devices \
+             WHERE app_id = $1 AND user_key = $2 ORDER BY created_at DESC, id DESC LIMIT $3)",
+        )
+        .bind(app.as_str())
+        .bind(user.0)
+        .bind(keep.max(1) as i64)
+        .execute(&mut **tx)
         .await?;
         tx.commit().await?;
         device(&row)

@@ -36,6 +36,12 @@ async fn the_app_server_sees_and_removes_its_users_devices_and_only_its_own(back
     assert_eq!((status, &removed["data"]), (200, &json!({"id": id, "removed": true})));
     assert_eq!(shop.call("DELETE", &path, None).await.1["error"]["code"], "device_not_found");
     assert_eq!(shop.call("GET", "/v1/server/users/nobody/devices", None).await.0, 404);
+    for odd in ["dev_%00", "%00", "dev_0123456789abcdef0123456789abcdeg", &"x".repeat(300)] {
+        let (status, body) = shop.call("DELETE", &format!("/v1/server/users/alice/devices/{odd}"), None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("device_not_found")), "{odd}: {body}");
+        let (status, body) = server.delete(&format!("/v1/me/devices/{odd}"), &alice).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("device_not_found")), "{odd}: {body}");
+    }
 
     // Signed out everywhere: no device is theirs to wake any more.
     assert_eq!(shop.call("POST", "/v1/server/users/alice/revoke-tokens", Some(json!({}))).await.0, 200);
@@ -43,4 +49,34 @@ async fn the_app_server_sees_and_removes_its_users_devices_and_only_its_own(back
     assert_eq!(after["data"], Value::Array(Vec::new()), "{after}");
 }
 
-on_both_stores!(the_app_server_sees_and_removes_its_users_devices_and_only_its_own);
+async fn a_user_keeps_their_ten_newest_devices(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
+    let shop = server.server_client("default", Scheme::V2HmacSha256).await;
+    let bob = token(&shop, "bob").await;
+    let register = |n: usize| {
+        let (server, bob) = (&server, &bob);
+        async move {
+            let device = json!({"platform": "fcm", "token": format!("phone-{n}")});
+            let (status, body) = server.post("/v1/me/devices", Some(bob), device).await;
+            assert_eq!(status, 201, "{body}");
+        }
+    };
+    for n in 0..10 {
+        register(n).await;
+    }
+    // Renewing the oldest makes it the newest; the eleventh then removes phone-1.
+    register(0).await;
+    register(10).await;
+    let (_, listed) = server.get("/v1/me/devices", Some(&bob)).await;
+    let mut tokens: Vec<String> =
+        listed["data"].as_array().unwrap().iter().map(|d| d["token"].as_str().unwrap().to_string()).collect();
+    tokens.sort();
+    let mut expected: Vec<String> = [0, 2, 3, 4, 5, 6, 7, 8, 9, 10].iter().map(|n| format!("phone-{n}")).collect();
+    expected.sort();
+    assert_eq!(tokens, expected);
+}
+
+on_both_stores!(
+    the_app_server_sees_and_removes_its_users_devices_and_only_its_own,
+    a_user_keeps_their_ten_newest_devices
+);
