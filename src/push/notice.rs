@@ -2,11 +2,13 @@
 //! the message as the app's `push_preview` allows. Built when the push is sent, so the badge and
 //! the text are as of then (an edit shows, a recalled message says so).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::{
     config::{AppSettings, PushPreview},
-    domain::{AppId, ConversationKind},
+    domain::{AppId, ConversationKind, UserKey},
     store::{Store, push::PushJob},
 };
 
@@ -57,12 +59,14 @@ pub enum Nothing {
 }
 
 impl Notice {
-    /// The notice for a job, as its recipient would see the message now.
+    /// The notice for a job, as its recipient would see the message now; `badge` is their
+    /// unread count over all conversations not muted (read for a whole claim at once: `badges`).
     pub async fn build(
         store: &Store,
         app: &AppId,
         settings: &AppSettings,
         job: &PushJob,
+        badge: i64,
     ) -> Result<Result<Notice, Nothing>, sqlx::Error> {
         let membership = match store.membership(app, &job.conversation_id, job.user_key).await? {
             Some(m) if m.left_seq.is_none() && m.dissolved_at.is_none() => m,
@@ -83,8 +87,6 @@ impl Notice {
             ConversationKind::Group => membership.name.clone(),
             ConversationKind::Direct => None,
         };
-        let badge =
-            store.unread(app, job.user_key, None).await?.values().filter(|u| !u.muted).map(|u| u.count).sum::<i64>();
         let text = match &message {
             None => "New message".to_string(),
             Some(m) if m.recalled => "Message recalled".to_string(),
@@ -136,6 +138,17 @@ fn display_name(user: &crate::store::users::UserRecord) -> String {
     let full = format!("{} {}", user.first_name, user.last_name);
     let full = full.trim();
     if full.is_empty() { user.id.clone() } else { full.to_string() }
+}
+
+/// The badges of an app's users (unread messages over their conversations not muted), in one
+/// statement; users with nothing unread are left out (their badge is 0).
+pub async fn badges(store: &Store, app: &AppId, users: &[UserKey]) -> Result<HashMap<UserKey, i64>, sqlx::Error> {
+    Ok(store
+        .unread_of_users(app, users, None)
+        .await?
+        .into_iter()
+        .map(|(user, convs)| (user, convs.values().filter(|u| !u.muted).map(|u| u.count).sum()))
+        .collect())
 }
 
 fn clip(text: &str) -> String {

@@ -147,12 +147,15 @@ impl Store {
         rows.iter().map(device).collect()
     }
 
-    pub async fn device(&self, id: &str) -> Result<Option<Device>, sqlx::Error> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(device).transpose()
+    /// The devices by these ids that still exist, in one statement.
+    pub async fn devices_by_id(&self, ids: &[&str]) -> Result<Vec<Device>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = super::sql::Sql::new(self.dialect(), format!("SELECT {COLUMNS} FROM devices WHERE id IN ("));
+        sql.push_list(ids.iter().copied()).push(")");
+        let rows = sql.build()?.fetch_all(self.pool()).await?;
+        rows.iter().map(device).collect()
     }
 
     /// Removes one of the user's devices; false when they have none by that id.

@@ -7,7 +7,7 @@
 //! SQLite), and a claim that expires because its node died is taken by another. Delivered and
 //! skipped jobs are deleted; dead ones stay for `natter push list` until retried or purged.
 
-use std::time::Instant;
+use std::{collections::HashSet, time::Instant};
 
 use sqlx::{Row, any::AnyRow};
 
@@ -245,17 +245,19 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
     }
 
-    /// Whether the user has a session on some live node now (their pushes are not needed).
-    pub async fn is_online(&self, app: &str, user: UserKey) -> Result<bool, sqlx::Error> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM presence p JOIN nodes n ON n.id = p.node_id \
-             WHERE p.app_id = $1 AND p.user_key = $2 AND n.lease_until > $3",
-        )
-        .bind(app)
-        .bind(user.0)
-        .bind(crate::domain::now_millis())
-        .fetch_one(self.pool())
-        .await?;
-        Ok(n > 0)
+    /// Which of the app's `users` have a session on some live node now (their pushes are not
+    /// needed), in one statement.
+    pub async fn online_among(&self, app: &AppId, users: &[UserKey]) -> Result<HashSet<UserKey>, sqlx::Error> {
+        if users.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut sql = Sql::new(
+            self.dialect(),
+            "SELECT DISTINCT p.user_key FROM presence p JOIN nodes n ON n.id = p.node_id WHERE p.app_id = ",
+        );
+        sql.push_bind(app.as_str()).push(" AND n.lease_until > ").push_bind(crate::domain::now_millis());
+        sql.push(" AND p.user_key IN (").push_list(users.iter().map(|u| u.0)).push(")");
+        let keys: Vec<i64> = sql.build_scalar()?.fetch_all(self.pool()).await?;
+        Ok(keys.into_iter().map(UserKey).collect())
     }
 }
