@@ -544,6 +544,49 @@ async fn bad_registrations_are_refused_with_a_code_and_nothing_refused_is_kept(b
     assert!(node.devices(&lee).await.is_empty());
 }
 
+/// Two nodes on one PostgreSQL database both run a dispatcher: every push is sent once, by one of
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_the_push_jobs_and_send_each_once() {
+    let providers = Providers::start();
+    // Five in flight per node at most: neither node can take every job of one window alone.
+    let node = Node::start(Backend::Postgres, &providers, &[("NATTER_PUSH__BATCH", "5")]);
+    let mut second = Node {
+        child: None,
+        addr: node.addr,
+        db: node.db.clone(),
+        pg: None,
+        _dir: tempfile::tempdir().unwrap(),
+        env: node.env.clone(),
+    };
+    second.spawn();
+    let alice = node.guest().await;
+    let mut recipients = Vec::new();
+    for n in 0..30 {
+        let user = node.guest().await;
+        let (status, body) = node
+            .register_device(
+                &user,
+                json!({"platform": "webpush", "subscription": providers.subscription(&format!("ok-{n}"))}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        recipients.push(user);
+    }
+    let mut ws = node.connect(&alice).await;
+    for (n, user) in recipients.iter().enumerate() {
+        let ack = ws.send_dm(&user.id, "to each their own", &format!("m{n}")).await;
+        assert_eq!(ack["code"], 201, "{ack}");
+    }
+    let mut endpoints: Vec<String> =
+        (0..30).map(|_| providers.expect(&["webpush"])["endpoint"].as_str().unwrap().to_string()).collect();
+    endpoints.sort();
+    let mut expected: Vec<String> = (0..30).map(|n| format!("ok-{n}")).collect();
+    expected.sort();
+    assert_eq!(endpoints, expected, "each once");
+    providers.silent(&["webpush"], WINDOW * 4);
+}
+
 on_both_stores!(
     web_push_wakes_an_offline_user_once_per_window_encrypted_for_their_browser_only,
     fcm_and_apns_get_signed_requests_and_their_gone_answers_remove_the_device,
