@@ -518,6 +518,8 @@ async fn bad_registrations_are_refused_with_a_code_and_nothing_refused_is_kept(b
         (https("https://169.254.169.254/latest/meta-data"), "target_refused"),
         (https("https://127.0.0.1:9/x"), "target_refused"),
         (https("https://[::ffff:10.0.0.1]/x"), "target_refused"),
+        (https("https://localhost:8443/x"), "target_refused"),
+        (https("https://push.localhost/x"), "target_refused"),
         (json!({"platform": "fcm", "token": "t", "surprise": 1}), "validation_failed"),
         (json!([1, 2]), "validation_failed"),
     ] {

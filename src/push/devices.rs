@@ -144,10 +144,37 @@ fn check(settings: &AppSettings, req: RegisterRequest) -> ApiResult<Checked> {
     Ok(Checked { platform, token, keys, app_version })
 }
 
+/// A Web Push endpoint whose name is `localhost` (RFC 6761) or resolves only to addresses the app
+/// may not call is refused now, not at its first push. A name that does not resolve at all is
+/// kept (a resolver's hiccup is not the client's fault); every push re-checks the addresses it
+/// connects to anyway.
+async fn refuse_private_names(endpoint: &str) -> ApiResult<()> {
+    let Ok(url) = reqwest::Url::parse(endpoint) else { return Err(invalid("subscription.endpoint: not a URL")) };
+    let Some(url::Host::Domain(name)) = url.host() else { return Ok(()) };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let refused =
+        || ApiError::new(ErrorCode::TargetRefused, format!("subscription.endpoint: {name} is private or special"));
+    if name == "localhost" || name.ends_with(".localhost") {
+        return Err(refused());
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let lookup = tokio::net::lookup_host((name.as_str(), port));
+    if let Ok(Ok(addrs)) = tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+        let addrs: Vec<std::net::SocketAddr> = addrs.collect();
+        if !addrs.is_empty() && addrs.iter().all(|a| crate::webhooks::target::is_refused(a.ip())) {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
 /// Registers a device for the caller (under their session, so signing out removes it).
 pub async fn register(node: &Node, who: &Identity, req: RegisterRequest) -> ApiResult<DeviceView> {
     let app = node.app(&who.app).await?;
     let checked = check(&app.settings, req)?;
+    if checked.platform == Platform::Webpush && !app.settings.allow_private_targets {
+        refuse_private_names(&checked.token).await?;
+    }
     let device = node
         .store
         .register_device(
