@@ -175,6 +175,32 @@ impl Node {
         User::from(&body["data"])
     }
 
+    /// The default app's server API (a fresh secret, made with the command line).
+    fn server_api(&self) -> common::ServerClient {
+        let cli = |args: &[&str]| {
+            // With the node's settings: every start of the binary applies [default_app].
+            let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .env("NATTER_DATABASE__URL", &self.db)
+                .env("NATTER_NATS__URL", "")
+                .env_remove("DATABASE_URL")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "natter {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let shown: Value = serde_json::from_str(&cli(&["app", "show", "default", "--json"])).unwrap();
+        let rotated = cli(&["app", "rotate-secret", "default"]);
+        let secret = rotated.trim().strip_prefix("api_secret: ").unwrap().split_whitespace().next().unwrap();
+        common::ServerClient {
+            addr: self.addr,
+            key: shown["api_key"].as_str().unwrap().to_string(),
+            secret: secret.to_string(),
+            scheme: natter::auth::server_sig::Scheme::V2HmacSha256,
+        }
+    }
+
     async fn register_device(&self, user: &User, device: Value) -> (u16, Value) {
         post_to(self.addr, "/v1/me/devices", Some(&user.token), device).await
     }
@@ -398,11 +424,12 @@ async fn pushes_pending_when_the_node_is_killed_are_sent_after_it_restarts(backe
     providers.silent(&["webpush"], Duration::from_secs(5));
 }
 
-async fn muted_conversations_blocked_senders_and_signed_out_devices_get_no_push(backend: Backend) {
+async fn muted_conversations_blocked_senders_banned_users_and_signed_out_devices_get_no_push(backend: Backend) {
     let providers = Providers::start();
     let node = Node::start(backend, &providers, &[]);
     let (alice, hal, ivy, jon) = (node.guest().await, node.guest().await, node.guest().await, node.guest().await);
-    for (user, name) in [(&hal, "ok-hal"), (&ivy, "ok-ivy"), (&jon, "ok-jon")] {
+    let kay = node.guest().await;
+    for (user, name) in [(&hal, "ok-hal"), (&ivy, "ok-ivy"), (&jon, "ok-jon"), (&kay, "ok-kay")] {
         let (status, body) = node
             .register_device(user, json!({"platform": "webpush", "subscription": providers.subscription(name)}))
             .await;
@@ -412,7 +439,7 @@ async fn muted_conversations_blocked_senders_and_signed_out_devices_get_no_push(
         node.addr,
         "/v1/groups",
         Some(&alice.token),
-        json!({"name": "Crew", "members": [hal.id, ivy.id, jon.id]}),
+        json!({"name": "Crew", "members": [hal.id, ivy.id, jon.id, kay.id]}),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -433,6 +460,12 @@ async fn muted_conversations_blocked_senders_and_signed_out_devices_get_no_push(
     assert!(status < 300, "{body}");
     let jon_again = post_to(node.addr, "/v1/auth/refresh", None, json!({"refresh_token": jon.refresh})).await;
     assert_eq!(jon_again.0, 401, "signed out for good");
+    // Kay is banned by the app: a banned user's devices are not woken with what they may not read.
+    let (status, body) = node
+        .server_api()
+        .call("POST", &format!("/v1/server/users/{}/ban", kay.id), Some(json!({"reason": "spam"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
 
     let mut ws = node.connect(&alice).await;
     let ack = ws.send_group(&group, "anyone?", "x1").await;
@@ -450,7 +483,8 @@ async fn muted_conversations_blocked_senders_and_signed_out_devices_get_no_push(
     )
     .await;
     assert_eq!(status, 200);
-    ws.send_group(&group, "hal?", "x2").await;
+    let ack = ws.send_group(&group, "hal?", "x2").await;
+    assert_eq!(ack["code"], 201, "{ack}");
     let push = providers.expect(&["webpush"]);
     assert_eq!(push["endpoint"], "ok-hal");
     assert_eq!(push["payload"]["title"], "Crew", "{push}");
@@ -594,7 +628,7 @@ on_both_stores!(
     fcm_and_apns_get_signed_requests_and_their_gone_answers_remove_the_device,
     a_provider_busy_for_a_moment_gets_the_push_again_after_backoff,
     pushes_pending_when_the_node_is_killed_are_sent_after_it_restarts,
-    muted_conversations_blocked_senders_and_signed_out_devices_get_no_push,
+    muted_conversations_blocked_senders_banned_users_and_signed_out_devices_get_no_push,
     apps_without_credentials_get_push_needed_webhooks_with_the_device_and_preview,
     bad_registrations_are_refused_with_a_code_and_nothing_refused_is_kept,
 );

@@ -26,8 +26,8 @@ pub(super) struct Stored<'a> {
 }
 
 /// Adds (or extends) a gathering job per device of every member of these conversations who is
-/// not the sender, is offline on every node, has not muted the conversation and does not block
-/// the sender. One statement for the whole batch.
+/// not the sender, is offline on every node, is not banned, has not muted the conversation and
+/// does not block the sender. One statement for the whole batch.
 pub(super) async fn enqueue(
     tx: &mut WriteTx,
     dialect: Dialect,
@@ -51,9 +51,10 @@ pub(super) async fn enqueue(
     sql.push(
         ") v JOIN members m ON m.app_id = v.column1 AND m.conversation_id = v.column2 AND m.left_seq IS NULL \
          JOIN devices d ON d.app_id = m.app_id AND d.user_key = m.user_key \
+         JOIN users u ON u.app_id = m.app_id AND u.user_key = m.user_key \
          WHERE m.user_key <> v.column4 AND (m.muted_until IS NULL OR m.muted_until <= ",
     );
-    sql.push_bind(now).push(
+    sql.push_bind(now).push(") AND (u.banned_until IS NULL OR u.banned_until <= ").push_bind(now).push(
         ") AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.app_id = m.app_id AND b.user_key = m.user_key \
          AND b.blocked_key = v.column4) \
          AND NOT EXISTS (SELECT 1 FROM presence p JOIN nodes n ON n.id = p.node_id \
