@@ -122,9 +122,7 @@ pub async fn send(
             Ok(r) => r,
             Err(e) => return super::request_failed(&e),
         };
-        let status = response.status().as_u16();
-        let retry_after = super::retry_after(response.headers());
-        let text = super::read_capped(response).await;
+        let (status, retry_after, text) = super::answer(response).await;
         let reason = reason(&text);
         if status == 403 && matches!(reason.as_deref(), Some("ExpiredProviderToken" | "InvalidProviderToken")) {
             tokens.forget(credentials);

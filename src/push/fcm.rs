@@ -96,9 +96,7 @@ impl Tokens {
             .send()
             .await
             .map_err(|e| super::request_failed(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = super::retry_after(response.headers());
-        let text = super::read_capped(response).await;
+        let (status, retry_after, text) = super::answer(response).await;
         if !(200..300).contains(&status) {
             return Err(match status_outcome(status, retry_after, &text) {
                 Outcome::Fail(why) => Outcome::Fail(format!("OAuth token refused: {why}")),
@@ -181,9 +179,7 @@ pub async fn send(
             Ok(r) => r,
             Err(e) => return super::request_failed(&e),
         };
-        let status = response.status().as_u16();
-        let retry_after = super::retry_after(response.headers());
-        let text = super::read_capped(response).await;
+        let (status, retry_after, text) = super::answer(response).await;
         if status == 401 {
             tokens.forget(account);
             continue;

@@ -74,14 +74,21 @@ pub(crate) fn status_outcome(status: u16, retry_after: Option<Duration>, body: &
     }
 }
 
+/// A provider's answer: its status, its `Retry-After`, and its body (capped).
+pub(crate) async fn answer(response: reqwest::Response) -> (u16, Option<Duration>, String) {
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    (status, retry_after, read_capped(response).await)
+}
+
 /// A `Retry-After` in seconds (the HTTP-date form is rare from push services and ignored).
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let secs: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs.min(3600)))
 }
 
 /// A response body, at most 16 KiB of it (providers' error bodies are small JSON).
-pub(crate) async fn read_capped(mut response: reqwest::Response) -> String {
+async fn read_capped(mut response: reqwest::Response) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < 16 * 1024 {
         match response.chunk().await {

@@ -170,9 +170,7 @@ pub async fn send(
         .body(body);
     match request.send().await {
         Ok(response) => {
-            let status = response.status().as_u16();
-            let retry_after = super::retry_after(response.headers());
-            let text = super::read_capped(response).await;
+            let (status, retry_after, text) = super::answer(response).await;
             match status {
                 // 404 and 410: the subscription expired or was unsubscribed (RFC 8030 §7.3).
                 404 | 410 => Outcome::Gone(format!("HTTP {status}")),
