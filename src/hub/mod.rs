@@ -63,6 +63,13 @@ pub enum ToSession {
     Renamed {
         id: String,
     },
+    /// The user was added to this conversation and the node now hears it: read from the store
+    /// what was sent since they joined, which may have been published before the node was
+    /// subscribed (a group's first message, sent right after it was created, used to be lost
+    /// until the next one).
+    CatchUp {
+        conv: Arc<str>,
+    },
 }
 
 /// How the hub reaches a session: its mailbox, and the bytes handed to it that its socket has not

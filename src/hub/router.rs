@@ -85,6 +85,27 @@ impl Router {
         }
     }
 
+    /// Once the node's subscription to the group is in force, the added members' local sessions
+    /// read what they may have missed before it was.
+    fn catch_up(&self, app: &Arc<str>, group: &str, added: &[i64]) {
+        let handles: Vec<SessionHandle> = added
+            .iter()
+            .flat_map(|user| self.registry.user_sessions(&(app.clone(), *user)))
+            .filter_map(|id| self.registry.session(id).map(|entry| entry.handle.clone()))
+            .collect();
+        if handles.is_empty() {
+            return;
+        }
+        let conv: Arc<str> = Arc::from(group);
+        let synced = self.bus.synced();
+        actix_rt::spawn(async move {
+            synced.await;
+            for handle in handles {
+                handle.mailbox.do_send(ToSession::CatchUp { conv: conv.clone() });
+            }
+        });
+    }
+
     fn remove_session(&mut self, id: u64) {
         let mut fx = Vec::new();
         if self.registry.disconnect(id, &mut fx).is_some() {
@@ -339,6 +360,7 @@ impl Handler<BusDelivery> for Router {
                 }
                 self.registry.remove_from_group(&app, &group, &removed, &mut fx);
                 self.apply(fx);
+                self.catch_up(&app, &group, &added);
             }
             (Envelope::Kick { user, session, code }, Some(app)) => {
                 let code = CloseCode::from_code(code).unwrap_or(CloseCode::TokenRevoked);

@@ -69,6 +69,9 @@ pub struct Store {
     /// Which app each Tencent SDKAppID names, read on every UserSig: refreshed from the apps
     /// table at most once per `APP_CACHE_TTL`.
     sdkappids: Arc<apps::SdkAppIds>,
+    /// Bumped by every change to an app this process makes: a read that began before a change
+    /// does not cache what it read (the settings it saw may be the old ones).
+    app_changes: Arc<std::sync::atomic::AtomicU64>,
     /// Users' internal keys by app and public id, read on every direct send.
     keys: Arc<users::KeyCache>,
     /// Presence changes this node applied since it last refreshed the table's statistics.
@@ -133,6 +136,7 @@ impl Store {
             appender: Arc::default(),
             apps: Arc::default(),
             sdkappids: Arc::default(),
+            app_changes: Arc::default(),
             keys: Arc::default(),
             presence_changes: Arc::default(),
             held: Arc::new(held::Held::new(config.max_connections)),

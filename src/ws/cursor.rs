@@ -35,7 +35,7 @@ impl Cursor {
     /// did (a new DM, a group joined since): it starts at 0, and repair reads only what the
     /// member may see.
     pub fn next(&self, conv: &str, seq: i64) -> Next {
-        let last = self.delivered.get(conv).copied().unwrap_or(0);
+        let last = self.last(conv);
         if seq <= last {
             Next::Drop
         } else if seq == last + 1 {
@@ -43,6 +43,11 @@ impl Cursor {
         } else {
             Next::Repair { after: last }
         }
+    }
+
+    /// The highest seq written in a conversation (0 for one not seen yet).
+    pub fn last(&self, conv: &str) -> i64 {
+        self.delivered.get(conv).copied().unwrap_or(0)
     }
 
     /// Whether a seq was already written.

@@ -308,6 +308,10 @@ impl Handler<ToSession> for WsSession {
                     who.id = id;
                 }
             }
+            ToSession::CatchUp { conv } => {
+                let after = self.cursor.last(&conv);
+                self.repair(conv, after, i64::MAX, ctx, |_| {});
+            }
         }
     }
 }
@@ -332,27 +336,39 @@ impl WsSession {
                 }
                 self.cursor.advance(&conv, seq);
             }
-            Next::Repair { after } => {
-                let (Some(who), node) = (self.identity.clone(), self.node.clone()) else {
-                    return;
-                };
-                let conv_key = conv.clone();
-                let fut = detached(async move { chat::gap(&node, &who, &conv_key, after, seq - 1).await });
-                // `wait` pauses this session's mailbox so later pushes stay behind the repair.
-                ctx.wait(fut.into_actor(self).map(move |res: ApiResult<Vec<StoredMessage>>, act, _| {
-                    match res {
-                        Ok(missing) => act.write_repaired(&conv, missing),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "gap repair failed; the client will catch up with sync")
-                        }
-                    }
-                    if !own {
-                        act.write_push(frame);
-                    }
-                    act.cursor.advance(&conv, seq);
-                }));
-            }
+            Next::Repair { after } => self.repair(conv.clone(), after, seq - 1, ctx, move |act| {
+                if !own {
+                    act.write_push(frame);
+                }
+                act.cursor.advance(&conv, seq);
+            }),
         }
+    }
+
+    /// Reads the seqs after `after` up to `upto` (within what the member may read) and writes
+    /// them, then runs `then`; the mailbox is paused meanwhile, so later pushes wait behind it.
+    fn repair(
+        &mut self,
+        conv: Arc<str>,
+        after: i64,
+        upto: i64,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self) + 'static,
+    ) {
+        let (Some(who), node) = (self.identity.clone(), self.node.clone()) else {
+            return;
+        };
+        let conv_key = conv.clone();
+        let fut = detached(async move { chat::gap(&node, &who, &conv_key, after, upto).await });
+        ctx.wait(fut.into_actor(self).map(move |res: ApiResult<Vec<StoredMessage>>, act, _| {
+            match res {
+                Ok(missing) => act.write_repaired(&conv, missing),
+                Err(e) => {
+                    tracing::warn!(error = %e, "gap repair failed; the client will catch up with sync")
+                }
+            }
+            then(act);
+        }));
     }
 
     /// Writes what gap repair read, skipping what was written meanwhile and the session's own.

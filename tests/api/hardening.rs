@@ -291,3 +291,39 @@ async fn a_user_may_hold_only_so_many_sockets() {
     assert_eq!(one.action("ping", json!({})).await["code"], 200, "the first two stay");
     println!("connections per user: the third of a limit of 2 closed with 4003");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_change_reads_back_at_once_while_other_requests_read_the_app() {
+    let server = TestServer::start();
+    let store = server.node().store.clone();
+    let app = natter::domain::AppId::parse("default").unwrap();
+    // Readers as busy as a node's dispatchers and senders: one of them is always mid-read when
+    // the settings change, and what it read before the change must not stay cached.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, app, stop) = (store.clone(), app.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.app(&app).await.unwrap();
+                    // A cached read never waits: let the changes run.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut stale = 0;
+    for n in 0..1000 {
+        let welcome = format!("welcome {n}");
+        server.configure_app("default", |s| s.welcome_message = welcome.clone()).await;
+        if store.app(&app).await.unwrap().unwrap().settings.welcome_message != welcome {
+            stale += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    println!("1,000 settings changes under 4 busy readers: {stale} read back stale");
+    assert_eq!(stale, 0, "reads right after a change saw the old settings {stale} times in 1000");
+}
