@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::plan::{ConvKind, Plan};
-use crate::stats::{Kind, Recorder, bump};
+use crate::stats::{FailCause, Kind, Recorder, bump};
 use crate::tls::TlsConfig;
 
 /// Attempts a reconnect makes before it counts as failed (about 7 s of backoff in all).
@@ -25,18 +25,11 @@ const RECONNECT_TRIES: u32 = 8;
 /// Refusals for lack of room (503) a reconnect takes before it gives up.
 const REFUSALS_TOLERATED: u32 = 60;
 
-/// The wait a refused handshake asks for: a 503 with `Retry-After` (seconds).
-fn retry_after(e: &anyhow::Error) -> Option<Duration> {
-    let tokio_tungstenite::tungstenite::Error::Http(response) = e.downcast_ref()? else { return None };
-    if response.status() != 503 {
-        return None;
-    }
-    let secs: u64 = response.headers().get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
-}
-
 /// Read and write buffers of a few KiB: the client must never be what limits the server.
 const BUFFER_BYTES: usize = 4096;
+
+/// Longest the HTTP upgrade may take once TCP is connected (the client library's bound too).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -44,28 +37,110 @@ pub fn unix_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
+/// A connect attempt that failed, with why as far as the client can tell.
+#[derive(Debug)]
+pub struct ConnectFailure {
+    pub cause: FailCause,
+    /// The wait a 503 asked for (`Retry-After`, seconds): the server refused for lack of room.
+    pub retry_after: Option<Duration>,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:#})", self.cause.name(), self.error)
+    }
+}
+
+impl ConnectFailure {
+    fn new(cause: FailCause, error: impl Into<anyhow::Error>) -> Self {
+        ConnectFailure { cause, retry_after: None, error: error.into() }
+    }
+
+    /// A failed TCP connect (or bind), by its errno.
+    fn tcp(e: std::io::Error, what: String) -> Self {
+        let cause = match e.raw_os_error() {
+            Some(libc_errno::ECONNREFUSED) => FailCause::TcpRefused,
+            Some(libc_errno::EADDRNOTAVAIL | libc_errno::EADDRINUSE) => FailCause::TcpNoPort,
+            Some(libc_errno::ETIMEDOUT) => FailCause::TcpTimeout,
+            _ => FailCause::TcpOther,
+        };
+        ConnectFailure::new(cause, anyhow::Error::new(e).context(what))
+    }
+
+    /// A failed HTTP upgrade.
+    fn handshake(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        use tokio_tungstenite::tungstenite::{Error, error::ProtocolError};
+        match &e {
+            Error::Http(response) => {
+                let retry_after = (response.status() == 503)
+                    .then(|| response.headers().get("retry-after")?.to_str().ok()?.trim().parse().ok())
+                    .flatten()
+                    .map(Duration::from_secs);
+                ConnectFailure { cause: FailCause::HttpStatus, retry_after, error: e.into() }
+            }
+            Error::Io(_)
+            | Error::ConnectionClosed
+            | Error::AlreadyClosed
+            | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake | ProtocolError::HandshakeIncomplete) => {
+                ConnectFailure::new(FailCause::HandshakeReset, e)
+            }
+            _ => ConnectFailure::new(FailCause::Other, e),
+        }
+    }
+}
+
+/// The errno values the classification needs (Linux), without a libc dependency.
+mod libc_errno {
+    pub const EADDRINUSE: i32 = 98;
+    pub const EADDRNOTAVAIL: i32 = 99;
+    pub const ETIMEDOUT: i32 = 110;
+    pub const ECONNREFUSED: i32 = 111;
+}
+
 /// Opens a WebSocket to `url` from `source` (a loopback address, so one process can use more
 /// than one address's ephemeral ports).
-pub async fn connect(url: &str, source: Option<IpAddr>, tls: Option<&TlsConfig>) -> anyhow::Result<Ws> {
-    let authority = url.split("://").nth(1).and_then(|r| r.split(['/', '?']).next()).context("URL has no host")?;
-    let addr: SocketAddr =
-        tokio::net::lookup_host(authority).await?.next().with_context(|| format!("{authority} does not resolve"))?;
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+pub async fn connect(url: &str, source: Option<IpAddr>, tls: Option<&TlsConfig>) -> Result<Ws, ConnectFailure> {
+    let other = |e: anyhow::Error| ConnectFailure::new(FailCause::Other, e);
+    let authority =
+        url.split("://").nth(1).and_then(|r| r.split(['/', '?']).next()).context("URL has no host").map_err(other)?;
+    let addr: SocketAddr = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| other(e.into()))?
+        .next()
+        .with_context(|| format!("{authority} does not resolve"))
+        .map_err(other)?;
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .map_err(|e| ConnectFailure::tcp(e, "opening a socket".into()))?;
     if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding source address {ip}"))?;
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| ConnectFailure::tcp(e, format!("binding source address {ip}")))?;
     }
-    let stream = socket.connect(addr).await.with_context(|| format!("TCP connect to {addr}"))?;
-    stream.set_nodelay(true)?;
+    let stream = socket.connect(addr).await.map_err(|e| ConnectFailure::tcp(e, format!("TCP connect to {addr}")))?;
+    stream.set_nodelay(true).map_err(|e| ConnectFailure::tcp(e, "TCP_NODELAY".into()))?;
     let config = WebSocketConfig::default().read_buffer_size(BUFFER_BYTES).write_buffer_size(0);
-    if url.starts_with("wss://") {
-        let tls = tls.context("a wss:// target needs TLS settings")?;
-        let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
-        let (ws, _) =
-            tokio_tungstenite::client_async_tls_with_config(url, stream, Some(config), Some(connector)).await?;
-        return Ok(ws);
+    let handshake = async {
+        if url.starts_with("wss://") {
+            let tls = tls.context("a wss:// target needs TLS settings").map_err(other)?;
+            let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
+            let (ws, _) = tokio_tungstenite::client_async_tls_with_config(url, stream, Some(config), Some(connector))
+                .await
+                .map_err(ConnectFailure::handshake)?;
+            return Ok(ws);
+        }
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config))
+            .await
+            .map_err(ConnectFailure::handshake)?;
+        Ok(ws)
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectFailure::new(
+            FailCause::HandshakeTimeout,
+            anyhow::anyhow!("no answer to the upgrade within {HANDSHAKE_TIMEOUT:?}"),
+        )),
     }
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?;
-    Ok(ws)
 }
 
 /// What a connection task is told to do.
@@ -240,18 +315,18 @@ impl Connection {
                     self.ws = Some(ws);
                     return Ok(());
                 }
-                Err(e) if refusals < REFUSALS_TOLERATED && retry_after(&e).is_some() => {
+                Err(ConnectFailure { retry_after: Some(wait), .. }) if refusals < REFUSALS_TOLERATED => {
                     refusals += 1;
                     bump(&self.rec.connect_backpressure, 1);
-                    let wait = retry_after(&e).unwrap_or(backoff);
                     let jittered = wait.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0));
                     tokio::time::sleep(jittered).await;
                 }
-                Err(e) if attempt + 1 == RECONNECT_TRIES => {
-                    bump(&self.rec.connect_failed, 1);
-                    return Err(e);
-                }
-                Err(_) => {
+                Err(e) => {
+                    self.rec.failed_because(e.cause);
+                    if attempt + 1 == RECONNECT_TRIES {
+                        bump(&self.rec.connect_failed, 1);
+                        return Err(e.error);
+                    }
                     attempt += 1;
                     bump(&self.rec.connect_retries, 1);
                     let jittered = backoff.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0));

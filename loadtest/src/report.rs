@@ -104,6 +104,9 @@ impl Summary {
         ] {
             m.insert(k.to_string(), v as f64);
         }
+        for (cause, n) in crate::stats::FailCause::ALL.iter().zip(c.connect_fail_causes) {
+            m.insert(format!("connect_fail_{}", cause.name()), n as f64);
+        }
         for (k, v) in [
             ("connect_rate", self.connect_rate_per_s),
             ("reconnect_rate", self.reconnect_rate_per_s),
@@ -179,6 +182,10 @@ impl Summary {
             "connections: {} ok, {} failed ({} retries, {} refused for room), {} dropped | sent {} acked {} ack errors {} | expected {} delivered {} ({:.2}%) recovered by sync {} lost {} duplicated {} out of order {} | errors {}\n",
             c.connected, c.connect_failed, c.connect_retries, c.connect_backpressure, c.disconnected, c.sent, c.acked, c.ack_errors, c.expected, c.delivered,
             self.delivered_pct, c.recovered, c.lost, c.duplicated, c.out_of_order, c.errors
+        ));
+        out.push_str(&format!(
+            "failed connect attempts by cause: {}\n",
+            crate::stats::FailCause::describe(&c.connect_fail_causes)
         ));
         for s in &self.servers {
             out.push_str(&format!(

@@ -101,6 +101,10 @@ pub struct Counts {
     /// Connects the server refused for lack of room (503 with Retry-After), retried on its word.
     #[serde(default)]
     pub connect_backpressure: u64,
+    /// Failed connect attempts (first connects and reconnects, retried or not) by cause, indexed
+    /// by [`FailCause`].
+    #[serde(default)]
+    pub connect_fail_causes: [u64; FailCause::COUNT],
     pub disconnected: u64,
     pub sent: u64,
     pub acked: u64,
@@ -122,6 +126,9 @@ impl Counts {
         self.connect_failed += o.connect_failed;
         self.connect_retries += o.connect_retries;
         self.connect_backpressure += o.connect_backpressure;
+        for (mine, theirs) in self.connect_fail_causes.iter_mut().zip(o.connect_fail_causes) {
+            *mine += theirs;
+        }
         self.disconnected += o.disconnected;
         self.sent += o.sent;
         self.acked += o.acked;
@@ -145,6 +152,7 @@ pub struct Recorder {
     pub connect_failed: AtomicU64,
     pub connect_retries: AtomicU64,
     pub connect_backpressure: AtomicU64,
+    pub connect_fail_causes: [AtomicU64; FailCause::COUNT],
     pub disconnected: AtomicU64,
     pub sent: AtomicU64,
     pub acked: AtomicU64,
@@ -160,6 +168,69 @@ pub struct Recorder {
     hists: Mutex<(Hists, Hists)>,
 }
 
+/// Why a connect attempt failed, as far as the client can tell: the first question about a
+/// storm's failed connects is whether the server said anything at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailCause {
+    /// The TCP connect was refused (RST to the SYN: nothing listening, or the listen queue full
+    /// with `tcp_abort_on_overflow`).
+    TcpRefused,
+    /// The client had no local port to connect from (EADDRNOTAVAIL / EADDRINUSE): the
+    /// harness's own limit, not the server's.
+    TcpNoPort,
+    /// The TCP connect timed out (SYNs unanswered).
+    TcpTimeout,
+    /// Any other error of the TCP connect.
+    TcpOther,
+    /// The connection was reset or closed during the HTTP upgrade, without an HTTP answer.
+    HandshakeReset,
+    /// The HTTP upgrade got no answer in time.
+    HandshakeTimeout,
+    /// The server answered the upgrade with an HTTP status other than 101 (503 with
+    /// Retry-After is counted apart, as backpressure).
+    HttpStatus,
+    /// Anything else (TLS, protocol).
+    Other,
+}
+
+impl FailCause {
+    pub const COUNT: usize = 8;
+    pub const ALL: [FailCause; FailCause::COUNT] = [
+        FailCause::TcpRefused,
+        FailCause::TcpNoPort,
+        FailCause::TcpTimeout,
+        FailCause::TcpOther,
+        FailCause::HandshakeReset,
+        FailCause::HandshakeTimeout,
+        FailCause::HttpStatus,
+        FailCause::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FailCause::TcpRefused => "tcp_refused",
+            FailCause::TcpNoPort => "tcp_no_local_port",
+            FailCause::TcpTimeout => "tcp_timeout",
+            FailCause::TcpOther => "tcp_other",
+            FailCause::HandshakeReset => "handshake_reset",
+            FailCause::HandshakeTimeout => "handshake_timeout",
+            FailCause::HttpStatus => "http_status",
+            FailCause::Other => "other",
+        }
+    }
+
+    /// Counts with their names, the non-zero ones only ("none" when all are).
+    pub fn describe(counts: &[u64; FailCause::COUNT]) -> String {
+        let parts: Vec<String> = FailCause::ALL
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|(cause, n)| format!("{} {n}", cause.name()))
+            .collect();
+        if parts.is_empty() { "none".into() } else { parts.join(", ") }
+    }
+}
+
 pub fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
@@ -173,6 +244,7 @@ impl Recorder {
             connect_failed: z(),
             connect_retries: z(),
             connect_backpressure: z(),
+            connect_fail_causes: std::array::from_fn(|_| z()),
             disconnected: z(),
             sent: z(),
             acked: z(),
@@ -187,6 +259,11 @@ impl Recorder {
             errors: z(),
             hists: Mutex::new((Hists::new()?, Hists::new()?)),
         })
+    }
+
+    /// A failed connect attempt, counted by its cause.
+    pub fn failed_because(&self, cause: FailCause) {
+        bump(&self.connect_fail_causes[cause as usize], 1);
     }
 
     pub fn record(&self, kind: Kind, micros: u64) {
@@ -206,6 +283,7 @@ impl Recorder {
             connect_failed: l(&self.connect_failed),
             connect_retries: l(&self.connect_retries),
             connect_backpressure: l(&self.connect_backpressure),
+            connect_fail_causes: std::array::from_fn(|i| l(&self.connect_fail_causes[i])),
             disconnected: l(&self.disconnected),
             sent: l(&self.sent),
             acked: l(&self.acked),

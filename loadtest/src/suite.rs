@@ -635,6 +635,10 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
             s.counts.connect_backpressure,
             s.machine_busy_traffic_pct
         ));
+        results.md.push_str(&format!(
+            "\nFailed connect attempts by cause (first connects and the storm): {}.\n",
+            crate::stats::FailCause::describe(&s.counts.connect_fail_causes)
+        ));
         results.push(4, &format!("{n} connections over 4 nodes"), Some(s), Value::Null);
         results.md.push('\n');
     }

@@ -199,8 +199,9 @@ async fn connect_all(
                 }
                 Err(e) => {
                     if rec.connect_failed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-                        eprintln!("worker: first connect failure: {e:#}");
+                        eprintln!("worker: first connect failure: {e}");
                     }
+                    rec.failed_because(e.cause);
                     bump(&rec.connect_failed, 1);
                     None
                 }
