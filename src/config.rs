@@ -91,6 +91,8 @@ pub struct HttpConfig {
     pub client_ip_header: ForwardedHeader,
     pub cors_origins: Vec<String>,
     pub console: bool,
+    pub head_timeout_ms: u64,
+    pub max_pending_connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +173,7 @@ pub struct WsConfig {
     pub message_burst: u32,
     pub max_connections: usize,
     pub max_starting: usize,
+    pub max_accept_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

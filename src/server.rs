@@ -156,14 +156,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .configure(crate::http::health::configure_admin)
     };
     let upgrades = node.clone();
+    let head_timeout = Duration::from_millis(node.config.http.head_timeout_ms);
     let server = actix_server::Server::build()
         .workers(workers)
+        .max_concurrent_connections(node.config.http.max_pending_connections)
         .disable_signals()
         .shutdown_timeout(5)
         .listen("natter", listener, move || {
             let node = upgrades.clone();
             let http = HttpService::build()
                 .local_addr(addr)
+                .client_request_timeout(head_timeout)
                 // WebSocket upgrades leave the HTTP stack here, connection and all (see `ws`).
                 .upgrade(fn_service(move |(req, framed): (Request, Framed<JsonRejections<TcpStream>, h1::Codec>)| {
                     crate::ws::upgrade(node.clone(), req, framed)

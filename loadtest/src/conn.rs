@@ -77,7 +77,10 @@ impl ConnectFailure {
                     .then(|| response.headers().get("retry-after")?.to_str().ok()?.trim().parse().ok())
                     .flatten()
                     .map(Duration::from_secs);
-                ConnectFailure { cause: FailCause::HttpStatus, retry_after, error: e.into() }
+                let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let error =
+                    anyhow::anyhow!("HTTP {}: {}", response.status(), body.chars().take(300).collect::<String>());
+                ConnectFailure { cause: FailCause::HttpStatus, retry_after, error }
             }
             Error::Io(_)
             | Error::ConnectionClosed
@@ -322,7 +325,9 @@ impl Connection {
                     tokio::time::sleep(jittered).await;
                 }
                 Err(e) => {
-                    self.rec.failed_because(e.cause);
+                    if self.rec.failed_because(e.cause) == 0 {
+                        eprintln!("worker: first reconnect attempt failed for this cause: {e}");
+                    }
                     if attempt + 1 == RECONNECT_TRIES {
                         bump(&self.rec.connect_failed, 1);
                         return Err(e.error);

@@ -261,9 +261,9 @@ impl Recorder {
         })
     }
 
-    /// A failed connect attempt, counted by its cause.
-    pub fn failed_because(&self, cause: FailCause) {
-        bump(&self.connect_fail_causes[cause as usize], 1);
+    /// A failed connect attempt, counted by its cause; how many of that cause came before.
+    pub fn failed_because(&self, cause: FailCause) -> u64 {
+        self.connect_fail_causes[cause as usize].fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn record(&self, kind: Kind, micros: u64) {

@@ -201,7 +201,7 @@ async fn connect_all(
                     if rec.connect_failed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
                         eprintln!("worker: first connect failure: {e}");
                     }
-                    rec.failed_because(e.cause);
+                    let _ = rec.failed_because(e.cause);
                     bump(&rec.connect_failed, 1);
                     None
                 }

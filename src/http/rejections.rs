@@ -7,11 +7,17 @@
 //! response of the app has (its errors all carry a body). This wrapper around the connection
 //! rewrites exactly that shape as it is written; upgraded WebSockets take the bare socket back
 //! with [`JsonRejections::into_inner`] and never pass through it.
+//!
+//! A 408 on a connection whose first request is there to be read was the node's delay, not the
+//! client's: a worker behind on a reconnect storm gets to some connections only after the head
+//! timeout. Those are answered 503 `unavailable` with `Retry-After` instead, so the client backs
+//! off on the server's word rather than taking a "you were too slow" for an answer.
 
 use std::{
     io,
     pin::Pin,
     task::{Context, Poll, ready},
+    time::{Duration, Instant},
 };
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,11 +29,20 @@ pub struct JsonRejections<T> {
     io: T,
     /// A rewritten rejection still being written: the bytes and how many went out.
     pending: Option<(Vec<u8>, usize)>,
+    /// When the connection was accepted, until its first response is written: only the first
+    /// request's wait for the node is known.
+    accepted: Option<Instant>,
 }
 
 impl<T> JsonRejections<T> {
     pub fn new(io: T) -> Self {
-        Self { io, pending: None }
+        Self { io, pending: None, accepted: Some(Instant::now()) }
+    }
+
+    /// How long the connection's first request has waited since the accept (None once a
+    /// response was written: a later request on a kept-alive connection did not wait that long).
+    pub fn waited(&self) -> Option<Duration> {
+        self.accepted.map(|at| at.elapsed())
     }
 
     /// The connection itself (for upgrades, which happen before any rejection).
@@ -46,6 +61,28 @@ const REJECTIONS: [(&[u8], ErrorCode, &str); 3] = [
     ),
     (b" 408 Request Timeout\r\ncontent-length: 0\r\n", ErrorCode::RequestTimeout, "the request's head took too long"),
 ];
+
+/// How long a client told that the node was behind waits before trying again (seconds).
+const LATE_RETRY_AFTER_SECS: u64 = 5;
+
+/// A 408 (the whole of `buf`, as actix-http writes it first on a connection) replaced by a 503
+/// with `Retry-After` and the JSON error body; `None` when `buf` is not that 408.
+fn rewrite_late(buf: &[u8]) -> Option<Vec<u8>> {
+    let (shape, _, _) = REJECTIONS[2];
+    if !buf.starts_with(b"HTTP/1.") || memchr::memmem::find(buf, shape) != Some(8) {
+        return None;
+    }
+    let error = ApiError::new(ErrorCode::Unavailable, "this node is behind on its connections; retry later");
+    let body = serde_json::to_vec(&error.body()).ok()?;
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: {LATE_RETRY_AFTER_SECS}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Some(out)
+}
 
 /// `buf` with a bodiless rejection replaced by the same response with a JSON error body, or
 /// `None` when it holds none.
@@ -94,11 +131,26 @@ impl<T: AsyncRead + Unpin> AsyncRead for JsonRejections<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRejections<T> {
+impl<T: AsyncRead + Unpin> JsonRejections<T> {
+    /// Whether the client has sent bytes that were never read (looked at without waiting; the
+    /// connection is about to be closed, so what is read here is not missed).
+    fn unread_request(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        matches!(Pin::new(&mut self.io).poll_read(cx, &mut probe), Poll::Ready(Ok(()))) && !probe.filled().is_empty()
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonRejections<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let first = this.accepted.take().is_some();
         ready!(this.poll_pending(cx))?;
-        if let Some(rewritten) = rewrite(buf) {
+        let late = if first { rewrite_late(buf).filter(|_| this.unread_request(cx)) } else { None };
+        if late.is_some() {
+            metrics::counter!("natter_ws_connects_total", "result" => "behind").increment(1);
+        }
+        if let Some(rewritten) = late.or_else(|| rewrite(buf)) {
             // Taken whole; what the socket does not take now goes out on the next flush.
             this.pending = Some((rewritten, 0));
             if let Poll::Ready(Err(e)) = this.poll_pending(cx) {
@@ -155,6 +207,16 @@ mod tests {
         let out = rewrite(&raw).unwrap();
         assert!(out.starts_with(first));
         assert_eq!(body_of(&out[first.len()..])["error"]["code"], "headers_too_large");
+    }
+
+    #[test]
+    fn a_408_the_node_was_late_with_becomes_a_503_with_retry_after() {
+        let raw = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\ndate: Mon, 30 Nov 2026 10:52:36 GMT\r\n\r\n";
+        let out = rewrite_late(raw).unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(std::str::from_utf8(&out).unwrap().contains("retry-after: 5\r\n"));
+        assert_eq!(body_of(&out)["error"]["code"], "unavailable");
+        assert!(rewrite_late(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").is_none());
     }
 
     #[test]
