@@ -70,7 +70,7 @@ impl Node {
         let admission = crate::hub::admission::Admission::new(
             ws.max_connections,
             ws.max_starting,
-            std::time::Duration::from_millis(ws.max_accept_wait_ms),
+            std::time::Duration::from_millis(ws.max_upgrade_wait_ms),
         );
         Node(Arc::new(NodeInner {
             id: parts.id,

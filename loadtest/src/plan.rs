@@ -343,7 +343,17 @@ impl Provisioner {
     async fn token_for(&self, id: &str) -> anyhow::Result<(String, String)> {
         match self {
             Provisioner::ServerApi(api) => {
-                let data = api.call("POST", "/v1/server/users/token", &json!({"user_id": id})).await?;
+                // Issuing a token twice is harmless: a kept-alive connection the node closed as
+                // it was reused (a reset) is tried again on another, as an app server's client would.
+                let body = json!({"user_id": id});
+                let mut tries = 0;
+                let data = loop {
+                    match api.call("POST", "/v1/server/users/token", &body).await {
+                        Ok(data) => break data,
+                        Err(e) if tries < 3 && e.chain().any(|c| c.is::<reqwest::Error>()) => tries += 1,
+                        Err(e) => return Err(e),
+                    }
+                };
                 let token = data["token"].as_str().context("users/token reply has no token")?;
                 Ok((id.to_string(), token.to_string()))
             }

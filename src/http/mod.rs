@@ -11,6 +11,7 @@ pub mod groups;
 pub mod health;
 pub mod openapi;
 pub mod rejections;
+pub mod request_age;
 pub mod rongcloud;
 pub mod server;
 pub mod server_groups;

@@ -8,8 +8,8 @@
 //! rewrites exactly that shape as it is written; upgraded WebSockets take the bare socket back
 //! with [`JsonRejections::into_inner`] and never pass through it.
 //!
-//! A 408 on a connection whose first request is there to be read was the node's delay, not the
-//! client's: a worker behind on a reconnect storm gets to some connections only after the head
+//! A 408 on a connection whose first request's head had arrived whole (read, or there to be read)
+//! was the node's delay, not the client's: a worker behind on a reconnect storm gets to some connections only after the head
 //! timeout. Those are answered 503 `unavailable` with `Retry-After` instead, so the client backs
 //! off on the server's word rather than taking a "you were too slow" for an answer.
 
@@ -17,7 +17,6 @@ use std::{
     io,
     pin::Pin,
     task::{Context, Poll, ready},
-    time::{Duration, Instant},
 };
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -29,20 +28,29 @@ pub struct JsonRejections<T> {
     io: T,
     /// A rewritten rejection still being written: the bytes and how many went out.
     pending: Option<(Vec<u8>, usize)>,
-    /// When the connection was accepted, until its first response is written: only the first
-    /// request's wait for the node is known.
-    accepted: Option<Instant>,
+    /// Whether anything was written yet (a 408 as the first bytes may be the node's lateness).
+    answered: bool,
+    /// Whether the first request's head was received whole (its blank line read)…
+    head_received: bool,
+    /// … looked for across reads with the last bytes of the previous one.
+    head_tail: [u8; 3],
 }
 
 impl<T> JsonRejections<T> {
     pub fn new(io: T) -> Self {
-        Self { io, pending: None, accepted: Some(Instant::now()) }
+        Self { io, pending: None, answered: false, head_received: false, head_tail: [0; 3] }
     }
 
-    /// How long the connection's first request has waited since the accept (None once a
-    /// response was written: a later request on a kept-alive connection did not wait that long).
-    pub fn waited(&self) -> Option<Duration> {
-        self.accepted.map(|at| at.elapsed())
+    /// Notes whether these bytes, read before the first answer, complete a request head.
+    fn saw(&mut self, read: &[u8]) {
+        if self.answered || self.head_received || read.is_empty() {
+            return;
+        }
+        let mut window = self.head_tail.to_vec();
+        window.extend_from_slice(read);
+        self.head_received = memchr::memmem::find(&window, b"\r\n\r\n").is_some();
+        let keep = window.len().saturating_sub(3);
+        self.head_tail.copy_from_slice(&window[keep..]);
     }
 
     /// The connection itself (for upgrades, which happen before any rejection).
@@ -127,7 +135,13 @@ impl<T: AsyncWrite + Unpin> JsonRejections<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for JsonRejections<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) {
+            this.saw(&buf.filled()[before..]);
+        }
+        result
     }
 }
 
@@ -144,9 +158,11 @@ impl<T: AsyncRead + Unpin> JsonRejections<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonRejections<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let first = this.accepted.take().is_some();
+        let first = !std::mem::replace(&mut this.answered, true);
         ready!(this.poll_pending(cx))?;
-        let late = if first { rewrite_late(buf).filter(|_| this.unread_request(cx)) } else { None };
+        // Late: the head had arrived whole (read, or waiting to be) when the timeout fired.
+        let late =
+            if first { rewrite_late(buf).filter(|_| this.head_received || this.unread_request(cx)) } else { None };
         if late.is_some() {
             metrics::counter!("natter_ws_connects_total", "result" => "behind").increment(1);
         }
@@ -217,6 +233,17 @@ mod tests {
         assert!(std::str::from_utf8(&out).unwrap().contains("retry-after: 5\r\n"));
         assert_eq!(body_of(&out)["error"]["code"], "unavailable");
         assert!(rewrite_late(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").is_none());
+    }
+
+    #[test]
+    fn a_head_is_seen_whole_across_reads_and_not_before_its_blank_line() {
+        let mut conn = JsonRejections::new(());
+        conn.saw(b"GET /ws HTTP/1.1\r\nHost: natter\r");
+        assert!(!conn.head_received);
+        conn.saw(b"\n\r");
+        assert!(!conn.head_received);
+        conn.saw(b"\n");
+        assert!(conn.head_received);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! storm piles up). Past either, the handshake answers 503 `unavailable` with `Retry-After`, so
 //! clients back off on the server's word instead of timing out in a queue.
 //!
-//! A third bound is on time: an upgrade that reaches the node long after its connection was
-//! accepted (`ws.max_accept_wait_ms`) finds the node behind its queue of accepted connections,
-//! and is refused the same way before any work is spent on it.
+//! A third bound is on time: an upgrade request the node gets to long after it arrived
+//! (`ws.max_upgrade_wait_ms`, `http::request_age`) finds the node behind its queue of accepted
+//! connections, and is refused the same way before any work is spent on it.
 //!
 //! A socket that opens without a token waits for its `login` frame doing no work; it counts as
 //! open, not as starting, so idle sockets cannot hold the door shut for others.
@@ -29,7 +29,7 @@ pub struct Admission {
     starting: AtomicUsize,
     max_open: usize,
     max_starting: usize,
-    /// Longest a connection may have waited between its accept and its upgrade (zero: no bound).
+    /// Longest an upgrade request may have waited for the node (zero: no bound).
     max_wait: Duration,
 }
 
@@ -59,7 +59,7 @@ impl Admission {
     }
 
     /// Lets a connection in (counted as open and starting), or says why not. `waited` is how
-    /// long the connection waited for the node between its accept and now, if known.
+    /// long its upgrade request waited for the node, if known.
     pub fn admit(self: &Arc<Self>, waited: Option<Duration>) -> Result<Ticket, Full> {
         if let Some(waited) = waited.filter(|w| !self.max_wait.is_zero() && *w > self.max_wait) {
             metrics::counter!("natter_ws_connects_total", "result" => "behind").increment(1);
@@ -139,7 +139,7 @@ mod tests {
     fn a_connection_that_waited_past_the_bound_is_told_to_come_back_after_about_that_long() {
         let door = Admission::new(0, 0, Duration::from_millis(1000));
         assert!(door.admit(Some(Duration::from_millis(999))).is_ok());
-        assert!(door.admit(None).is_ok(), "a connection whose wait is unknown (keep-alive) is let in");
+        assert!(door.admit(None).is_ok(), "a request whose wait is unknown is let in");
         let refused = door.admit(Some(Duration::from_millis(2300))).unwrap_err();
         assert_eq!(refused.retry_after_secs, 3);
         assert_eq!(door.admit(Some(Duration::from_secs(60))).unwrap_err().retry_after_secs, 10, "capped");

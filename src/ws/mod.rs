@@ -140,8 +140,8 @@ pub async fn upgrade(
 
 async fn accept(node: Node, req: Request, framed: Framed<JsonRejections<TcpStream>, h1::Codec>) -> std::io::Result<()> {
     let parts = framed.into_parts();
-    let waited = parts.io.waited();
     let mut io = parts.io.into_inner();
+    let waited = crate::http::request_age::request_age(&io);
     // The dispatcher's read buffer is 8 KiB of capacity; keep only bytes that followed the
     // request (rarely any), not the buffer.
     let read_buf = bytes::BytesMut::from(&parts.read_buf[..]);

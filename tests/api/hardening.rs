@@ -327,3 +327,22 @@ async fn a_settings_change_reads_back_at_once_while_other_requests_read_the_app(
     println!("1,000 settings changes under 4 busy readers: {stale} read back stale");
     assert_eq!(stale, 0, "reads right after a change saw the old settings {stale} times in 1000");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_gets_408_not_a_backpressure_503() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = TestServer::start_with("[http]\nhead_timeout_ms = 300");
+    // Silent, and stopping half-way through the head: both the client's doing.
+    for sent in [&b""[..], b"GET /ws HTTP/1.1\r\nHost: natter\r\nUpgrade: websocket\r\n"] {
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        socket.write_all(sent).await.unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text}");
+        assert!(text.contains(r#""code":"request_timeout""#), "{text}");
+        assert!(!text.to_ascii_lowercase().contains("retry-after"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(5), "answered after the 300 ms bound: {:?}", started.elapsed());
+    }
+}
