@@ -173,7 +173,6 @@ pub struct WsConfig {
     pub message_burst: u32,
     pub max_connections: usize,
     pub max_starting: usize,
-    pub max_upgrade_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -58,8 +58,7 @@
 //!   `cursor` (what a session delivered and what to do with the next push) and `session` (the
 //!   per-connection actor).
 //! - [`http`]: the REST API (client, server and health endpoints), JSON error rendering (also
-//!   for requests HTTP itself refuses: `rejections`), `request_age` (how long a request
-//!   waited for the node), `credentials` and `client_ip`, `openapi`
+//!   for requests HTTP itself refuses: `rejections`), `credentials` and `client_ip`, `openapi`
 //!   (its machine-readable description, `docs/openapi.yaml`), and the vendors' server APIs
 //!   mapped onto Natter's services: `rongcloud` (`/compat/rongcloud`) and `tencent`
 //!   (`/compat/tencent/v4`).

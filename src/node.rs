@@ -67,11 +67,7 @@ pub struct NodeParts {
 impl Node {
     pub fn new(parts: NodeParts) -> Self {
         let ws = &parts.config.ws;
-        let admission = crate::hub::admission::Admission::new(
-            ws.max_connections,
-            ws.max_starting,
-            std::time::Duration::from_millis(ws.max_upgrade_wait_ms),
-        );
+        let admission = crate::hub::admission::Admission::new(ws.max_connections, ws.max_starting);
         Node(Arc::new(NodeInner {
             id: parts.id,
             config: parts.config,

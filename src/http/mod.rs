@@ -11,7 +11,6 @@ pub mod groups;
 pub mod health;
 pub mod openapi;
 pub mod rejections;
-pub mod request_age;
 pub mod rongcloud;
 pub mod server;
 pub mod server_groups;

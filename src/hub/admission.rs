@@ -5,19 +5,12 @@
 //! storm piles up). Past either, the handshake answers 503 `unavailable` with `Retry-After`, so
 //! clients back off on the server's word instead of timing out in a queue.
 //!
-//! A third bound is on time: an upgrade request the node gets to long after it arrived
-//! (`ws.max_upgrade_wait_ms`, `http::request_age`) finds the node behind its queue of accepted
-//! connections, and is refused the same way before any work is spent on it.
-//!
 //! A socket that opens without a token waits for its `login` frame doing no work; it counts as
 //! open, not as starting, so idle sockets cannot hold the door shut for others.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
 };
 
 use crate::error::{ApiError, ErrorCode};
@@ -29,8 +22,6 @@ pub struct Admission {
     starting: AtomicUsize,
     max_open: usize,
     max_starting: usize,
-    /// Longest an upgrade request may have waited for the node (zero: no bound).
-    max_wait: Duration,
 }
 
 /// A connection let in: open while held, starting until [`Ticket::started`].
@@ -54,20 +45,12 @@ impl Full {
 }
 
 impl Admission {
-    pub fn new(max_open: usize, max_starting: usize, max_wait: Duration) -> Arc<Self> {
-        Arc::new(Admission { max_open, max_starting, max_wait, ..Admission::default() })
+    pub fn new(max_open: usize, max_starting: usize) -> Arc<Self> {
+        Arc::new(Admission { max_open, max_starting, ..Admission::default() })
     }
 
-    /// Lets a connection in (counted as open and starting), or says why not. `waited` is how
-    /// long its upgrade request waited for the node, if known.
-    pub fn admit(self: &Arc<Self>, waited: Option<Duration>) -> Result<Ticket, Full> {
-        if let Some(waited) = waited.filter(|w| !self.max_wait.is_zero() && *w > self.max_wait) {
-            metrics::counter!("natter_ws_connects_total", "result" => "behind").increment(1);
-            // The queue it waited in is about as long again: come back when it has drained,
-            // within bounds a client's backoff would keep anyway.
-            let retry_after_secs = waited.as_secs_f64().ceil().clamp(1.0, 10.0) as u64;
-            return Err(Full { what: "this node is behind on its connections", retry_after_secs });
-        }
+    /// Lets a connection in (counted as open and starting), or says why not.
+    pub fn admit(self: &Arc<Self>) -> Result<Ticket, Full> {
         if !take(&self.open, self.max_open) {
             metrics::counter!("natter_ws_connects_total", "result" => "node_full").increment(1);
             // Sockets free up as people leave, not within a second: a longer wait.
@@ -119,15 +102,15 @@ mod tests {
 
     #[test]
     fn a_node_lets_in_up_to_its_bounds_and_counts_each_ticket_once() {
-        let door = Admission::new(3, 2, Duration::ZERO);
-        let mut a = door.admit(None).unwrap();
-        let b = door.admit(None).unwrap();
-        assert_eq!(door.admit(None).unwrap_err().retry_after_secs, 1, "two starting already");
+        let door = Admission::new(3, 2);
+        let mut a = door.admit().unwrap();
+        let b = door.admit().unwrap();
+        assert_eq!(door.admit().unwrap_err().retry_after_secs, 1, "two starting already");
         a.started();
         a.started();
         assert_eq!((door.open(), door.starting()), (2, 1));
-        let c = door.admit(None).unwrap();
-        assert_eq!(door.admit(None).unwrap_err().retry_after_secs, 5, "three open already");
+        let c = door.admit().unwrap();
+        assert_eq!(door.admit().unwrap_err().retry_after_secs, 5, "three open already");
         drop(b);
         drop(c);
         assert_eq!((door.open(), door.starting()), (1, 0));
@@ -136,20 +119,9 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_waited_past_the_bound_is_told_to_come_back_after_about_that_long() {
-        let door = Admission::new(0, 0, Duration::from_millis(1000));
-        assert!(door.admit(Some(Duration::from_millis(999))).is_ok());
-        assert!(door.admit(None).is_ok(), "a request whose wait is unknown is let in");
-        let refused = door.admit(Some(Duration::from_millis(2300))).unwrap_err();
-        assert_eq!(refused.retry_after_secs, 3);
-        assert_eq!(door.admit(Some(Duration::from_secs(60))).unwrap_err().retry_after_secs, 10, "capped");
-        assert_eq!(door.open(), 0, "a refusal holds nothing");
-    }
-
-    #[test]
     fn no_bound_means_no_refusal() {
-        let door = Admission::new(0, 0, Duration::ZERO);
-        let tickets: Vec<_> = (0..1000).map(|_| door.admit(Some(Duration::from_secs(60))).unwrap()).collect();
+        let door = Admission::new(0, 0);
+        let tickets: Vec<_> = (0..1000).map(|_| door.admit().unwrap()).collect();
         assert_eq!(door.open(), 1000);
         drop(tickets);
         assert_eq!(door.open(), 0);

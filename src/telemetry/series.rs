@@ -67,7 +67,7 @@ pub const SERIES: &[Series] = &[
         "result",
         "WebSocket connects, by result: ok, rejected, auth_timeout, too_many_connections, \
          node_full, busy and behind (refused 503 with Retry-After: ws.max_connections, \
-         ws.max_starting, ws.max_upgrade_wait_ms).",
+         ws.max_starting, and a request the node got to only after http.head_timeout_ms).",
     ),
     s("natter_ws_disconnects_total", Counter, "code", "WebSocket closes, by close code (client: the client closed)."),
     s("natter_ws_frames_received_total", Counter, "", "WebSocket messages received from clients."),

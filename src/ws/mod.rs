@@ -13,7 +13,6 @@ pub mod socket;
 use std::{
     io::Write as _,
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
 };
 
 use actix::{Actor, AsyncContext};
@@ -72,7 +71,7 @@ impl From<ApiError> for Refusal {
 
 /// Checks an upgrade request: the handshake headers, room on the node, the token (header or
 /// `?token=`), the app hint and the app's origin allowlist.
-async fn handshake(node: &Node, req: &Request, waited: Option<Duration>) -> Result<Accepted, Refusal> {
+async fn handshake(node: &Node, req: &Request) -> Result<Accepted, Refusal> {
     if req.path() != PATH {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no WebSocket endpoint here; connect to {PATH}")).into());
     }
@@ -88,7 +87,7 @@ async fn handshake(node: &Node, req: &Request, waited: Option<Duration>) -> Resu
     }
     let mut ticket = node
         .admission
-        .admit(waited)
+        .admit()
         .map_err(|full| Refusal { error: full.error(), retry_after_secs: Some(full.retry_after_secs) })?;
     let token = bearer_token(req.headers()).or_else(|| query_param(req, "token"));
     let app_hint = req
@@ -141,11 +140,10 @@ pub async fn upgrade(
 async fn accept(node: Node, req: Request, framed: Framed<JsonRejections<TcpStream>, h1::Codec>) -> std::io::Result<()> {
     let parts = framed.into_parts();
     let mut io = parts.io.into_inner();
-    let waited = crate::http::request_age::request_age(&io);
     // The dispatcher's read buffer is 8 KiB of capacity; keep only bytes that followed the
     // request (rarely any), not the buffer.
     let read_buf = bytes::BytesMut::from(&parts.read_buf[..]);
-    let accepted = handshake(&node, &req, waited).await;
+    let accepted = handshake(&node, &req).await;
     let status = match &accepted {
         Ok(_) => 101,
         Err(r) => r.error.code.status(),
