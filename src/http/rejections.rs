@@ -41,9 +41,9 @@ impl<T> JsonRejections<T> {
         Self { io, pending: None, answered: false, head_received: false, head_tail: [0; 3] }
     }
 
-    /// Notes whether these bytes, read before the first answer, complete a request head.
+    /// Notes whether these bytes (read before the first answer) complete a request head.
     fn saw(&mut self, read: &[u8]) {
-        if self.answered || self.head_received || read.is_empty() {
+        if self.head_received || read.is_empty() {
             return;
         }
         let mut window = self.head_tail.to_vec();
@@ -138,7 +138,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for JsonRejections<T> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) {
+        if !this.answered && matches!(result, Poll::Ready(Ok(()))) {
             this.saw(&buf.filled()[before..]);
         }
         result
@@ -146,12 +146,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for JsonRejections<T> {
 }
 
 impl<T: AsyncRead + Unpin> JsonRejections<T> {
-    /// Whether the client has sent bytes that were never read (looked at without waiting; the
-    /// connection is about to be closed, so what is read here is not missed).
-    fn unread_request(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut byte = [0u8; 1];
-        let mut probe = ReadBuf::new(&mut byte);
-        matches!(Pin::new(&mut self.io).poll_read(cx, &mut probe), Poll::Ready(Ok(()))) && !probe.filled().is_empty()
+    /// Whether the head arrived whole, counting bytes the client sent that were never read
+    /// (looked at without waiting; the connection is about to be closed, so what is read here is
+    /// not missed).
+    fn head_arrived(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut bytes = [0u8; 8192];
+        while !self.head_received {
+            let mut probe = ReadBuf::new(&mut bytes);
+            match Pin::new(&mut self.io).poll_read(cx, &mut probe) {
+                Poll::Ready(Ok(())) if !probe.filled().is_empty() => {
+                    let read = probe.filled().to_vec();
+                    self.saw(&read);
+                }
+                _ => break,
+            }
+        }
+        self.head_received
     }
 }
 
@@ -161,8 +171,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonRejections<T> {
         let first = !std::mem::replace(&mut this.answered, true);
         ready!(this.poll_pending(cx))?;
         // Late: the head had arrived whole (read, or waiting to be) when the timeout fired.
-        let late =
-            if first { rewrite_late(buf).filter(|_| this.head_received || this.unread_request(cx)) } else { None };
+        let late = if first { rewrite_late(buf).filter(|_| this.head_arrived(cx)) } else { None };
         if late.is_some() {
             metrics::counter!("natter_ws_connects_total", "result" => "behind").increment(1);
         }
