@@ -46,11 +46,19 @@ impl<T> JsonRejections<T> {
         if self.head_received || read.is_empty() {
             return;
         }
-        let mut window = self.head_tail.to_vec();
-        window.extend_from_slice(read);
-        self.head_received = memchr::memmem::find(&window, b"\r\n\r\n").is_some();
-        let keep = window.len().saturating_sub(3);
-        self.head_tail.copy_from_slice(&window[keep..]);
+        // The blank line within this read, or across its start (the previous read's last bytes
+        // and its first ones): no copy of the read itself.
+        let n = read.len().min(3);
+        let mut joint = [0u8; 6];
+        joint[..3].copy_from_slice(&self.head_tail);
+        joint[3..3 + n].copy_from_slice(&read[..n]);
+        self.head_received = memchr::memmem::find(&joint[..3 + n], b"\r\n\r\n").is_some()
+            || memchr::memmem::find(read, b"\r\n\r\n").is_some();
+        if read.len() >= 3 {
+            self.head_tail.copy_from_slice(&read[read.len() - 3..]);
+        } else {
+            self.head_tail.copy_from_slice(&joint[n..3 + n]);
+        }
     }
 
     /// The connection itself (for upgrades, which happen before any rejection).
