@@ -274,6 +274,8 @@ pub enum Provisioner {
 }
 
 const PROVISION_CONCURRENCY: usize = 32;
+/// Members named per group call: 2,000 ids of ~20 bytes stay well under a node's 64 KiB body.
+const GROUP_MEMBERS_PER_CALL: usize = 2_000;
 
 impl Provisioner {
     pub fn new(
@@ -323,13 +325,22 @@ impl Provisioner {
                     let ids: Vec<&str> =
                         c.members.iter().filter_map(|m| users.get(*m)).map(|u| u.id.as_str()).collect();
                     let Some((owner, rest)) = ids.split_first() else { continue };
+                    // A body is at most http.max_body_bytes (64 KiB): a large group is created
+                    // with its first members and then grown a chunk at a time.
+                    let mut chunks = rest.chunks(GROUP_MEMBERS_PER_CALL);
+                    let first = chunks.next().unwrap_or(&[]);
                     api.call(
                         "POST",
                         "/v1/server/groups",
-                        &json!({"id": id, "name": id, "owner": owner, "members": rest}),
+                        &json!({"id": id, "name": id, "owner": owner, "members": first}),
                     )
                     .await
                     .with_context(|| format!("creating group {id}"))?;
+                    for chunk in chunks {
+                        api.call("POST", &format!("/v1/server/groups/{id}/members"), &json!({"members": chunk}))
+                            .await
+                            .with_context(|| format!("adding {} members to group {id}", chunk.len()))?;
+                    }
                 }
             }
         } else if let Provisioner::Guest { .. } = self

@@ -274,21 +274,22 @@ impl Handler<TakeUnread> for Router {
     }
 }
 
-/// An event for every local session of one user.
+/// Events for every local session of some users (each user with the frame meant for them).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ToLocalUser {
-    pub user: Slot,
-    pub frame: ByteString,
+pub struct ToLocalUsers {
+    pub events: Vec<(Slot, ByteString)>,
 }
 
-impl Handler<ToLocalUser> for Router {
+impl Handler<ToLocalUsers> for Router {
     type Result = ();
 
-    fn handle(&mut self, msg: ToLocalUser, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: ToLocalUsers, _ctx: &mut Self::Context) {
         let mut slow = Vec::new();
-        for id in self.registry.user_sessions(&msg.user) {
-            self.push(id, Push::Event { frame: msg.frame.clone() }, &mut slow);
+        for (user, frame) in msg.events {
+            for id in self.registry.user_sessions(&user) {
+                self.push(id, Push::Event { frame: frame.clone() }, &mut slow);
+            }
         }
         self.drop_slow(slow);
     }

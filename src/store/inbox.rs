@@ -57,6 +57,13 @@ pub struct Prefs {
     pub muted_until: Option<Option<i64>>,
 }
 
+/// Users counted in one unread statement, at most.
+pub(crate) const UNREAD_MAX_USERS: usize = 512;
+/// The sizes an unread statement is padded to (users), the last [`UNREAD_MAX_USERS`].
+const UNREAD_SIZES: [usize; 5] = [1, 8, 64, 256, UNREAD_MAX_USERS];
+/// A user key no user has (keys are positive): the padding of an unread statement.
+const NO_USER: i64 = -1;
+
 impl Store {
     /// Every conversation the user is or was in (or only `one`), with its last visible message,
     /// in one statement.
@@ -137,17 +144,31 @@ impl Store {
         Ok(all.remove(&user).unwrap_or_default())
     }
 
-    /// Unread counts of several users' conversations (only `of` when given), in one statement;
-    /// users and conversations with nothing unread are left out.
+    /// Unread counts of several users' conversations (only `of` when given), in one statement
+    /// per [`UNREAD_MAX_USERS`]; users and conversations with nothing unread are left out.
     pub async fn unread_of_users(
         &self,
         app: &AppId,
         users: &[UserKey],
         of: Option<&[&str]>,
     ) -> Result<HashMap<UserKey, HashMap<String, Unread>>, sqlx::Error> {
-        if users.is_empty() || of.is_some_and(<[&str]>::is_empty) {
-            return Ok(HashMap::new());
+        let mut out = HashMap::new();
+        if of.is_some_and(<[&str]>::is_empty) {
+            return Ok(out);
         }
+        for chunk in users.chunks(UNREAD_MAX_USERS) {
+            out.extend(self.unread_of_some(app, chunk, of).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Store::unread_of_users`] for at most [`UNREAD_MAX_USERS`], in one statement.
+    async fn unread_of_some(
+        &self,
+        app: &AppId,
+        users: &[UserKey],
+        of: Option<&[&str]>,
+    ) -> Result<HashMap<UserKey, HashMap<String, Unread>>, sqlx::Error> {
         let started = Instant::now();
         // Nothing one sent lies past one's read marker (sending moves it), so a member's unread
         // count is the distance from the marker to the end of what they may read, less the
@@ -182,13 +203,22 @@ impl Store {
                  CASE WHEN m.muted_until > "
             ),
         );
-        sql.push_bind(crate::domain::now_millis()).push(
-            " THEN 1 ELSE 0 END AS muted \
-             FROM members m JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id \
-             WHERE m.app_id = ",
+        // The users drive the statement (a VALUES list joined to their memberships), so its cost
+        // is their conversations however large a group is: as `m.user_key IN (…)`, a group of
+        // 10,000 not yet analyzed was planned as a scan of all its members, each checked against
+        // the whole list (35 ms a statement idle, 100+ ms under load; PostgreSQL's CPU then held
+        // up every commit and a 10,000-member room's delivery p99 went to 11-14× the floor's).
+        // Padded to a few sizes with a key no user has, so a connection prepares a handful of
+        // statements rather than one per count of users.
+        sql.push_bind(crate::domain::now_millis()).push(" THEN 1 ELSE 0 END AS muted FROM (VALUES ");
+        let size = UNREAD_SIZES.iter().copied().find(|s| *s >= users.len()).unwrap_or(UNREAD_MAX_USERS);
+        sql.push_tuples(0..size, |row, i| {
+            row.push_bind(users.get(i).map_or(NO_USER, |u| u.0));
+        });
+        sql.push(") v JOIN members m ON m.app_id = ").push_bind(app.as_str()).push(
+            " AND m.user_key = v.column1 JOIN conversations c ON c.app_id = m.app_id AND c.id = m.conversation_id",
         );
-        sql.push_bind(app.as_str()).push(" AND m.user_key IN (").push_list(users.iter().map(|u| u.0)).push(")");
-        sql.push(" AND COALESCE(m.left_seq, c.last_seq) > ").push(read_seq_sql!());
+        sql.push(" WHERE COALESCE(m.left_seq, c.last_seq) > ").push(read_seq_sql!());
         if let Some(of) = of {
             sql.push(" AND m.conversation_id IN (").push_list(of.iter().copied()).push(")");
         }

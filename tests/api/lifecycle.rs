@@ -588,6 +588,66 @@ async fn the_before_send_hook_sees_edits_and_may_reject_or_modify_them(backend: 
     assert_eq!(receiver.state.lock().unwrap().hook_calls.len(), calls);
 }
 
+/// The counts the unread pusher takes for many users at once (more than one statement's worth,
+/// padded statements included) are each user's own, as the conversation list reads them alone.
+async fn unread_counts_taken_for_many_users_at_once_are_each_ones_own(backend: Backend) {
+    let server = TestServer::start_on(backend, "");
+    let api = server.server_client("default", Scheme::V2HmacSha256).await;
+    let ids: Vec<String> = (0..600).map(|i| format!("member-{i}")).collect();
+    let mut tokens = Vec::new();
+    for id in &ids[..3] {
+        let (status, body) = api.call("POST", "/v1/server/users/token", Some(json!({"user_id": id}))).await;
+        assert_eq!(status, 200, "{body}");
+        tokens.push(body["data"]["token"].as_str().unwrap().to_string());
+    }
+    for id in &ids[3..] {
+        let (status, body) = api.call("POST", "/v1/server/users", Some(json!({"id": id}))).await;
+        assert!(status == 200 || status == 201, "{body}");
+    }
+    let (status, body) = api
+        .call("POST", "/v1/server/groups", Some(json!({"name": "Hall", "owner": ids[0], "members": &ids[1..]})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let group = body["data"]["id"].as_str().unwrap().to_string();
+    let mut owner =
+        server.connect(&User { token: tokens[0].clone(), refresh: String::new(), id: ids[0].clone() }).await;
+    for n in 1..=4 {
+        owner.send_group(&group, &format!("notice {n}"), &format!("n{n}")).await;
+    }
+    action_ok(&mut owner, "recall", json!({"conversation": group, "seq": 2})).await;
+    // Two members read part of it: their counts differ from everyone else's.
+    for (token, seq) in [(&tokens[1], 3), (&tokens[2], 4)] {
+        let mut ws = server.connect(&User { token: token.clone(), refresh: String::new(), id: "reader".into() }).await;
+        action_ok(&mut ws, "read", json!({"conversation": group, "seq": seq})).await;
+    }
+
+    let node = server.node();
+    let app = natter::domain::AppId::parse("default").unwrap();
+    let mut keys = Vec::new();
+    for id in &ids {
+        let user =
+            node.store.user_by_id(&app, &natter::domain::UserId::parse(id.clone()).unwrap()).await.unwrap().unwrap();
+        keys.push(user.key);
+    }
+    let every = node.store.unread_of_users(&app, &keys, None).await.unwrap();
+    let count = |key| every.get(&key).and_then(|c| c.get(&group)).map_or(0, |u| u.count);
+    // Four messages, the second recalled, all the owner's.
+    assert_eq!(count(keys[0]), 0, "the owner's own messages are not unread to them");
+    assert_eq!(count(keys[1]), 1, "read up to seq 3 of 4");
+    assert_eq!(count(keys[2]), 0, "read everything");
+    for (i, key) in keys.iter().enumerate().skip(3) {
+        assert_eq!(count(*key), 3, "member {i}");
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let alone = node.store.unread(&app, *key, None).await.unwrap();
+        assert_eq!(alone.get(&group).map_or(0, |u| u.count), count(*key), "member {i} counted alone");
+    }
+    for size in [1, 7, 9, 65, 512, 513] {
+        let some = node.store.unread_of_users(&app, &keys[3..3 + size], None).await.unwrap();
+        assert_eq!(some.len(), size, "{size} users counted at once");
+    }
+}
+
 on_both_stores!(
     edits_recalls_deletes_and_reactions_reach_every_device_and_read_back_everywhere,
     every_refusal_has_its_code_and_changes_nothing,
@@ -598,4 +658,5 @@ on_both_stores!(
     rest_and_the_server_api_follow_the_same_rules,
     edits_recalls_and_deletions_reach_the_apps_webhooks,
     the_before_send_hook_sees_edits_and_may_reject_or_modify_them,
+    unread_counts_taken_for_many_users_at_once_are_each_ones_own,
 );
