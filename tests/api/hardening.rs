@@ -329,6 +329,50 @@ async fn a_settings_change_reads_back_at_once_while_other_requests_read_the_app(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_users_old_id_stops_resolving_at_once_while_sends_look_it_up() {
+    use natter::domain::{AppId, UserId};
+    let server = TestServer::start();
+    let store = server.node().store.clone();
+    let app = AppId::parse("default").unwrap();
+    let api = server.server_client("default", natter::auth::server_sig::Scheme::V2HmacSha256).await;
+    let (status, body) = api.call("POST", "/v1/server/users", Some(json!({"id": "name-0"}))).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let key = store.user_key_by_id(&app, &UserId::parse("name-0").unwrap()).await.unwrap().unwrap();
+    // Readers as busy as a node's senders, always looking up the user's current id: one of them
+    // is mid-read when it changes, and the old mapping it read must not stay cached.
+    let current = std::sync::Arc::new(std::sync::Mutex::new("name-0".to_string()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, app, stop, current) = (store.clone(), app.clone(), stop.clone(), current.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = UserId::parse(current.lock().unwrap().clone()).unwrap();
+                    store.user_key_by_id(&app, &id).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut stale = 0;
+    for n in 1..=1000 {
+        let old = UserId::parse(format!("name-{}", n - 1)).unwrap();
+        let new = UserId::parse(format!("name-{n}")).unwrap();
+        store.change_user_id(&app, key, &new).await.unwrap();
+        *current.lock().unwrap() = new.as_str().to_string();
+        if store.user_key_by_id(&app, &old).await.unwrap().is_some() {
+            stale += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    println!("1,000 renames under 4 busy readers: the old id resolved {stale} times");
+    assert_eq!(stale, 0, "a renamed user's old id still resolved {stale} times in 1000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_finishes_its_request_gets_408_not_a_backpressure_503() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let server = TestServer::start_with("[http]\nhead_timeout_ms = 300");
