@@ -643,7 +643,7 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
         results.md.push_str(&format!(
             "## 4. {n} idle authenticated connections over 4 processes, then a reconnect storm\n\nEveryone closes and reconnects at once, then asks `sync`. {repeat} interleaved run(s) per row (floor, natter, floor, …): median (min–max). The floor is four floor processes (no auth, no storage, a `sync` answered empty), so its figures are what this machine's harness and kernel allow at all.\n\n| server | phase | connections | per second | p50 ms | p99 ms | sync p99 ms | max ms | failed | attempts retried | refused for room | node RSS growth KiB/conn | machine busy |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         ));
-        let (runs, names) = against_floor(&env, 4, repeat, &mut results, &mut ok, |d, round| {
+        let (runs, names) = against_floor(&env, 4, 4, repeat, &mut results, &mut ok, |d, round| {
             let mut a = base_args(d, Scenario::Reconnect);
             a.users = n;
             a.procs = 4;
@@ -710,7 +710,7 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
         let repeat = args.repeat.unwrap_or(if q { 1 } else { 5 }).max(1);
         let (settle, hold) = if q { (3.0, 5.0) } else { (20.0, 30.0) };
         results.md.push_str(&format!("## 5. {n} idle authenticated connections over 6 nodes\n\n{repeat} interleaved run(s) (floor, natter, floor, …): median (min–max). The floor is six floor processes; its connect rate is what this machine's harness and kernel allow at all. Idle CPU is measured over a {hold:.0} s hold that starts {settle:.0} s after the last connection (when the connects' presence writes have drained), so it spans a whole heartbeat interval.\n\n| server | connected | failed | per second | p50 ms | p99 ms | node RSS growth KiB/conn | idle CPU, % of a core per 20,000 | machine busy |\n|---|---|---|---|---|---|---|---|---|\n"));
-        let (runs, names) = against_floor(&env, 6, repeat, &mut results, &mut ok, |d, round| {
+        let (runs, names) = against_floor(&env, 5, 6, repeat, &mut results, &mut ok, |d, round| {
             let mut a = base_args(d, Scenario::Connect);
             a.users = n;
             a.procs = 6;
@@ -770,9 +770,10 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<bool> {
 
 /// Runs `repeat` rounds of (`processes` floor processes, then a cluster of as many nodes), each
 /// deployment fresh per run (a run leaves presence and sessions the next must not inherit);
-/// `args` makes a run's arguments and label. The floor's runs and natter's, with their names.
+/// `args` makes a run's arguments and label; its rows go to `section`. The floor's runs and natter's, with their names.
 async fn against_floor(
     env: &Env,
+    section: u8,
     processes: usize,
     repeat: usize,
     results: &mut Results,
@@ -788,7 +789,6 @@ async fn against_floor(
             let (a, label) = args(&d, round);
             let s = scenario(a, &label).await?;
             *ok &= s.passed;
-            let section = label.chars().next().and_then(|c| c.to_digit(10)).unwrap_or(0) as u8;
             results.push(section, &label[3..], Some(s.clone()), Value::Null);
             runs.push(s);
         }

@@ -1,6 +1,6 @@
 //! Apps (tenants) and their settings.
 
-use std::{collections::HashMap, sync::atomic::Ordering, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
 use sqlx::Row;
 
@@ -100,7 +100,7 @@ impl Store {
             return Ok(Some(record.clone()));
         }
         let started = Instant::now();
-        let changes = self.app_changes.load(Ordering::Acquire);
+        let seen = self.app_changes.seen();
         let mut conn = self.read().await?;
         let row = sqlx::query("SELECT id, api_key, api_secret, settings, created_at FROM apps WHERE id = $1")
             .bind(id.as_str())
@@ -110,7 +110,7 @@ impl Store {
         observe("app_get", started);
         let record = row.as_ref().map(row_to_app).transpose()?;
         if let (Some(r), Ok(mut cache)) = (&record, self.apps.write())
-            && self.app_changes.load(Ordering::Acquire) == changes
+            && self.app_changes.none_since(seen)
         {
             cache.insert(id.as_str().to_string(), (Instant::now(), r.clone()));
         }
@@ -119,7 +119,7 @@ impl Store {
 
     fn forget_app(&self, id: &AppId) {
         // First, so that a read already under way finds it changed and caches nothing.
-        self.app_changes.fetch_add(1, Ordering::AcqRel);
+        self.app_changes.count();
         if let Ok(mut cache) = self.apps.write() {
             cache.remove(id.as_str());
         }
@@ -141,7 +141,7 @@ impl Store {
         let id = match cached {
             Some(id) => id,
             None => {
-                let changes = self.app_changes.load(Ordering::Acquire);
+                let seen = self.app_changes.seen();
                 let map: HashMap<u64, AppId> = self
                     .apps()
                     .await?
@@ -151,7 +151,7 @@ impl Store {
                     .collect();
                 let id = map.get(&sdkappid).cloned();
                 if let Ok(mut slot) = self.sdkappids.write()
-                    && self.app_changes.load(Ordering::Acquire) == changes
+                    && self.app_changes.none_since(seen)
                 {
                     *slot = Some((Instant::now(), map));
                 }

@@ -71,7 +71,7 @@ pub struct Store {
     sdkappids: Arc<apps::SdkAppIds>,
     /// Bumped by every change to an app this process makes: a read that began before a change
     /// does not cache what it read (the settings it saw may be the old ones).
-    app_changes: Arc<std::sync::atomic::AtomicU64>,
+    app_changes: Arc<Changes>,
     /// Users' internal keys by app and public id, read on every direct send.
     keys: Arc<users::KeyCache>,
     /// Presence changes this node applied since it last refreshed the table's statistics.
@@ -86,6 +86,31 @@ pub struct Store {
 
 /// How long a node trusts its copy of an app's settings (and of a user's key by public id).
 pub const APP_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Changes a cache has been told of. A read notes [`Changes::seen`] before it goes to the
+/// database and caches what it found only if [`Changes::none_since`]: a change committed while
+/// it was under way (and forgotten by the cache before the read came back) must not be put back.
+#[derive(Default)]
+pub(crate) struct Changes(std::sync::atomic::AtomicU64);
+
+/// When a read began, for [`Changes::none_since`].
+#[derive(Clone, Copy)]
+pub(crate) struct Seen(u64);
+
+impl Changes {
+    pub(crate) fn seen(&self) -> Seen {
+        Seen(self.0.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Counted before the cache forgets what changed, so that a read under way finds it.
+    pub(crate) fn count(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub(crate) fn none_since(&self, seen: Seen) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire) == seen.0
+    }
+}
 
 /// A write transaction; on SQLite it also holds the write gate until it ends.
 pub struct WriteTx {
@@ -317,5 +342,15 @@ mod tests {
         assert_eq!(prepare_sqlite_url("sqlite::memory:").unwrap(), "sqlite::memory:");
         let prepared = prepare_sqlite_url(&format!("{url}?mode=ro")).unwrap();
         assert!(prepared.ends_with("?mode=ro"));
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_change_is_told_so_and_one_after_it_is_not() {
+        let changes = Changes::default();
+        let before = changes.seen();
+        assert!(changes.none_since(before));
+        changes.count();
+        assert!(!changes.none_since(before));
+        assert!(changes.none_since(changes.seen()));
     }
 }

@@ -222,7 +222,7 @@ impl Store {
         if let Some(key) = self.keys.get(app, id) {
             return Ok(Some(key));
         }
-        let seen = self.keys.changes();
+        let seen = self.keys.changes.seen();
         let found = self.user_by_id(app, id).await?.map(|u| u.key);
         if let Some(key) = found {
             self.keys.put(app, id, key, seen);
@@ -646,10 +646,9 @@ impl Store {
 #[derive(Default)]
 pub(super) struct KeyCache {
     by_app: std::sync::RwLock<HashMap<String, KeysOfApp>>,
-    /// Renames so far. A read caches what it found only if no rename happened since it began:
-    /// a lookup under way when a user was renamed put the old id back after the rename forgot
-    /// it (1 and 4 of 1,000 renames under four busy readers, in two of four runs).
-    changes: std::sync::atomic::AtomicU64,
+    /// Renames. Without it a lookup under way when a user was renamed put the old id back after
+    /// the rename forgot it (1 and 4 of 1,000 renames under four busy readers, in two of four runs).
+    changes: super::Changes,
 }
 
 /// Public id -> (when it was read, key).
@@ -666,16 +665,11 @@ impl KeyCache {
         (at.elapsed() < super::APP_CACHE_TTL).then_some(*key)
     }
 
-    /// What [`KeyCache::put`] is told a read began with.
-    fn changes(&self) -> u64 {
-        self.changes.load(std::sync::atomic::Ordering::Acquire)
-    }
-
     /// Caches what a read that began at `seen` found, unless a rename came since.
-    fn put(&self, app: &AppId, id: &UserId, key: UserKey, seen: u64) {
+    fn put(&self, app: &AppId, id: &UserId, key: UserKey, seen: super::Seen) {
         let Ok(mut cache) = self.by_app.write() else { return };
         // Checked under the lock: a rename counted after this forgets the entry once we let go.
-        if self.changes() != seen {
+        if !self.changes.none_since(seen) {
             return;
         }
         let entries = cache.entry(app.as_str().to_string()).or_default();
@@ -689,7 +683,7 @@ impl KeyCache {
     }
 
     fn forget(&self, app: &AppId, key: UserKey) {
-        self.changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.changes.count();
         if let Ok(mut cache) = self.by_app.write()
             && let Some(entries) = cache.get_mut(app.as_str())
         {

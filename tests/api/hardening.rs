@@ -292,6 +292,42 @@ async fn a_user_may_hold_only_so_many_sockets() {
     println!("connections per user: the third of a limit of 2 closed with 4003");
 }
 
+/// Four tasks doing `read` over and over, yielding between reads (a cached read never waits: the
+/// changes under test must get to run), until the returned guard is stopped.
+struct BusyReaders {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BusyReaders {
+    fn start<F, Fut>(read: F) -> BusyReaders
+    where
+        F: Fn() -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..4)
+            .map(|_| {
+                let (read, stop) = (read.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        read().await;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        BusyReaders { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settings_change_reads_back_at_once_while_other_requests_read_the_app() {
     let server = TestServer::start();
@@ -299,19 +335,15 @@ async fn a_settings_change_reads_back_at_once_while_other_requests_read_the_app(
     let app = natter::domain::AppId::parse("default").unwrap();
     // Readers as busy as a node's dispatchers and senders: one of them is always mid-read when
     // the settings change, and what it read before the change must not stay cached.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let (store, app, stop) = (store.clone(), app.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    store.app(&app).await.unwrap();
-                    // A cached read never waits: let the changes run.
-                    tokio::task::yield_now().await;
-                }
-            })
-        })
-        .collect();
+    let readers = BusyReaders::start({
+        let (store, app) = (store.clone(), app.clone());
+        move || {
+            let (store, app) = (store.clone(), app.clone());
+            async move {
+                store.app(&app).await.unwrap();
+            }
+        }
+    });
     let mut stale = 0;
     for n in 0..1000 {
         let welcome = format!("welcome {n}");
@@ -320,10 +352,7 @@ async fn a_settings_change_reads_back_at_once_while_other_requests_read_the_app(
             stale += 1;
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in readers {
-        r.await.unwrap();
-    }
+    readers.stop().await;
     println!("1,000 settings changes under 4 busy readers: {stale} read back stale");
     assert_eq!(stale, 0, "reads right after a change saw the old settings {stale} times in 1000");
 }
@@ -341,19 +370,16 @@ async fn a_renamed_users_old_id_stops_resolving_at_once_while_sends_look_it_up()
     // Readers as busy as a node's senders, always looking up the user's current id: one of them
     // is mid-read when it changes, and the old mapping it read must not stay cached.
     let current = std::sync::Arc::new(std::sync::Mutex::new("name-0".to_string()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readers: Vec<_> = (0..4)
-        .map(|_| {
-            let (store, app, stop, current) = (store.clone(), app.clone(), stop.clone(), current.clone());
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let id = UserId::parse(current.lock().unwrap().clone()).unwrap();
-                    store.user_key_by_id(&app, &id).await.unwrap();
-                    tokio::task::yield_now().await;
-                }
-            })
-        })
-        .collect();
+    let readers = BusyReaders::start({
+        let (store, app, current) = (store.clone(), app.clone(), current.clone());
+        move || {
+            let (store, app) = (store.clone(), app.clone());
+            let id = UserId::parse(current.lock().unwrap().clone()).unwrap();
+            async move {
+                store.user_key_by_id(&app, &id).await.unwrap();
+            }
+        }
+    });
     let mut stale = 0;
     for n in 1..=1000 {
         let old = UserId::parse(format!("name-{}", n - 1)).unwrap();
@@ -364,10 +390,7 @@ async fn a_renamed_users_old_id_stops_resolving_at_once_while_sends_look_it_up()
             stale += 1;
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for r in readers {
-        r.await.unwrap();
-    }
+    readers.stop().await;
     println!("1,000 renames under 4 busy readers: the old id resolved {stale} times");
     assert_eq!(stale, 0, "a renamed user's old id still resolved {stale} times in 1000");
 }
