@@ -12,6 +12,39 @@ use crate::config::{LogConfig, LogFormat};
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+/// Counters bumped once per frame a session writes, with their handles taken once: the
+/// `counter!` macro hashes the name and locks a registry shard on every call, 1.5 % of a node's
+/// CPU in a profile of a 1,000-member group at 100 msg/s (two calls per delivery).
+struct Hot {
+    delivered: metrics::Counter,
+    frames_sent: metrics::Counter,
+}
+
+/// One message pushed to a session: `natter_messages_delivered_total` and the frame.
+pub fn count_delivery() {
+    match HOT.get() {
+        Some(hot) => {
+            hot.delivered.increment(1);
+            hot.frames_sent.increment(1);
+        }
+        // Before the recorder is installed (a node built in a test without a server) the
+        // macro reaches whatever recorder there is, as every other series does.
+        None => {
+            metrics::counter!("natter_messages_delivered_total").increment(1);
+            metrics::counter!("natter_ws_frames_sent_total").increment(1);
+        }
+    }
+}
+
+/// One frame other than a pushed message written to a session.
+pub fn count_frame_sent() {
+    match HOT.get() {
+        Some(hot) => hot.frames_sent.increment(1),
+        None => metrics::counter!("natter_ws_frames_sent_total").increment(1),
+    }
+}
 
 /// Latency buckets in seconds: sub-millisecond to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -29,6 +62,11 @@ pub fn init_metrics() {
                 PrometheusBuilder::new().build_recorder().handle()
             }
         }
+    });
+    // Taken only once the recorder is in place: a handle taken before would count nowhere.
+    HOT.get_or_init(|| Hot {
+        delivered: metrics::counter!("natter_messages_delivered_total"),
+        frames_sent: metrics::counter!("natter_ws_frames_sent_total"),
     });
     series::describe();
     PROCESS.get_or_init(|| metrics_process::Collector::new(series::PROCESS_PREFIX)).describe();

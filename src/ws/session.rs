@@ -148,17 +148,17 @@ impl WsSession {
     }
 
     fn send_reply<T: Serialize>(&self, id: &Id, code: u16, msg: &str, data: Option<&T>) {
-        metrics::counter!("natter_ws_frames_sent_total").increment(1);
+        crate::telemetry::count_frame_sent();
         self.socket.text(Bytes::from(protocol::reply(id.as_deref(), code, msg, data)));
     }
 
     fn send_page<T: Serialize>(&self, id: &Id, items: &[T], cursor: Option<&str>) {
-        metrics::counter!("natter_ws_frames_sent_total").increment(1);
+        crate::telemetry::count_frame_sent();
         self.socket.text(Bytes::from(protocol::reply_page(id.as_deref(), items, cursor)));
     }
 
     fn send_error(&self, id: &Id, error: &ApiError) {
-        metrics::counter!("natter_ws_frames_sent_total").increment(1);
+        crate::telemetry::count_frame_sent();
         self.socket.text(Bytes::from(protocol::error_reply(id.as_deref(), error)));
     }
 
@@ -256,8 +256,7 @@ impl WsSession {
     }
 
     fn write_push(&mut self, frame: ByteString) {
-        metrics::counter!("natter_messages_delivered_total").increment(1);
-        metrics::counter!("natter_ws_frames_sent_total").increment(1);
+        crate::telemetry::count_delivery();
         self.socket.text(frame.into_bytes());
     }
 }
