@@ -34,13 +34,17 @@ pub enum Push {
     Event {
         frame: ByteString,
     },
+    /// A user's fresh unread counts: written with the session's next frame, or shortly.
+    Unread {
+        frame: ByteString,
+    },
 }
 
 impl Push {
     /// Bytes the push will put on the wire.
     pub fn len(&self) -> usize {
         match self {
-            Push::Message { frame, .. } | Push::Event { frame } => frame.len(),
+            Push::Message { frame, .. } | Push::Event { frame } | Push::Unread { frame } => frame.len(),
         }
     }
 

@@ -274,7 +274,8 @@ impl Handler<TakeUnread> for Router {
     }
 }
 
-/// Events for every local session of some users (each user with the frame meant for them).
+/// `unread` events for every local session of some users (each user with the frame meant for
+/// them); a session writes them with its next frame, or within `UNREAD_HOLD`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ToLocalUsers {
@@ -288,7 +289,7 @@ impl Handler<ToLocalUsers> for Router {
         let mut slow = Vec::new();
         for (user, frame) in msg.events {
             for id in self.registry.user_sessions(&user) {
-                self.push(id, Push::Event { frame: frame.clone() }, &mut slow);
+                self.push(id, Push::Unread { frame: frame.clone() }, &mut slow);
             }
         }
         self.drop_slow(slow);

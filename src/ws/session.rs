@@ -92,7 +92,13 @@ pub struct WsSession {
     /// Sends waiting for the one in flight: a connection's messages are stored in the order it
     /// sent them, even when the client does not wait for each reply.
     send_queue: std::collections::VecDeque<(Id, chat::SendRequest)>,
+    /// An `unread` event is held for the next write; its flush is scheduled.
+    unread_held: bool,
 }
+
+/// Longest an `unread` event waits for a frame to share a write with. Counts are pushed at most
+/// every `chat.unread_push_ms` (500 by default); this adds at most a twentieth of that.
+const UNREAD_HOLD: Duration = Duration::from_millis(25);
 
 /// What the handshake settled for a new session.
 pub struct Opened {
@@ -131,6 +137,7 @@ impl WsSession {
             typing,
             refusals: 0,
             send_queue: std::collections::VecDeque::new(),
+            unread_held: false,
         }
     }
 
@@ -255,6 +262,22 @@ impl WsSession {
         false
     }
 
+    /// An `unread` event waits up to `UNREAD_HOLD` to share a write with the session's next
+    /// frame: the unread pusher hands a busy group's members their counts all at once, and
+    /// written alone those frames were a burst of a system call and a TCP segment per member
+    /// in front of the next message's fan-out.
+    fn hold_unread(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
+        crate::telemetry::count_delivery();
+        self.socket.text_held(frame.into_bytes());
+        if !self.unread_held {
+            self.unread_held = true;
+            ctx.run_later(UNREAD_HOLD, |act, _| {
+                act.unread_held = false;
+                act.socket.flush_held();
+            });
+        }
+    }
+
     fn write_push(&mut self, frame: ByteString) {
         crate::telemetry::count_delivery();
         self.socket.text(frame.into_bytes());
@@ -323,6 +346,7 @@ impl WsSession {
         super::socket::release(&self.queued, push.len());
         let (conv, seq, origin, frame) = match push {
             Push::Event { frame } => return self.write_push(frame),
+            Push::Unread { frame } => return self.hold_unread(frame, ctx),
             Push::Message { conv, seq, origin, frame } => (conv, seq, origin, frame),
         };
         let sender = if origin == Some(self.id) { Sender::ThisSession } else { Sender::Other };

@@ -58,6 +58,9 @@ struct Shared {
 #[derive(Default)]
 struct Out {
     queue: VecDeque<Bytes>,
+    /// Frames (head and payload) that go out with the next frame written, in the same call,
+    /// or at `flush_held`; counted in `queued` already.
+    held: Vec<Bytes>,
     /// A task is waiting for the socket to become writable.
     flushing: bool,
     /// A close frame went out (or the session ended): nothing more is written.
@@ -196,6 +199,50 @@ impl Socket {
         self.drive(&mut out);
     }
 
+    /// A text frame that may wait to share a write with the next frame (at most until
+    /// `flush_held`): each frame written alone is a system call and a TCP segment of its own.
+    pub fn text_held(&self, payload: Bytes) {
+        let (head, n) = header(OP_TEXT, payload.len());
+        let mut out = self.0.out.borrow_mut();
+        if out.closing.is_some() || out.broken {
+            return;
+        }
+        self.0.queued.fetch_add(n + payload.len(), Ordering::Relaxed);
+        out.held.push(Bytes::copy_from_slice(&head[..n]));
+        out.held.push(payload);
+    }
+
+    /// Writes the held frames now, if the next frame did not take them.
+    pub fn flush_held(&self) {
+        let mut out = self.0.out.borrow_mut();
+        if out.held.is_empty() {
+            return;
+        }
+        self.send_queued(&mut out, Vec::new());
+    }
+
+    /// Queues the held frames and then `more`, and writes what the kernel takes in one call
+    /// (unless a flush is already waiting for the socket, which then takes them in order).
+    fn send_queued(&self, out: &mut Out, more: Vec<Bytes>) {
+        let held = std::mem::take(&mut out.held);
+        out.queue.extend(held);
+        out.queue.extend(more);
+        if out.closing.is_some() || out.broken {
+            return;
+        }
+        if !out.flushing {
+            match write_queued(&self.0, out) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(_) => {
+                    out.broken = true;
+                    return;
+                }
+            }
+        }
+        self.drive(out);
+    }
+
     fn frame(&self, opcode: u8, payload: Bytes) {
         let (head, n) = header(opcode, payload.len());
         let shared = &self.0;
@@ -204,6 +251,11 @@ impl Socket {
             return;
         }
         let total = n + payload.len();
+        if !out.held.is_empty() {
+            shared.queued.fetch_add(total, Ordering::Relaxed);
+            self.send_queued(&mut out, vec![Bytes::copy_from_slice(&head[..n]), payload]);
+            return;
+        }
         let mut written = 0;
         if out.queue.is_empty() {
             match shared.io.try_write_vectored(&[IoSlice::new(&head[..n]), IoSlice::new(&payload)]) {
@@ -449,6 +501,56 @@ mod tests {
         assert_eq!(&h[..n], &[0x81, 126, 1, 44]);
         let (h, n) = header(OP_TEXT, 70_000);
         assert_eq!(&h[..n], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    /// A connected pair on loopback: our socket's sending side, and the peer's stream.
+    async fn pair() -> (Socket, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (socket, _) = split(ours, BytesMut::new(), 1 << 16);
+        (socket, peer)
+    }
+
+    async fn read_exactly(peer: &mut TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0; n];
+        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .expect("the frames arrive within 5 s")
+            .unwrap();
+        got
+    }
+
+    #[actix_rt::test]
+    async fn a_held_frame_goes_out_with_the_next_frame_and_before_it() {
+        let (socket, mut peer) = pair().await;
+        socket.text_held(Bytes::from_static(b"held"));
+        assert_eq!(socket.queued().load(Ordering::Relaxed), 6, "counted as queued while held");
+        socket.text(Bytes::from_static(b"next"));
+        assert_eq!(read_exactly(&mut peer, 12).await, b"\x81\x04held\x81\x04next");
+        assert_eq!(socket.queued().load(Ordering::Relaxed), 0);
+    }
+
+    #[actix_rt::test]
+    async fn held_frames_with_nothing_after_them_go_out_when_flushed_and_only_once() {
+        let (socket, mut peer) = pair().await;
+        socket.text_held(Bytes::from_static(b"a"));
+        socket.text_held(Bytes::from_static(b"b"));
+        socket.flush_held();
+        assert_eq!(read_exactly(&mut peer, 6).await, b"\x81\x01a\x81\x01b");
+        socket.flush_held();
+        socket.text(Bytes::from_static(b"c"));
+        assert_eq!(read_exactly(&mut peer, 3).await, b"\x81\x01c", "flushed frames are not written twice");
+        assert_eq!(socket.queued().load(Ordering::Relaxed), 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_close_takes_the_held_frames_out_before_the_close_frame() {
+        let (socket, mut peer) = pair().await;
+        socket.text_held(Bytes::from_static(b"a"));
+        socket.close(None);
+        assert_eq!(read_exactly(&mut peer, 5).await, b"\x81\x01a\x88\x00");
     }
 
     #[test]
