@@ -406,7 +406,7 @@ impl Targets {
             "2b",
             "… p99 ≤ 1.5 × floor",
             format!("{p99:.2} ms vs floor {:.2} ms", self.floor_p99.unwrap_or(0.0)),
-            self.one_node_ratio.or(div(self.one_node.map(|o| o.0), self.floor_p99)),
+            self.one_node_ratio,
             1.5,
             true,
         );

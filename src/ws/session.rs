@@ -92,8 +92,6 @@ pub struct WsSession {
     /// Sends waiting for the one in flight: a connection's messages are stored in the order it
     /// sent them, even when the client does not wait for each reply.
     send_queue: std::collections::VecDeque<(Id, chat::SendRequest)>,
-    /// An `unread` event is held for the next write; its flush is scheduled.
-    unread_held: bool,
 }
 
 /// Longest an `unread` event waits for a frame to share a write with. Counts are pushed at most
@@ -137,7 +135,6 @@ impl WsSession {
             typing,
             refusals: 0,
             send_queue: std::collections::VecDeque::new(),
-            unread_held: false,
         }
     }
 
@@ -268,13 +265,8 @@ impl WsSession {
     /// in front of the next message's fan-out.
     fn hold_unread(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
         crate::telemetry::count_delivery();
-        self.socket.text_held(frame.into_bytes());
-        if !self.unread_held {
-            self.unread_held = true;
-            ctx.run_later(UNREAD_HOLD, |act, _| {
-                act.unread_held = false;
-                act.socket.flush_held();
-            });
+        if self.socket.text_held(frame.into_bytes()) {
+            ctx.run_later(UNREAD_HOLD, |act, _| act.socket.flush_held());
         }
     }
 

@@ -201,15 +201,18 @@ impl Socket {
 
     /// A text frame that may wait to share a write with the next frame (at most until
     /// `flush_held`): each frame written alone is a system call and a TCP segment of its own.
-    pub fn text_held(&self, payload: Bytes) {
+    /// True when nothing was held before it: the caller owes a `flush_held`.
+    pub fn text_held(&self, payload: Bytes) -> bool {
         let (head, n) = header(OP_TEXT, payload.len());
         let mut out = self.0.out.borrow_mut();
         if out.closing.is_some() || out.broken {
-            return;
+            return false;
         }
         self.0.queued.fetch_add(n + payload.len(), Ordering::Relaxed);
+        let first = out.held.is_empty();
         out.held.push(Bytes::copy_from_slice(&head[..n]));
         out.held.push(payload);
+        first
     }
 
     /// Writes the held frames now, if the next frame did not take them.
@@ -525,7 +528,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_held_frame_goes_out_with_the_next_frame_and_before_it() {
         let (socket, mut peer) = pair().await;
-        socket.text_held(Bytes::from_static(b"held"));
+        assert!(socket.text_held(Bytes::from_static(b"held")), "the first held frame asks for a flush");
         assert_eq!(socket.queued().load(Ordering::Relaxed), 6, "counted as queued while held");
         socket.text(Bytes::from_static(b"next"));
         assert_eq!(read_exactly(&mut peer, 12).await, b"\x81\x04held\x81\x04next");
@@ -536,7 +539,7 @@ mod tests {
     async fn held_frames_with_nothing_after_them_go_out_when_flushed_and_only_once() {
         let (socket, mut peer) = pair().await;
         socket.text_held(Bytes::from_static(b"a"));
-        socket.text_held(Bytes::from_static(b"b"));
+        assert!(!socket.text_held(Bytes::from_static(b"b")), "one flush is owed already");
         socket.flush_held();
         assert_eq!(read_exactly(&mut peer, 6).await, b"\x81\x01a\x81\x01b");
         socket.flush_held();
